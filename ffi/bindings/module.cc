@@ -1,0 +1,120 @@
+// nanobind module jax_pccl._pccl: a thin layer over the engine. Blocking
+// calls release the GIL; engine errors become the Python exception classes of
+// jax_pccl.errors; the XLA FFI handler is exported as a capsule.
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/string.h>
+
+#include <memory>
+#include <string>
+
+#include "common/errors.h"
+#include "master/master.h"
+#include "peer/communicator.h"
+#include "xla/all_reduce_handler.h"
+#include "xla/comm_registry.h"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace pccl {
+namespace {
+
+void raise_python_error(const PcclError& e) {
+  nb::object errors = nb::module_::import_("jax_pccl.errors");
+  nb::object cls = errors.attr(error_kind_name(e.kind()));
+  PyErr_SetString(cls.ptr(), e.what());
+}
+
+// Owns one engine communicator and its registry handle.
+class PyCommunicator {
+ public:
+  PyCommunicator(const std::string& host, uint16_t port, uint32_t group, double timeout,
+                 const std::string& advertise_host) {
+    CommunicatorConfig cfg;
+    cfg.master_host = host;
+    cfg.master_port = port;
+    cfg.group = group;
+    cfg.timeout_s = timeout;
+    cfg.advertise_host = advertise_host;
+    comm_ = std::make_shared<Communicator>(cfg);
+    handle_ = register_communicator(comm_);
+  }
+  ~PyCommunicator() { close(); }
+
+  void close() {
+    if (handle_ != 0) unregister_communicator(handle_);
+    handle_ = 0;
+    comm_->close();
+  }
+
+  std::shared_ptr<Communicator> comm_;
+  int64_t handle_ = 0;
+};
+
+nb::dict stats_dict(const CommunicatorStats& s) {
+  nb::dict d;
+  d["bytes_sent"] = s.bytes_sent;
+  d["bytes_received"] = s.bytes_received;
+  d["collectives_done"] = s.collectives_done;
+  d["collectives_failed"] = s.collectives_failed;
+  d["topology_updates"] = s.topology_updates;
+  return d;
+}
+
+}  // namespace
+}  // namespace pccl
+
+NB_MODULE(_pccl, m) {
+  using namespace pccl;
+  m.doc() = "jax_pccl native engine (master, ring communicator, XLA FFI handlers)";
+
+  nb::register_exception_translator([](const std::exception_ptr& p, void*) {
+    try {
+      std::rethrow_exception(p);
+    } catch (const PcclError& e) {
+      raise_python_error(e);
+    }
+  });
+
+  nb::class_<Master>(m, "Master")
+      .def(
+          "__init__",
+          [](Master* self, const std::string& host, uint16_t port) {
+            MasterConfig cfg;
+            cfg.host = host;
+            cfg.port = port;
+            new (self) Master(cfg);
+          },
+          "host"_a, "port"_a)
+      .def("start", &Master::start)
+      .def("stop", &Master::stop, nb::call_guard<nb::gil_scoped_release>())
+      .def_prop_ro("port", &Master::port)
+      .def("status_json", &Master::status_json);
+
+  nb::class_<PyCommunicator>(m, "Communicator")
+      .def(nb::init<const std::string&, uint16_t, uint32_t, double, const std::string&>(),
+           "host"_a, "port"_a, "group"_a, "timeout"_a, "advertise_host"_a)
+      .def(
+          "connect", [](PyCommunicator& c, double t) { c.comm_->connect(t); },
+          "admit_timeout"_a, nb::call_guard<nb::gil_scoped_release>())
+      .def(
+          "update_topology", [](PyCommunicator& c) { c.comm_->update_topology(); },
+          nb::call_guard<nb::gil_scoped_release>())
+      .def("are_peers_pending", [](PyCommunicator& c) { return c.comm_->are_peers_pending(); })
+      .def_prop_ro("world_size", [](PyCommunicator& c) { return c.comm_->world_size(); })
+      .def_prop_ro("group_world_size",
+                   [](PyCommunicator& c) { return c.comm_->group_world_size(); })
+      .def_prop_ro("rank", [](PyCommunicator& c) { return c.comm_->rank(); })
+      .def_prop_ro("peer_id", [](PyCommunicator& c) { return c.comm_->peer_id(); })
+      .def_prop_ro("connected", [](PyCommunicator& c) { return c.comm_->connected(); })
+      .def_prop_ro("handle", [](PyCommunicator& c) { return c.handle_; })
+      .def("stats", [](PyCommunicator& c) { return stats_dict(c.comm_->stats()); })
+      .def("close", &PyCommunicator::close, nb::call_guard<nb::gil_scoped_release>());
+
+  m.def("ffi_targets", []() {
+    nb::dict targets;
+    targets["jax_pccl_all_reduce"] =
+        nb::capsule(reinterpret_cast<void*>(&AllReduceCpuHandler), "xla._CUSTOM_CALL_TARGET");
+    return targets;
+  });
+}

@@ -1,0 +1,24 @@
+// A cancellation signal that poll() can wait on (an eventfd), so close() can
+// wake every thread blocked in network I/O at once.
+#pragma once
+#include <atomic>
+
+namespace pccl {
+
+class Canceller {
+ public:
+  Canceller();
+  ~Canceller();
+  Canceller(const Canceller&) = delete;
+  Canceller& operator=(const Canceller&) = delete;
+
+  void cancel();
+  bool cancelled() const { return cancelled_.load(std::memory_order_acquire); }
+  int fd() const { return fd_; }  // readable once cancelled
+
+ private:
+  int fd_;
+  std::atomic<bool> cancelled_{false};
+};
+
+}  // namespace pccl

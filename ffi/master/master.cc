@@ -1,0 +1,339 @@
+#include "master/master.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <sstream>
+
+#include "common/errors.h"
+#include "common/log.h"
+#include "transport/frame.h"
+
+namespace pccl {
+namespace {
+
+constexpr size_t kReadChunk = 64 * 1024;
+
+std::string json_escape(const std::string& s) {
+  std::string out;
+  for (char ch : s) {
+    if (ch == '"' || ch == '\\') { out += '\\'; out += ch; }
+    else if (static_cast<unsigned char>(ch) < 0x20) out += ' ';
+    else out += ch;
+  }
+  return out;
+}
+
+}  // namespace
+
+Master::Master(MasterConfig config) : config_(std::move(config)) {
+  listener_ = Socket::listen_on(config_.host, config_.port, 128);
+  port_ = listener_.local_port();
+  started_at_ = Deadline::Clock::now();
+}
+
+Master::~Master() { stop(); }
+
+void Master::start() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (started_ || stopped_) return;
+  started_ = true;
+  thread_ = std::thread([this] { loop(); });
+  PCCL_LOG(kInfo, "master listening on " << config_.host << ":" << port_);
+}
+
+void Master::stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopped_) return;
+    stopped_ = true;
+  }
+  wake_.cancel();
+  if (thread_.joinable()) thread_.join();
+  std::lock_guard<std::mutex> lock(mu_);
+  conns_.clear();
+  listener_.close();
+}
+
+void Master::loop() {
+  std::vector<pollfd> fds;
+  while (!wake_.cancelled()) {
+    fds.clear();
+    fds.push_back({wake_.fd(), POLLIN, 0});
+    fds.push_back({listener_.fd(), POLLIN, 0});
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (auto& [fd, c] : conns_) {
+        short ev = POLLIN;
+        if (!c.out.empty()) ev |= POLLOUT;
+        fds.push_back({fd, ev, 0});
+      }
+    }
+    int rc = ::poll(fds.data(), fds.size(), 200);
+    if (rc < 0 && errno != EINTR) {
+      PCCL_LOG(kError, "master poll failed: " << errno);
+      break;
+    }
+    if (wake_.cancelled()) break;
+    std::lock_guard<std::mutex> lock(mu_);
+    if (fds[1].revents & POLLIN) accept_new();
+    for (size_t i = 2; i < fds.size(); ++i) {
+      auto it = conns_.find(fds[i].fd);
+      if (it == conns_.end() || fds[i].revents == 0) continue;
+      Connection& c = it->second;
+      if (fds[i].revents & POLLIN) read_from(c);
+      if (!c.closing && (fds[i].revents & POLLOUT)) flush(c);
+      if (!c.closing && (fds[i].revents & (POLLERR | POLLHUP)) && !(fds[i].revents & POLLIN)) {
+        drop(c, "connection error");
+      }
+    }
+    for (auto& [fd, c] : conns_) {
+      if (!c.closing && c.peer_id == 0 && c.handshake_deadline.expired()) {
+        drop(c, "no HELLO within the handshake deadline");
+      }
+    }
+    for (auto it = conns_.begin(); it != conns_.end();) {
+      it = it->second.closing ? conns_.erase(it) : std::next(it);
+    }
+  }
+}
+
+void Master::accept_new() {
+  for (;;) {
+    Socket s = listener_.accept_now();
+    if (!s.valid()) return;
+    if (conns_.size() >= config_.max_connections) {
+      ++dropped_connections_;
+      PCCL_LOG(kWarn, "master: refusing connection from " << s.remote_ip()
+                                                          << ": connection limit reached");
+      continue;  // Socket closes on scope exit
+    }
+    int fd = s.fd();
+    Connection c;
+    c.remote = s.remote_ip();
+    c.sock = std::move(s);
+    c.handshake_deadline = Deadline::after(config_.handshake_timeout_s);
+    conns_.emplace(fd, std::move(c));
+  }
+}
+
+void Master::read_from(Connection& c) {
+  uint8_t buf[kReadChunk];
+  ssize_t n = ::recv(c.sock.fd(), buf, sizeof(buf), 0);
+  if (n == 0) { drop(c, "closed by peer"); return; }
+  if (n < 0) {
+    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) drop(c, "read error");
+    return;
+  }
+  c.in.insert(c.in.end(), buf, buf + n);
+  try {
+    while (!c.closing && c.in.size() >= kFrameHeaderSize) {
+      FrameHeader h = decode_frame_header(c.in.data(), kMaxControlPayload);
+      if (c.in.size() < kFrameHeaderSize + h.length) break;
+      std::vector<uint8_t> payload(c.in.begin() + kFrameHeaderSize,
+                                   c.in.begin() + kFrameHeaderSize + h.length);
+      c.in.erase(c.in.begin(), c.in.begin() + kFrameHeaderSize + h.length);
+      handle_frame(c, h.type, payload);
+    }
+  } catch (const PcclError& e) {
+    // Tell the other side why (best effort), then drop it.
+    ErrorMsg msg{e.what()};
+    send_frame(c.sock.fd(), MsgType::kError, msg.encode());
+    flush(c);
+    drop(c, e.what());
+  }
+}
+
+void Master::flush(Connection& c) {
+  while (!c.out.empty()) {
+    ssize_t n = ::send(c.sock.fd(), c.out.data(), c.out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) { c.out.erase(c.out.begin(), c.out.begin() + n); continue; }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+    drop(c, "write error");
+    return;
+  }
+}
+
+void Master::send_frame(int fd, MsgType type, const std::vector<uint8_t>& payload) {
+  auto it = conns_.find(fd);
+  if (it == conns_.end() || it->second.closing) return;
+  Connection& c = it->second;
+  if (c.out.size() + payload.size() > config_.max_send_queue_bytes) {
+    drop(c, "send queue overflow (peer not reading)");
+    return;
+  }
+  uint8_t head[kFrameHeaderSize];
+  encode_frame_header(head, static_cast<uint16_t>(type), static_cast<uint32_t>(payload.size()));
+  c.out.insert(c.out.end(), head, head + kFrameHeaderSize);
+  c.out.insert(c.out.end(), payload.begin(), payload.end());
+  flush(c);
+}
+
+void Master::handle_frame(Connection& c, uint16_t type, const std::vector<uint8_t>& payload) {
+  auto msg = static_cast<MsgType>(type);
+  if (c.peer_id == 0) {
+    if (msg != MsgType::kHello) throw ProtocolViolation("first message must be HELLO");
+    handle_hello(c, payload);
+    return;
+  }
+  switch (msg) {
+    case MsgType::kVote: handle_vote(c, payload); return;
+    default:
+      throw ProtocolViolation("unexpected message type " + std::to_string(type) + " from peer " +
+                              std::to_string(c.peer_id));
+  }
+}
+
+void Master::handle_hello(Connection& c, const std::vector<uint8_t>& payload) {
+  HelloMsg hello = HelloMsg::decode(payload);
+  if (hello.listen_port == 0) throw ProtocolViolation("HELLO without a listen port");
+  PeerRecord p;
+  p.id = next_peer_id_++;
+  p.group = hello.group;
+  p.host = hello.advertise_host.empty() ? c.remote : hello.advertise_host;
+  p.port = hello.listen_port;
+  p.fd = c.sock.fd();
+  c.peer_id = p.id;
+  peers_[p.id] = p;
+  send_frame(p.fd, MsgType::kWelcome, WelcomeMsg{p.id}.encode());
+  Group& g = groups_[hello.group];
+  PCCL_LOG(kInfo, "master: peer " << p.id << " registered from " << p.host << ":" << p.port
+                                  << " in group " << hello.group);
+  if (g.ring.empty()) {
+    // The first peer of a group has nobody to vote it in: accept at once.
+    std::vector<uint64_t> ring = g.pending;
+    ring.push_back(p.id);
+    g.pending.clear();
+    advance_epoch(hello.group, ring);
+    return;
+  }
+  g.pending.push_back(p.id);
+  for (uint64_t member : g.ring) {
+    send_frame(peers_[member].fd, MsgType::kPendingNotice, {});
+  }
+}
+
+void Master::handle_vote(Connection& c, const std::vector<uint8_t>& payload) {
+  VoteMsg vote = VoteMsg::decode(payload);
+  PeerRecord& p = peers_.at(c.peer_id);
+  if (p.state != PeerState::kAccepted) throw ProtocolViolation("vote from a peer not yet accepted");
+  Group& g = groups_[p.group];
+  if (vote.epoch != g.epoch) {
+    // A vote for an epoch that is already over: the peer will see the newer
+    // topology it missed. Answer with the current ring so it never waits.
+    PCCL_LOG(kInfo, "master: stale vote from peer " << p.id << " (epoch " << vote.epoch
+                                                    << ", current " << g.epoch << ")");
+    return;
+  }
+  g.votes.insert(p.id);
+  try_complete_vote(p.group);
+}
+
+void Master::try_complete_vote(uint32_t group_id) {
+  Group& g = groups_[group_id];
+  if (g.votes.empty()) return;
+  for (uint64_t member : g.ring) {
+    if (g.votes.count(member) == 0) return;
+  }
+  std::vector<uint64_t> ring = g.ring;
+  ring.insert(ring.end(), g.pending.begin(), g.pending.end());
+  g.pending.clear();
+  advance_epoch(group_id, ring);
+}
+
+void Master::advance_epoch(uint32_t group_id, std::vector<uint64_t> new_ring) {
+  Group& g = groups_[group_id];
+  g.ring = std::move(new_ring);
+  g.votes.clear();
+  g.epoch += 1;
+  TopologyMsg topo;
+  topo.group = group_id;
+  topo.epoch = g.epoch;
+  topo.more_pending = g.pending.empty() ? 0 : 1;
+  for (uint64_t id : g.ring) {
+    PeerRecord& p = peers_[id];
+    p.state = PeerState::kAccepted;
+    topo.ring.push_back({p.id, p.host, p.port});
+  }
+  topo.total_world_size = total_world_size();
+  std::vector<uint8_t> bytes = topo.encode();
+  PCCL_LOG(kInfo, "master: group " << group_id << " epoch " << g.epoch << " ring size "
+                                   << g.ring.size());
+  for (uint64_t id : g.ring) send_frame(peers_[id].fd, MsgType::kTopology, bytes);
+}
+
+uint32_t Master::total_world_size() const {
+  uint32_t n = 0;
+  for (const auto& [id, g] : groups_) n += static_cast<uint32_t>(g.ring.size());
+  return n;
+}
+
+void Master::drop(Connection& c, const std::string& reason) {
+  if (c.closing) return;
+  c.closing = true;
+  ++dropped_connections_;
+  if (c.peer_id != 0) {
+    PCCL_LOG(kInfo, "master: dropping peer " << c.peer_id << " (" << c.remote << "): " << reason);
+    forget_peer(c.peer_id);
+  } else {
+    PCCL_LOG(kWarn, "master: dropping connection from " << c.remote << ": " << reason);
+  }
+  c.sock.shutdown_both();
+}
+
+void Master::forget_peer(uint64_t peer_id) {
+  auto it = peers_.find(peer_id);
+  if (it == peers_.end()) return;
+  uint32_t group_id = it->second.group;
+  peers_.erase(it);
+  Group& g = groups_[group_id];
+  auto erase_id = [peer_id](std::vector<uint64_t>& v) {
+    v.erase(std::remove(v.begin(), v.end(), peer_id), v.end());
+  };
+  bool was_member = std::find(g.ring.begin(), g.ring.end(), peer_id) != g.ring.end();
+  erase_id(g.ring);
+  erase_id(g.pending);
+  g.votes.erase(peer_id);
+  if (!was_member) return;
+  if (g.ring.empty() && !g.pending.empty()) {
+    // Nobody is left to vote the waiting peers in: admit them directly.
+    std::vector<uint64_t> ring = g.pending;
+    g.pending.clear();
+    advance_epoch(group_id, ring);
+    return;
+  }
+  try_complete_vote(group_id);  // the dead peer no longer blocks a vote
+}
+
+std::string Master::status_json() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::ostringstream os;
+  double uptime = std::chrono::duration<double>(Deadline::Clock::now() - started_at_).count();
+  os << "{\"address\":\"" << json_escape(config_.host) << ":" << port_ << "\",";
+  os << "\"uptime_s\":" << uptime << ",\"world_size\":" << total_world_size() << ",";
+  os << "\"dropped_connections\":" << dropped_connections_ << ",";
+  os << "\"open_connections\":" << conns_.size() << ",\"peers\":[";
+  bool first = true;
+  for (const auto& [id, p] : peers_) {
+    if (!first) os << ",";
+    first = false;
+    os << "{\"id\":" << id << ",\"address\":\"" << json_escape(p.host) << ":" << p.port
+       << "\",\"group\":" << p.group << ",\"state\":\""
+       << (p.state == PeerState::kAccepted ? "accepted" : "pending") << "\"}";
+  }
+  os << "],\"groups\":[";
+  first = true;
+  for (const auto& [gid, g] : groups_) {
+    if (!first) os << ",";
+    first = false;
+    os << "{\"group\":" << gid << ",\"epoch\":" << g.epoch << ",\"world_size\":" << g.ring.size()
+       << ",\"pending\":" << g.pending.size() << "}";
+  }
+  os << "],\"shared_state_revision\":null}";
+  return os.str();
+}
+
+}  // namespace pccl

@@ -1,0 +1,102 @@
+// The master: one authoritative, single-threaded state machine that admits
+// peers into groups and hands out ring topologies. It never carries tensors.
+//
+// Peer lifecycle: connect -> HELLO -> registered (WELCOME with an id) ->
+//   accepted at once if its group is empty, else pending until every accepted
+//   peer of the group votes (update_topology); the completed vote admits all
+//   pending peers, drops dead ones and broadcasts the new ring at epoch+1.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/canceller.h"
+#include "common/deadline.h"
+#include "protocol/messages.h"
+#include "transport/socket.h"
+
+namespace pccl {
+
+struct MasterConfig {
+  std::string host = "127.0.0.1";
+  uint16_t port = 0;                  // 0: pick a free port
+  double handshake_timeout_s = 10.0;  // unregistered connections are dropped after this
+  size_t max_connections = 1024;
+  size_t max_send_queue_bytes = 16u << 20;
+};
+
+class Master {
+ public:
+  explicit Master(MasterConfig config);  // binds now, so port() is valid at once
+  ~Master();
+  Master(const Master&) = delete;
+  Master& operator=(const Master&) = delete;
+
+  void start();
+  void stop();  // idempotent; joins the loop thread
+  uint16_t port() const { return port_; }
+  const std::string& host() const { return config_.host; }
+  std::string status_json() const;
+
+ private:
+  struct Connection {
+    Socket sock;
+    std::vector<uint8_t> in;
+    std::vector<uint8_t> out;
+    Deadline handshake_deadline = Deadline::never();
+    uint64_t peer_id = 0;  // 0: not registered yet
+    bool closing = false;
+    std::string remote;
+  };
+  enum class PeerState { kPending, kAccepted };
+  struct PeerRecord {
+    uint64_t id = 0;
+    uint32_t group = 0;
+    std::string host;
+    uint16_t port = 0;
+    PeerState state = PeerState::kPending;
+    int fd = -1;
+  };
+  struct Group {
+    uint64_t epoch = 0;
+    std::vector<uint64_t> ring;     // accepted, in ring order
+    std::vector<uint64_t> pending;  // registered, waiting to be admitted
+    std::set<uint64_t> votes;
+  };
+
+  void loop();
+  void accept_new();
+  void read_from(Connection& c);
+  void flush(Connection& c);
+  void handle_frame(Connection& c, uint16_t type, const std::vector<uint8_t>& payload);
+  void handle_hello(Connection& c, const std::vector<uint8_t>& payload);
+  void handle_vote(Connection& c, const std::vector<uint8_t>& payload);
+  void drop(Connection& c, const std::string& reason);
+  void forget_peer(uint64_t peer_id);
+  void try_complete_vote(uint32_t group_id);
+  void advance_epoch(uint32_t group_id, std::vector<uint64_t> new_ring);
+  void send_frame(int fd, MsgType type, const std::vector<uint8_t>& payload);
+  uint32_t total_world_size() const;
+
+  MasterConfig config_;
+  Socket listener_;
+  uint16_t port_ = 0;
+  Canceller wake_;
+  std::thread thread_;
+  mutable std::mutex mu_;  // guards everything below (held while handling, not while polling)
+  bool started_ = false;
+  bool stopped_ = false;
+  std::map<int, Connection> conns_;
+  std::map<uint64_t, PeerRecord> peers_;
+  std::map<uint32_t, Group> groups_;
+  uint64_t next_peer_id_ = 1;
+  Deadline::Clock::time_point started_at_;
+  uint64_t dropped_connections_ = 0;
+};
+
+}  // namespace pccl

@@ -1,0 +1,259 @@
+#include "peer/communicator.h"
+
+#include <algorithm>
+#include <sstream>
+
+#include "collectives/ring_allreduce.h"
+#include "common/errors.h"
+#include "common/log.h"
+#include "transport/frame.h"
+
+namespace pccl {
+namespace {
+
+constexpr uint32_t kMaxHeaderFrame = 512;
+
+std::string describe(const CollectiveHeader& h) {
+  if (h.kind == static_cast<uint8_t>(CollectiveKind::kTopologyCheck)) return "update_topology()";
+  std::ostringstream os;
+  os << "op=" << reduce_op_name(static_cast<ReduceOp>(h.op))
+     << " dtype=" << dtype_name(static_cast<DType>(h.dtype)) << " shape=(";
+  for (size_t i = 0; i < h.dims.size(); ++i) os << (i ? "," : "") << h.dims[i];
+  if (h.dims.size() == 1) os << ",";
+  os << ")";
+  if (h.leaf_count > 1) os << " leaf=" << h.leaf_index << "/" << h.leaf_count;
+  return os.str();
+}
+
+// Names the fields in which two headers disagree ("" when they agree).
+std::string differing_fields(const CollectiveHeader& a, const CollectiveHeader& b) {
+  std::vector<std::string> diffs;
+  if (a.kind != b.kind) return "operation";
+  if (a.op != b.op) diffs.push_back("op");
+  if (a.dtype != b.dtype) diffs.push_back("dtype");
+  if (a.count != b.count || a.dims != b.dims) diffs.push_back("shape");
+  if (a.quantization != b.quantization) diffs.push_back("quantization");
+  if (a.leaf_count != b.leaf_count || a.leaf_index != b.leaf_index) diffs.push_back("pytree structure");
+  std::string out;
+  for (const auto& d : diffs) out += (out.empty() ? "" : ", ") + d;
+  return out;
+}
+
+}  // namespace
+
+Communicator::Communicator(CommunicatorConfig config) : config_(std::move(config)) {}
+
+Communicator::~Communicator() { close(); }
+
+void Communicator::connect(double admit_timeout_s) {
+  std::lock_guard<std::mutex> lock(op_mu_);
+  if (closed_) throw PcclError("communicator is closed");
+  if (connected_) return;
+  Deadline net = Deadline::after(config_.timeout_s);
+  master_.open(config_.master_host, config_.master_port, net, &cancel_);
+  links_.listen(master_.local_ip(), config_.group);
+  HelloMsg hello{config_.group, links_.port(), config_.advertise_host};
+  peer_id_ = master_.register_peer(hello, net);
+  TopologyMsg topo;
+  if (!master_.wait_topology(0, Deadline::after(admit_timeout_s), &topo)) {
+    throw PcclError("not admitted within " + std::to_string(admit_timeout_s) +
+                    " s: accepted peers admit newcomers when they call update_topology()");
+  }
+  apply_topology(topo);
+  fresh_ = true;
+  connected_ = true;
+}
+
+void Communicator::apply_topology(const TopologyMsg& topo) {
+  auto me = std::find_if(topo.ring.begin(), topo.ring.end(),
+                         [this](const RingMember& m) { return m.peer_id == peer_id_; });
+  if (me == topo.ring.end()) throw PcclError("this peer is no longer part of the run");
+  int n = static_cast<int>(topo.ring.size());
+  int r = static_cast<int>(me - topo.ring.begin());
+  ring_ = topo.ring;
+  epoch_ = topo.epoch;
+  seq_ = 0;
+  rank_ = r;
+  group_size_ = n;
+  total_world_ = static_cast<int>(topo.total_world_size);
+  consistent_pending_ = topo.more_pending != 0;
+  ring_broken_ = false;
+  fresh_ = false;
+  {
+    std::lock_guard<std::mutex> lock(stats_mu_);
+    ++stats_.topology_updates;
+  }
+  if (n == 1) {
+    links_.break_links();
+    return;
+  }
+  try {
+    links_.establish(peer_id_, epoch_, ring_[(r + 1) % n], ring_[(r + n - 1) % n].peer_id,
+                     Deadline::after(config_.timeout_s), &cancel_);
+  } catch (const PcclError&) {
+    mark_broken();
+    throw;
+  }
+  PCCL_LOG(kInfo, "peer " << peer_id_ << ": epoch " << epoch_ << " rank " << r << "/" << n);
+}
+
+void Communicator::update_topology() {
+  std::lock_guard<std::mutex> lock(op_mu_);
+  require_accepted();
+  if (fresh_) {
+    fresh_ = false;
+    return;
+  }
+  if (!ring_broken_) {
+    bool pending;
+    if (ring_.size() == 1) {
+      pending = master_.pending_seen();  // alone: our own view is the consensus
+    } else {
+      try {
+        agree(make_header(CollectiveKind::kTopologyCheck));
+      } catch (const PcclError& e) {
+        if (e.kind() != ErrorKind::kMismatch) mark_broken();
+        throw;
+      }
+      pending = consistent_pending_;
+    }
+    if (!pending) return;
+  }
+  master_.send_vote(epoch_, Deadline::after(config_.timeout_s));
+  TopologyMsg topo;
+  // The others reach the vote once their own collective finished or failed.
+  if (!master_.wait_topology(epoch_, Deadline::after(2 * config_.timeout_s), &topo)) {
+    mark_broken();
+    throw PeerFailure("topology vote did not complete within " +
+                      std::to_string(2 * config_.timeout_s) + " s");
+  }
+  apply_topology(topo);
+}
+
+void Communicator::require_accepted() const {
+  if (closed_) throw PcclError("communicator is closed");
+  if (!connected_) throw PcclError("communicator is not connected: call connect() first");
+}
+
+void Communicator::mark_broken() {
+  ring_broken_ = true;
+  links_.break_links();  // neighbours see EOF now instead of waiting for a timeout
+}
+
+std::vector<CollectiveHeader> Communicator::exchange_headers(const CollectiveHeader& mine) {
+  int n = static_cast<int>(ring_.size());
+  int r = rank_;
+  std::vector<CollectiveHeader> all(n);
+  all[r] = mine;
+  Deadline deadline = Deadline::after(config_.timeout_s);
+  // All-gather around the ring: at hop s forward the header of rank r-s.
+  for (int s = 0; s < n - 1; ++s) {
+    const CollectiveHeader& fwd = all[(r - s + n) % n];
+    write_frame(links_.right(), static_cast<uint16_t>(MsgType::kCollective), fwd.encode(),
+                deadline, &cancel_);
+    Frame f = read_frame(links_.left(), kMaxHeaderFrame, deadline, &cancel_);
+    if (f.type != static_cast<uint16_t>(MsgType::kCollective)) {
+      throw ProtocolViolation("expected a collective header from the left neighbour");
+    }
+    all[(r - s - 1 + n) % n] = CollectiveHeader::decode(f.payload);
+  }
+  return all;
+}
+
+void Communicator::check_agreement(const std::vector<CollectiveHeader>& all,
+                                   const CollectiveHeader& mine) {
+  for (size_t i = 0; i < all.size(); ++i) {
+    const CollectiveHeader& h = all[i];
+    if (h.epoch != mine.epoch || h.seq != mine.seq) {
+      throw Mismatch("collective sequence mismatch: peer " + std::to_string(h.peer_id) +
+                     " is at collective #" + std::to_string(h.seq) + " of epoch " +
+                     std::to_string(h.epoch) + ", this peer at #" + std::to_string(mine.seq) +
+                     " of epoch " + std::to_string(mine.epoch));
+    }
+    std::string diff = differing_fields(h, mine);
+    if (!diff.empty()) {
+      throw Mismatch("all_reduce arguments differ between peers (" + diff + "): peer " +
+                     std::to_string(h.peer_id) + " (rank " + std::to_string(i) + ") called " +
+                     describe(h) + ", this peer (rank " + std::to_string(rank_) + ") called " +
+                     describe(mine));
+    }
+  }
+}
+
+CollectiveHeader Communicator::make_header(CollectiveKind kind) const {
+  CollectiveHeader h;
+  h.kind = static_cast<uint8_t>(kind);
+  h.seq = seq_;
+  h.epoch = epoch_;
+  h.peer_id = peer_id_;
+  h.pending = master_.pending_seen() ? 1 : 0;
+  return h;
+}
+
+std::vector<CollectiveHeader> Communicator::agree(const CollectiveHeader& mine) {
+  fresh_ = false;
+  std::vector<CollectiveHeader> all =
+      ring_.size() > 1 ? exchange_headers(mine) : std::vector<CollectiveHeader>{mine};
+  ++seq_;
+  bool pending = false;
+  for (const auto& h : all) pending |= h.pending != 0;
+  consistent_pending_ = pending;
+  check_agreement(all, mine);
+  return all;
+}
+
+int Communicator::all_reduce(const void* in, void* out, size_t count, DType dtype, ReduceOp op,
+                             const LeafDescriptor& leaf) {
+  std::lock_guard<std::mutex> lock(op_mu_);
+  require_accepted();
+  if (ring_broken_) {
+    throw PcclError("a previous collective failed: call update_topology() before the next one");
+  }
+  int n = static_cast<int>(ring_.size());
+  CollectiveHeader mine = make_header(CollectiveKind::kAllReduce);
+  mine.count = count;
+  mine.dtype = static_cast<uint8_t>(dtype);
+  mine.op = static_cast<uint8_t>(op);
+  mine.leaf_index = leaf.leaf_index;
+  mine.leaf_count = leaf.leaf_count;
+  mine.dims = leaf.dims;
+  RingTraffic traffic;
+  try {
+    agree(mine);
+    RingPeers peers{rank_, n, &links_.right(), &links_.left()};
+    RingOptions options;
+    options.stall_timeout_s = config_.timeout_s;
+    options.cancel = &cancel_;
+    traffic = ring_all_reduce(peers, options, in, out, count, dtype, op);
+  } catch (const PcclError& e) {
+    {
+      std::lock_guard<std::mutex> s(stats_mu_);
+      ++stats_.collectives_failed;
+    }
+    // A mismatch is detected identically by everyone before data moves: the
+    // ring stays consistent. Anything else leaves the links in an unknown state.
+    if (e.kind() != ErrorKind::kMismatch) mark_broken();
+    throw;
+  }
+  std::lock_guard<std::mutex> s(stats_mu_);
+  ++stats_.collectives_done;
+  stats_.bytes_sent += traffic.bytes_sent;
+  stats_.bytes_received += traffic.bytes_received;
+  return n;
+}
+
+CommunicatorStats Communicator::stats() const {
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  return stats_;
+}
+
+void Communicator::close() {
+  if (closed_.exchange(true)) return;
+  cancel_.cancel();  // wakes any operation in flight; it then releases op_mu_
+  std::lock_guard<std::mutex> lock(op_mu_);
+  master_.close();
+  links_.close();
+  connected_ = false;
+}
+
+}  // namespace pccl

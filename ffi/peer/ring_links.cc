@@ -1,0 +1,133 @@
+#include "peer/ring_links.h"
+
+#include <poll.h>
+
+#include <vector>
+
+#include "common/errors.h"
+#include "common/log.h"
+#include "transport/frame.h"
+
+namespace pccl {
+namespace {
+
+constexpr size_t kMaxHandshaking = 64;
+constexpr double kHandshakeSeconds = 5.0;
+constexpr uint32_t kMaxPeerHello = 64;
+
+}  // namespace
+
+void RingLinks::listen(const std::string& bind_host, uint32_t group) {
+  group_ = group;
+  listener_ = Socket::listen_on(bind_host, 0, 64);
+  port_ = listener_.local_port();
+  acceptor_ = std::thread([this] { acceptor_loop(); });
+}
+
+void RingLinks::acceptor_loop() {
+  struct Handshaking {
+    Socket sock;
+    Deadline deadline;
+  };
+  std::vector<Handshaking> waiting;
+  std::vector<pollfd> fds;
+  while (!stop_.cancelled()) {
+    fds.clear();
+    fds.push_back({stop_.fd(), POLLIN, 0});
+    fds.push_back({listener_.fd(), POLLIN, 0});
+    for (auto& h : waiting) fds.push_back({h.sock.fd(), POLLIN, 0});
+    if (::poll(fds.data(), fds.size(), 200) < 0) continue;
+    if (stop_.cancelled()) return;
+    std::vector<Handshaking> still;
+    for (size_t i = 0; i < waiting.size(); ++i) {
+      if (fds[i + 2].revents != 0) {
+        finish_handshake(std::move(waiting[i].sock));
+      } else if (waiting[i].deadline.expired()) {
+        PCCL_LOG(kWarn, "ring: dropping silent connection from " << waiting[i].sock.remote_ip());
+      } else {
+        still.push_back(std::move(waiting[i]));
+      }
+    }
+    waiting = std::move(still);
+    if (fds[1].revents & POLLIN) {
+      for (;;) {
+        Socket s = listener_.accept_now();
+        if (!s.valid()) break;
+        if (waiting.size() >= kMaxHandshaking) {
+          PCCL_LOG(kWarn, "ring: too many unidentified connections, dropping " << s.remote_ip());
+          continue;
+        }
+        waiting.push_back({std::move(s), Deadline::after(kHandshakeSeconds)});
+      }
+    }
+  }
+}
+
+void RingLinks::finish_handshake(Socket s) {
+  try {
+    Frame f = read_frame(s, kMaxPeerHello, Deadline::after(1.0), &stop_);
+    if (f.type != static_cast<uint16_t>(MsgType::kPeerHello)) {
+      throw ProtocolViolation("expected PEER_HELLO");
+    }
+    PeerHelloMsg hello = PeerHelloMsg::decode(f.payload);
+    if (hello.group != group_) throw ProtocolViolation("link from another peer group");
+    std::lock_guard<std::mutex> lock(mu_);
+    if (hello.epoch < current_epoch_) return;  // stale: dropped
+    s.tune_for_bulk();
+    incoming_[{hello.peer_id, hello.epoch}] = std::move(s);
+    cv_.notify_all();
+  } catch (const PcclError& e) {
+    PCCL_LOG(kWarn, "ring: dropping connection from " << s.remote_ip() << ": " << e.what());
+  }
+}
+
+void RingLinks::establish(uint64_t my_id, uint64_t epoch, const RingMember& right,
+                          uint64_t left_id, const Deadline& deadline, const Canceller* cancel) {
+  right_.close();
+  left_.close();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    current_epoch_ = epoch;
+    for (auto it = incoming_.begin(); it != incoming_.end();) {
+      it = it->first.second < epoch ? incoming_.erase(it) : std::next(it);
+    }
+  }
+  Socket out = Socket::connect_to(right.host, right.port, deadline, cancel);
+  out.tune_for_bulk();
+  PeerHelloMsg hello{my_id, epoch, group_};
+  write_frame(out, static_cast<uint16_t>(MsgType::kPeerHello), hello.encode(), deadline, cancel);
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    auto it = incoming_.find({left_id, epoch});
+    if (it != incoming_.end()) {
+      left_ = std::move(it->second);
+      incoming_.erase(it);
+      break;
+    }
+    if (cancel != nullptr && cancel->cancelled()) throw Cancelled("closed while building the ring");
+    if (deadline.expired()) {
+      throw PeerFailure("left neighbour (peer " + std::to_string(left_id) +
+                        ") did not connect within the timeout");
+    }
+    cv_.wait_for(lock, std::chrono::milliseconds(deadline.remaining_ms(100)));
+  }
+  right_ = std::move(out);
+}
+
+void RingLinks::break_links() {
+  right_.shutdown_both();
+  left_.shutdown_both();
+  right_.close();
+  left_.close();
+}
+
+void RingLinks::close() {
+  stop_.cancel();
+  if (acceptor_.joinable()) acceptor_.join();
+  break_links();
+  listener_.close();
+  std::lock_guard<std::mutex> lock(mu_);
+  incoming_.clear();
+}
+
+}  // namespace pccl

@@ -1,0 +1,58 @@
+// The TCP links of one peer to its ring neighbours. Each peer sends on the
+// connection it opened to its right neighbour and receives on the connection
+// its left neighbour opened to it; an acceptor thread files incoming links by
+// (peer id, epoch) so that a stale link can never be mistaken for a new one.
+#pragma once
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+
+#include "common/canceller.h"
+#include "common/deadline.h"
+#include "protocol/messages.h"
+#include "transport/socket.h"
+
+namespace pccl {
+
+class RingLinks {
+ public:
+  RingLinks() = default;
+  ~RingLinks() { close(); }
+  RingLinks(const RingLinks&) = delete;
+  RingLinks& operator=(const RingLinks&) = delete;
+
+  void listen(const std::string& bind_host, uint32_t group);
+  uint16_t port() const { return port_; }
+
+  // Replaces the current links with those of `epoch`. Throws PeerFailure.
+  void establish(uint64_t my_id, uint64_t epoch, const RingMember& right, uint64_t left_id,
+                 const Deadline& deadline, const Canceller* cancel);
+  Socket& right() { return right_; }
+  Socket& left() { return left_; }
+  bool connected() const { return right_.valid() && left_.valid(); }
+  // Shut the links down so both neighbours see EOF at once (fail fast).
+  void break_links();
+  void close();
+
+ private:
+  void acceptor_loop();
+  void finish_handshake(Socket s);
+
+  uint32_t group_ = 0;
+  Socket listener_;
+  uint16_t port_ = 0;
+  Canceller stop_;
+  std::thread acceptor_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<std::pair<uint64_t, uint64_t>, Socket> incoming_;  // (peer id, epoch) -> link
+  uint64_t current_epoch_ = 0;
+  Socket right_;
+  Socket left_;
+};
+
+}  // namespace pccl

@@ -1,0 +1,117 @@
+#include "protocol/messages.h"
+
+#include "common/errors.h"
+#include "protocol/wire.h"
+
+namespace pccl {
+
+std::vector<uint8_t> HelloMsg::encode() const {
+  return WireWriter().u32(group).u16(listen_port).str(advertise_host).take();
+}
+HelloMsg HelloMsg::decode(const std::vector<uint8_t>& b) {
+  WireReader r(b);
+  HelloMsg m;
+  m.group = r.u32();
+  m.listen_port = r.u16();
+  m.advertise_host = r.str();
+  r.expect_end();
+  return m;
+}
+
+std::vector<uint8_t> WelcomeMsg::encode() const { return WireWriter().u64(peer_id).take(); }
+WelcomeMsg WelcomeMsg::decode(const std::vector<uint8_t>& b) {
+  WireReader r(b);
+  WelcomeMsg m;
+  m.peer_id = r.u64();
+  r.expect_end();
+  return m;
+}
+
+std::vector<uint8_t> TopologyMsg::encode() const {
+  WireWriter w;
+  w.u32(group).u64(epoch).u8(more_pending).u32(total_world_size);
+  w.u32(static_cast<uint32_t>(ring.size()));
+  for (const auto& m : ring) w.u64(m.peer_id).str(m.host).u16(m.port);
+  return w.take();
+}
+TopologyMsg TopologyMsg::decode(const std::vector<uint8_t>& b) {
+  WireReader r(b);
+  TopologyMsg m;
+  m.group = r.u32();
+  m.epoch = r.u64();
+  m.more_pending = r.u8();
+  m.total_world_size = r.u32();
+  uint32_t n = r.u32();
+  if (n > kMaxRingMembers) throw ProtocolViolation("ring too large");
+  m.ring.resize(n);
+  for (auto& member : m.ring) {
+    member.peer_id = r.u64();
+    member.host = r.str();
+    member.port = r.u16();
+  }
+  r.expect_end();
+  return m;
+}
+
+std::vector<uint8_t> VoteMsg::encode() const { return WireWriter().u64(epoch).take(); }
+VoteMsg VoteMsg::decode(const std::vector<uint8_t>& b) {
+  WireReader r(b);
+  VoteMsg m;
+  m.epoch = r.u64();
+  r.expect_end();
+  return m;
+}
+
+std::vector<uint8_t> ErrorMsg::encode() const { return WireWriter().str(message).take(); }
+ErrorMsg ErrorMsg::decode(const std::vector<uint8_t>& b) {
+  WireReader r(b);
+  ErrorMsg m;
+  m.message = r.str();
+  r.expect_end();
+  return m;
+}
+
+std::vector<uint8_t> PeerHelloMsg::encode() const {
+  return WireWriter().u64(peer_id).u64(epoch).u32(group).take();
+}
+PeerHelloMsg PeerHelloMsg::decode(const std::vector<uint8_t>& b) {
+  WireReader r(b);
+  PeerHelloMsg m;
+  m.peer_id = r.u64();
+  m.epoch = r.u64();
+  m.group = r.u32();
+  r.expect_end();
+  return m;
+}
+
+std::vector<uint8_t> CollectiveHeader::encode() const {
+  WireWriter w;
+  w.u8(kind).u64(seq).u64(epoch).u64(peer_id).u64(count);
+  w.u8(dtype).u8(op).u8(quantization).u8(pending).u32(leaf_index).u32(leaf_count);
+  w.u8(static_cast<uint8_t>(dims.size()));
+  for (int64_t d : dims) w.i64(d);
+  return w.take();
+}
+CollectiveHeader CollectiveHeader::decode(const std::vector<uint8_t>& b) {
+  WireReader r(b);
+  CollectiveHeader h;
+  h.kind = r.u8();
+  h.seq = r.u64();
+  h.epoch = r.u64();
+  h.peer_id = r.u64();
+  h.count = r.u64();
+  h.dtype = r.u8();
+  h.op = r.u8();
+  h.quantization = r.u8();
+  h.pending = r.u8();
+  h.leaf_index = r.u32();
+  h.leaf_count = r.u32();
+  uint8_t ndim = r.u8();
+  if (ndim > kMaxDims) throw ProtocolViolation("too many dimensions in collective header");
+  h.dims.resize(ndim);
+  for (auto& d : h.dims) d = r.i64();
+  r.expect_end();
+  return h;
+}
+
+}  // namespace pccl

@@ -1,0 +1,97 @@
+// The versioned messages exchanged between peers and the master, and between
+// ring neighbours. One struct per message; encode()/decode() are exact
+// inverses and decode() rejects anything malformed.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace pccl {
+
+enum class MsgType : uint16_t {
+  kHello = 1,          // peer -> master: register
+  kWelcome = 2,        // master -> peer: your id
+  kTopology = 3,       // master -> peers: the ring of a group at a new epoch
+  kVote = 4,           // peer -> master: ready to change topology at this epoch
+  kPendingNotice = 5,  // master -> accepted peers: someone waits to be admitted
+  kError = 6,          // either way: a reason, then the connection closes
+  kPeerHello = 7,      // peer -> ring neighbour: which link this connection is
+  kCollective = 8,     // ring neighbours: collective header (all-gathered)
+};
+
+constexpr uint32_t kMaxRingMembers = 4096;
+constexpr uint32_t kMaxDims = 8;
+
+struct HelloMsg {
+  uint32_t group = 0;
+  uint16_t listen_port = 0;
+  std::string advertise_host;  // empty: the master uses the address it sees
+  std::vector<uint8_t> encode() const;
+  static HelloMsg decode(const std::vector<uint8_t>& b);
+};
+
+struct WelcomeMsg {
+  uint64_t peer_id = 0;
+  std::vector<uint8_t> encode() const;
+  static WelcomeMsg decode(const std::vector<uint8_t>& b);
+};
+
+struct RingMember {
+  uint64_t peer_id = 0;
+  std::string host;
+  uint16_t port = 0;
+};
+
+struct TopologyMsg {
+  uint32_t group = 0;
+  uint64_t epoch = 0;
+  uint8_t more_pending = 0;      // identical for every receiver: safe to branch on
+  uint32_t total_world_size = 0;  // accepted peers over all groups
+  std::vector<RingMember> ring;   // ring order of this group
+  std::vector<uint8_t> encode() const;
+  static TopologyMsg decode(const std::vector<uint8_t>& b);
+};
+
+struct VoteMsg {
+  uint64_t epoch = 0;
+  std::vector<uint8_t> encode() const;
+  static VoteMsg decode(const std::vector<uint8_t>& b);
+};
+
+struct ErrorMsg {
+  std::string message;
+  std::vector<uint8_t> encode() const;
+  static ErrorMsg decode(const std::vector<uint8_t>& b);
+};
+
+struct PeerHelloMsg {
+  uint64_t peer_id = 0;
+  uint64_t epoch = 0;
+  uint32_t group = 0;
+  std::vector<uint8_t> encode() const;
+  static PeerHelloMsg decode(const std::vector<uint8_t>& b);
+};
+
+// What one peer is about to reduce. Every peer all-gathers these before any
+// data moves, so a mismatch is reported identically everywhere, and the
+// pending flags are OR-ed into an answer all peers share.
+enum class CollectiveKind : uint8_t { kAllReduce = 0, kTopologyCheck = 1 };
+
+struct CollectiveHeader {
+  uint8_t kind = 0;  // CollectiveKind
+  uint64_t seq = 0;
+  uint64_t epoch = 0;
+  uint64_t peer_id = 0;
+  uint64_t count = 0;
+  uint8_t dtype = 0;
+  uint8_t op = 0;
+  uint8_t quantization = 0;
+  uint8_t pending = 0;
+  uint32_t leaf_index = 0;
+  uint32_t leaf_count = 1;
+  std::vector<int64_t> dims;
+  std::vector<uint8_t> encode() const;
+  static CollectiveHeader decode(const std::vector<uint8_t>& b);
+};
+
+}  // namespace pccl

@@ -1,0 +1,45 @@
+// Minimal assertion helpers for the engine's standalone C++ tests (no gtest).
+// A failed check prints file:line and the values, counts, and carries on, so
+// one run reports every failure; check_summary() turns the tally into an exit code.
+#pragma once
+#include <cstdio>
+#include <iostream>
+#include <type_traits>
+
+namespace pccl_test {
+
+inline long g_passed = 0;
+inline long g_failed = 0;
+
+// Print chars as numbers: int8_t/uint8_t are char types to iostreams.
+template <typename T>
+auto printable(const T& v) {
+  if constexpr (std::is_integral_v<T> && sizeof(T) == 1) return static_cast<int>(v);
+  else return v;
+}
+
+inline bool record(bool ok, const char* file, int line, const char* what, const char* expr) {
+  if (ok) { ++g_passed; return true; }
+  ++g_failed;
+  std::cerr << file << ":" << line << ": " << what << " failed: " << expr << "\n";
+  return false;
+}
+
+template <typename A, typename B>
+bool check_eq(const A& a, const B& b, const char* file, int line, const char* expr) {
+  if (record(a == b, file, line, "CHECK_EQ", expr)) return true;
+  std::cerr << "    left = " << printable(a) << ", right = " << printable(b) << "\n";
+  return false;
+}
+
+}  // namespace pccl_test
+
+// Both return whether the check passed, so a test can print extra context.
+#define CHECK(cond) ::pccl_test::record(static_cast<bool>(cond), __FILE__, __LINE__, "CHECK", #cond)
+#define CHECK_EQ(a, b) ::pccl_test::check_eq((a), (b), __FILE__, __LINE__, #a " == " #b)
+
+// Prints "<name>: N passed, M failed" and returns the process exit code.
+inline int check_summary(const char* test_name) {
+  std::printf("%s: %ld passed, %ld failed\n", test_name, pccl_test::g_passed, pccl_test::g_failed);
+  return pccl_test::g_failed == 0 ? 0 : 1;
+}

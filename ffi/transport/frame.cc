@@ -1,0 +1,68 @@
+#include "transport/frame.h"
+
+#include <cstring>
+#include <string>
+
+#include "common/errors.h"
+
+namespace pccl {
+namespace {
+
+void put_u16(uint8_t* p, uint16_t v) { p[0] = v & 0xff; p[1] = v >> 8; }
+void put_u32(uint8_t* p, uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+uint16_t get_u16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
+uint32_t get_u32(const uint8_t* p) {
+  return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
+         (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24);
+}
+
+}  // namespace
+
+void encode_frame_header(uint8_t out[kFrameHeaderSize], uint16_t type, uint32_t length) {
+  put_u32(out, kFrameMagic);
+  put_u16(out + 4, kProtocolVersion);
+  put_u16(out + 6, type);
+  put_u32(out + 8, length);
+}
+
+FrameHeader decode_frame_header(const uint8_t in[kFrameHeaderSize], uint32_t max_payload) {
+  if (get_u32(in) != kFrameMagic) throw ProtocolViolation("bad frame magic: not a jax_pccl peer");
+  uint16_t version = get_u16(in + 4);
+  if (version != kProtocolVersion) {
+    throw ProtocolViolation("protocol version mismatch: remote speaks v" + std::to_string(version) +
+                            ", this build speaks v" + std::to_string(kProtocolVersion));
+  }
+  FrameHeader h;
+  h.type = get_u16(in + 6);
+  h.length = get_u32(in + 8);
+  if (h.length > max_payload) {
+    throw ProtocolViolation("frame of " + std::to_string(h.length) + " bytes exceeds limit " +
+                            std::to_string(max_payload));
+  }
+  return h;
+}
+
+void write_frame(Socket& s, uint16_t type, const std::vector<uint8_t>& payload,
+                 const Deadline& deadline, const Canceller* cancel) {
+  // One buffer, one send: small control frames leave in a single segment.
+  std::vector<uint8_t> buf(kFrameHeaderSize + payload.size());
+  encode_frame_header(buf.data(), type, static_cast<uint32_t>(payload.size()));
+  if (!payload.empty()) std::memcpy(buf.data() + kFrameHeaderSize, payload.data(), payload.size());
+  s.send_all(buf.data(), buf.size(), deadline, cancel);
+}
+
+Frame read_frame(Socket& s, uint32_t max_payload, const Deadline& deadline,
+                 const Canceller* cancel) {
+  uint8_t head[kFrameHeaderSize];
+  s.recv_all(head, sizeof(head), deadline, cancel);
+  FrameHeader h = decode_frame_header(head, max_payload);
+  Frame f;
+  f.type = h.type;
+  f.payload.resize(h.length);
+  if (h.length > 0) s.recv_all(f.payload.data(), h.length, deadline, cancel);
+  return f;
+}
+
+}  // namespace pccl

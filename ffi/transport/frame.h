@@ -1,0 +1,38 @@
+// Length-prefixed, versioned frames: the unit of every control message.
+//   magic u32 'PCCL' | version u16 | type u16 | payload length u32 | payload
+// The length is checked against a per-connection maximum before anything is
+// allocated, so a hostile length prefix costs nothing.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "transport/socket.h"
+
+namespace pccl {
+
+constexpr uint32_t kFrameMagic = 0x4C434350u;  // bytes "PCCL" in little-endian order
+constexpr uint16_t kProtocolVersion = 1;
+constexpr size_t kFrameHeaderSize = 12;
+constexpr uint32_t kMaxControlPayload = 1u << 20;
+
+struct FrameHeader {
+  uint16_t type = 0;
+  uint32_t length = 0;
+};
+
+struct Frame {
+  uint16_t type = 0;
+  std::vector<uint8_t> payload;
+};
+
+void encode_frame_header(uint8_t out[kFrameHeaderSize], uint16_t type, uint32_t length);
+// Throws ProtocolViolation on bad magic, other version or oversized payload.
+FrameHeader decode_frame_header(const uint8_t in[kFrameHeaderSize], uint32_t max_payload);
+
+void write_frame(Socket& s, uint16_t type, const std::vector<uint8_t>& payload,
+                 const Deadline& deadline, const Canceller* cancel);
+Frame read_frame(Socket& s, uint32_t max_payload, const Deadline& deadline,
+                 const Canceller* cancel);
+
+}  // namespace pccl

@@ -1,0 +1,209 @@
+#include "transport/socket.h"
+
+#include <arpa/inet.h>
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/errors.h"
+
+namespace pccl {
+namespace {
+
+constexpr int kPollSliceMs = 1000;  // re-check deadlines at least this often
+
+std::string errno_text(int err) { return std::string(std::strerror(err)); }
+
+struct AddrInfoList {
+  addrinfo* head = nullptr;
+  ~AddrInfoList() { if (head) freeaddrinfo(head); }
+};
+
+void resolve(const std::string& host, uint16_t port, bool passive, AddrInfoList* out) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = passive ? AI_PASSIVE : 0;
+  std::string service = std::to_string(port);
+  int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &out->head);
+  if (rc != 0) throw PcclError("cannot resolve '" + host + "': " + gai_strerror(rc));
+}
+
+std::string sockaddr_ip(const sockaddr_storage& ss) {
+  char buf[INET6_ADDRSTRLEN] = {0};
+  if (ss.ss_family == AF_INET) {
+    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&ss)->sin_addr, buf, sizeof(buf));
+  } else if (ss.ss_family == AF_INET6) {
+    inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_addr, buf, sizeof(buf));
+  }
+  return buf;
+}
+
+}  // namespace
+
+bool wait_ready(int fd, short events, const Deadline& deadline, const Canceller* cancel) {
+  for (;;) {
+    if (cancel != nullptr && cancel->cancelled()) throw Cancelled("operation cancelled by close()");
+    pollfd fds[2] = {{fd, events, 0}, {cancel ? cancel->fd() : -1, POLLIN, 0}};
+    int timeout = deadline.remaining_ms(kPollSliceMs);
+    int rc = ::poll(fds, cancel ? 2 : 1, timeout);
+    if (rc < 0) {
+      if (errno == EINTR) continue;
+      throw PcclError("poll() failed: " + errno_text(errno));
+    }
+    if (cancel != nullptr && (fds[1].revents & POLLIN)) {
+      throw Cancelled("operation cancelled by close()");
+    }
+    if (fds[0].revents != 0) return true;
+    if (deadline.expired()) return false;
+  }
+}
+
+Socket& Socket::operator=(Socket&& other) noexcept {
+  if (this != &other) {
+    close();
+    fd_ = other.release();
+  }
+  return *this;
+}
+
+void Socket::close() {
+  if (fd_ >= 0) {
+    ::close(fd_);
+    fd_ = -1;
+  }
+}
+
+void Socket::shutdown_both() {
+  if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
+}
+
+Socket Socket::connect_to(const std::string& host, uint16_t port, const Deadline& deadline,
+                          const Canceller* cancel) {
+  AddrInfoList list;
+  resolve(host, port, false, &list);
+  std::string last_error = "no address";
+  for (addrinfo* ai = list.head; ai != nullptr; ai = ai->ai_next) {
+    Socket s(::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol));
+    if (!s.valid()) { last_error = errno_text(errno); continue; }
+    s.set_nonblocking();
+    int rc = ::connect(s.fd(), ai->ai_addr, ai->ai_addrlen);
+    if (rc != 0 && errno != EINPROGRESS) { last_error = errno_text(errno); continue; }
+    if (rc != 0) {
+      if (!wait_ready(s.fd(), POLLOUT, deadline, cancel)) {
+        last_error = "timed out";
+        continue;
+      }
+      int err = 0;
+      socklen_t len = sizeof(err);
+      getsockopt(s.fd(), SOL_SOCKET, SO_ERROR, &err, &len);
+      if (err != 0) { last_error = errno_text(err); continue; }
+    }
+    int one = 1;
+    setsockopt(s.fd(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    return s;
+  }
+  throw PeerFailure("cannot connect to " + host + ":" + std::to_string(port) + ": " + last_error);
+}
+
+Socket Socket::listen_on(const std::string& host, uint16_t port, int backlog) {
+  AddrInfoList list;
+  resolve(host, port, true, &list);
+  std::string last_error = "no address";
+  for (addrinfo* ai = list.head; ai != nullptr; ai = ai->ai_next) {
+    Socket s(::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol));
+    if (!s.valid()) { last_error = errno_text(errno); continue; }
+    int one = 1;
+    setsockopt(s.fd(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (::bind(s.fd(), ai->ai_addr, ai->ai_addrlen) != 0 || ::listen(s.fd(), backlog) != 0) {
+      last_error = errno_text(errno);
+      continue;
+    }
+    s.set_nonblocking();
+    return s;
+  }
+  throw PcclError("cannot listen on " + host + ":" + std::to_string(port) + ": " + last_error);
+}
+
+Socket Socket::accept_now() {
+  int fd = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+  if (fd < 0) return Socket();
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  return Socket(fd);
+}
+
+void Socket::set_nonblocking() {
+  int flags = fcntl(fd_, F_GETFL, 0);
+  fcntl(fd_, F_SETFL, flags | O_NONBLOCK);
+}
+
+void Socket::tune_for_bulk() {
+  int one = 1;
+  setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  // Ask for big buffers; the kernel caps them at net.core.{r,w}mem_max.
+  int bytes = 4 << 20;
+  setsockopt(fd_, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof(bytes));
+  setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes));
+}
+
+void Socket::send_all(const void* data, size_t n, const Deadline& deadline,
+                      const Canceller* cancel) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    ssize_t k = ::send(fd_, p, n, MSG_NOSIGNAL);
+    if (k > 0) { p += k; n -= static_cast<size_t>(k); continue; }
+    if (k < 0 && errno == EINTR) continue;
+    if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      if (!wait_ready(fd_, POLLOUT, deadline, cancel)) throw PeerFailure("send timed out");
+      continue;
+    }
+    throw PeerFailure("connection lost while sending: " + errno_text(errno));
+  }
+}
+
+void Socket::recv_all(void* data, size_t n, const Deadline& deadline, const Canceller* cancel) {
+  char* p = static_cast<char*>(data);
+  while (n > 0) {
+    ssize_t k = ::recv(fd_, p, n, 0);
+    if (k > 0) { p += k; n -= static_cast<size_t>(k); continue; }
+    if (k == 0) throw PeerFailure("connection closed by remote side");
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      if (!wait_ready(fd_, POLLIN, deadline, cancel)) throw PeerFailure("receive timed out");
+      continue;
+    }
+    throw PeerFailure("connection lost while receiving: " + errno_text(errno));
+  }
+}
+
+uint16_t Socket::local_port() const {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  getsockname(fd_, reinterpret_cast<sockaddr*>(&ss), &len);
+  if (ss.ss_family == AF_INET) return ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  if (ss.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
+  return 0;
+}
+
+std::string Socket::local_ip() const {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  getsockname(fd_, reinterpret_cast<sockaddr*>(&ss), &len);
+  return sockaddr_ip(ss);
+}
+
+std::string Socket::remote_ip() const {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  if (getpeername(fd_, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "";
+  return sockaddr_ip(ss);
+}
+
+}  // namespace pccl

@@ -1,0 +1,58 @@
+// An owned TCP socket. Every blocking operation takes a Deadline and an
+// optional Canceller; nothing here waits without bound.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "common/canceller.h"
+#include "common/deadline.h"
+
+namespace pccl {
+
+// Waits until fd is ready for `events` (POLLIN/POLLOUT). Returns false on
+// deadline; throws Cancelled if the canceller fires.
+bool wait_ready(int fd, short events, const Deadline& deadline, const Canceller* cancel);
+
+class Socket {
+ public:
+  Socket() = default;
+  explicit Socket(int fd) : fd_(fd) {}
+  ~Socket() { close(); }
+  Socket(Socket&& other) noexcept : fd_(other.release()) {}
+  Socket& operator=(Socket&& other) noexcept;
+  Socket(const Socket&) = delete;
+  Socket& operator=(const Socket&) = delete;
+
+  // Connects (non-blocking connect + poll). Throws PcclError(kind) on failure.
+  static Socket connect_to(const std::string& host, uint16_t port, const Deadline& deadline,
+                           const Canceller* cancel);
+  // Listens on host:port (port 0 picks a free one).
+  static Socket listen_on(const std::string& host, uint16_t port, int backlog);
+  // Accepts one pending connection without blocking; invalid Socket if none.
+  Socket accept_now();
+
+  bool valid() const { return fd_ >= 0; }
+  int fd() const { return fd_; }
+  int release() { int f = fd_; fd_ = -1; return f; }
+  void close();
+  // Half-close both directions so a peer blocked on us sees EOF at once.
+  void shutdown_both();
+
+  void set_nonblocking();
+  void tune_for_bulk();  // TCP_NODELAY + large buffers
+
+  // Sends/receives exactly n bytes before the deadline (the socket must be
+  // non-blocking). Throws PeerFailure on EOF/reset/deadline, Cancelled on cancel.
+  void send_all(const void* data, size_t n, const Deadline& deadline, const Canceller* cancel);
+  void recv_all(void* data, size_t n, const Deadline& deadline, const Canceller* cancel);
+
+  uint16_t local_port() const;
+  std::string local_ip() const;
+  std::string remote_ip() const;
+
+ private:
+  int fd_ = -1;
+};
+
+}  // namespace pccl

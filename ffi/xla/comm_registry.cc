@@ -1,0 +1,36 @@
+#include "xla/comm_registry.h"
+
+#include <map>
+#include <mutex>
+
+namespace pccl {
+namespace {
+
+std::mutex registry_mu;
+std::map<int64_t, std::shared_ptr<Communicator>>& registry() {
+  static auto* r = new std::map<int64_t, std::shared_ptr<Communicator>>();  // never destroyed:
+  return *r;  // handlers may run during interpreter teardown
+}
+int64_t next_handle = 1;
+
+}  // namespace
+
+int64_t register_communicator(std::shared_ptr<Communicator> comm) {
+  std::lock_guard<std::mutex> lock(registry_mu);
+  int64_t h = next_handle++;
+  registry()[h] = std::move(comm);
+  return h;
+}
+
+void unregister_communicator(int64_t handle) {
+  std::lock_guard<std::mutex> lock(registry_mu);
+  registry().erase(handle);
+}
+
+std::shared_ptr<Communicator> find_communicator(int64_t handle) {
+  std::lock_guard<std::mutex> lock(registry_mu);
+  auto it = registry().find(handle);
+  return it == registry().end() ? nullptr : it->second;
+}
+
+}  // namespace pccl

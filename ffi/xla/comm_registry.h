@@ -1,0 +1,16 @@
+// Integer handles for live communicators. A compiled XLA program refers to
+// its communicator by handle (a custom-call attribute), never by pointer, so
+// a program run after close() gets a clear error instead of a dangling pointer.
+#pragma once
+#include <cstdint>
+#include <memory>
+
+#include "peer/communicator.h"
+
+namespace pccl {
+
+int64_t register_communicator(std::shared_ptr<Communicator> comm);
+void unregister_communicator(int64_t handle);
+std::shared_ptr<Communicator> find_communicator(int64_t handle);  // nullptr if gone
+
+}  // namespace pccl

@@ -1,0 +1,36 @@
+"""jax_pccl: JAX-native, fault-tolerant collectives over TCP.
+
+    import jax_pccl as pccl
+    with pccl.Master() as master:
+        comm = pccl.Communicator(master.address).connect()
+        y = jax.jit(lambda x: pccl.all_reduce(x, comm, op="avg"))(x)
+"""
+
+from .communicator import Communicator
+from .errors import (
+    CancelledError,
+    CollectiveMismatchError,
+    MasterUnreachableError,
+    PcclError,
+    PeerFailureError,
+    ProtocolError,
+    is_peer_failure,
+)
+from .master import Master
+from .ops.all_reduce import AllReduceInfo, all_reduce
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AllReduceInfo",
+    "CancelledError",
+    "CollectiveMismatchError",
+    "Communicator",
+    "Master",
+    "MasterUnreachableError",
+    "PcclError",
+    "PeerFailureError",
+    "ProtocolError",
+    "all_reduce",
+    "is_peer_failure",
+]

@@ -1,0 +1,125 @@
+"""A peer's handle on the run: membership, topology and collectives."""
+
+from __future__ import annotations
+
+import atexit
+import weakref
+from typing import Any
+
+from . import _pccl
+from .address import parse_address, require_no_secret
+
+_live: "weakref.WeakSet[Communicator]" = weakref.WeakSet()
+
+
+class Communicator:
+    """One peer of a run coordinated by the master at ``address``.
+
+    ``timeout`` (seconds) bounds every network operation: a collective whose
+    neighbour makes no progress for that long fails with PeerFailureError.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        peer_group: int = 0,
+        secret: Any = None,
+        timeout: float = 30.0,
+        advertise_host: str = "",
+    ):
+        require_no_secret(secret)
+        host, port = parse_address(address)
+        if not isinstance(peer_group, int) or not 0 <= peer_group < 2**32:
+            raise ValueError(f"peer_group must be a non-negative int, got {peer_group!r}")
+        if not timeout or timeout <= 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        self.address = address
+        self.peer_group = peer_group
+        self.timeout = float(timeout)
+        self._native = _pccl.Communicator(host, port, peer_group, self.timeout, advertise_host)
+        self._closed = False
+        _live.add(self)
+
+    # -- membership ---------------------------------------------------------
+    def connect(self, timeout: float | None = None) -> "Communicator":
+        """Registers with the master and returns once this peer is accepted.
+
+        The first peer of a group is accepted at once; later ones when the
+        accepted peers call ``update_topology()``. ``timeout`` bounds that wait
+        (None: wait as long as it takes).
+        """
+        self._native.connect(-1.0 if timeout is None else float(timeout))
+        return self
+
+    def update_topology(self) -> None:
+        """Collective over the accepted peers: admits pending peers, drops
+        dead ones and rebuilds the ring. Returns at once if nothing changed."""
+        self._native.update_topology()
+
+    def are_peers_pending(self) -> bool:
+        """Whether someone waits to be admitted. Every accepted peer of the
+        group gets the same answer between two collectives."""
+        return bool(self._native.are_peers_pending())
+
+    def optimize_topology(self) -> None:
+        raise NotImplementedError("optimize_topology() is not implemented yet")
+
+    def sync_shared_state(self, state, revision: int, strategy: str = "enforce_popular"):
+        raise NotImplementedError("sync_shared_state() is not implemented yet")
+
+    @property
+    def world_size(self) -> int:
+        """Accepted peers in the run, all groups."""
+        return int(self._native.world_size)
+
+    @property
+    def group_world_size(self) -> int:
+        """Accepted peers in this peer_group."""
+        return int(self._native.group_world_size)
+
+    @property
+    def rank(self) -> int:
+        """Position in this group's ring (may change at update_topology)."""
+        return int(self._native.rank)
+
+    @property
+    def peer_id(self) -> int:
+        return int(self._native.peer_id)
+
+    def stats(self) -> dict:
+        """Bytes sent/received, collectives done/failed, topology updates."""
+        return dict(self._native.stats())
+
+    @property
+    def _handle(self) -> int:
+        if self._closed:
+            from .errors import PcclError
+
+            raise PcclError("communicator is closed")
+        return int(self._native.handle)
+
+    # -- lifetime -----------------------------------------------------------
+    def close(self) -> None:
+        """Leaves the run; cancels anything in flight. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._native.close()
+
+    def __enter__(self) -> "Communicator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"Communicator(address={self.address!r}, peer_group={self.peer_group}, "
+            f"closed={self._closed})"
+        )
+
+
+@atexit.register
+def _close_all_at_exit() -> None:
+    # Work still in flight at interpreter exit is cancelled, never waited for.
+    for comm in list(_live):
+        comm.close()

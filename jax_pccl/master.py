@@ -1,0 +1,52 @@
+"""The master process API: membership and topology coordination."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from . import _pccl
+from .address import require_no_secret
+
+
+class Master:
+    """Coordinates one run. Tensors never pass through it.
+
+    ``with Master(host="127.0.0.1", port=0) as master: ...`` runs the master on
+    a native thread of this process until the block ends (or ``close()``).
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, secret: Any = None):
+        require_no_secret(secret)
+        self._host = host
+        self._native = _pccl.Master(host, int(port))
+        self._native.start()
+        self._closed = False
+
+    @property
+    def port(self) -> int:
+        return int(self._native.port)
+
+    @property
+    def address(self) -> str:
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"{host}:{self.port}"
+
+    def status(self) -> dict:
+        """A JSON-serialisable snapshot: peers, groups, world sizes, uptime."""
+        return json.loads(self._native.status_json())
+
+    def close(self) -> None:
+        """Stops the master. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._native.stop()
+
+    def __enter__(self) -> "Master":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Master(address={self.address!r}, closed={self._closed})"

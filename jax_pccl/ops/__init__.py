@@ -1,0 +1,1 @@
+"""Collective operations, one per module (primitive, lowering, rules)."""

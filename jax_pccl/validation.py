@@ -1,0 +1,61 @@
+"""Argument checks for collectives, done before anything touches the network."""
+
+from __future__ import annotations
+
+import numpy as np
+
+REDUCE_OPS = {"sum": 0, "avg": 1, "min": 2, "max": 3, "prod": 4}
+QUANTIZATIONS = (None, "minmax_uint8", "zero_point_uint8", "bfloat16")
+SUPPORTED_DTYPES = frozenset(
+    [
+        "float32", "float64", "float16", "bfloat16",
+        "int8", "int16", "int32", "int64",
+        "uint8", "uint16", "uint32", "uint64",
+    ]
+)
+
+
+def op_code(op) -> int:
+    if not isinstance(op, str):
+        raise TypeError(f"op must be a string, one of {sorted(REDUCE_OPS)}; got {op!r}")
+    if op not in REDUCE_OPS:
+        raise ValueError(f"op must be one of {sorted(REDUCE_OPS)}; got {op!r}")
+    return REDUCE_OPS[op]
+
+
+def check_dtypes(leaves) -> None:
+    for i, leaf in enumerate(leaves):
+        name = np.dtype(leaf.dtype).name
+        if name not in SUPPORTED_DTYPES:
+            raise TypeError(
+                f"x (leaf {i}) has dtype {name}, which all_reduce does not support; "
+                f"supported: {', '.join(sorted(SUPPORTED_DTYPES))}"
+            )
+
+
+def check_quantization(quantization, leaves) -> None:
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(
+            f"quantization must be one of {QUANTIZATIONS}; got {quantization!r}"
+        )
+    if quantization is None:
+        return
+    for i, leaf in enumerate(leaves):
+        if not np.issubdtype(np.dtype(leaf.dtype), np.floating) and np.dtype(
+            leaf.dtype
+        ).name != "bfloat16":
+            raise TypeError(
+                f"quantization={quantization!r} applies to floating inputs only; "
+                f"x (leaf {i}) has dtype {np.dtype(leaf.dtype).name}"
+            )
+    raise NotImplementedError(
+        f"quantization={quantization!r} is not implemented yet; use quantization=None"
+    )
+
+
+def check_communicator(comm) -> int:
+    from .communicator import Communicator
+
+    if not isinstance(comm, Communicator):
+        raise TypeError(f"comm must be a jax_pccl.Communicator, got {type(comm).__name__}")
+    return comm._handle
