@@ -1,0 +1,136 @@
+// Frames and messages: exact round trips, and hostile input rejected cleanly.
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "common/errors.h"
+#include "protocol/messages.h"
+#include "protocol/wire.h"
+#include "tests/check.h"
+#include "transport/frame.h"
+
+using namespace pccl;
+
+namespace {
+
+template <typename Fn>
+bool throws_kind(Fn fn, ErrorKind kind) {
+  try {
+    fn();
+  } catch (const PcclError& e) {
+    return e.kind() == kind;
+  }
+  return false;
+}
+
+void test_topology_round_trip() {
+  TopologyMsg t;
+  t.group = 7;
+  t.epoch = 42;
+  t.more_pending = 1;
+  t.total_world_size = 3;
+  t.ring = {{1, "127.0.0.1", 5000}, {9, "::1", 6000}, {12, "host.example", 1}};
+  TopologyMsg u = TopologyMsg::decode(t.encode());
+  CHECK_EQ(u.group, 7u);
+  CHECK_EQ(u.epoch, 42u);
+  CHECK_EQ(u.more_pending, 1);
+  CHECK_EQ(u.ring.size(), 3u);
+  CHECK_EQ(u.ring[1].host, std::string("::1"));
+  CHECK_EQ(u.ring[2].peer_id, 12u);
+  CHECK_EQ(u.ring[2].port, 1);
+}
+
+void test_collective_header_round_trip() {
+  CollectiveHeader h;
+  h.kind = 1;
+  h.seq = 99;
+  h.epoch = 3;
+  h.peer_id = 5;
+  h.count = 1ull << 40;
+  h.dtype = 3;
+  h.op = 4;
+  h.pending = 1;
+  h.leaf_index = 2;
+  h.leaf_count = 5;
+  h.dims = {2, -1, 1ll << 33};
+  CollectiveHeader g = CollectiveHeader::decode(h.encode());
+  CHECK_EQ(g.kind, 1);
+  CHECK_EQ(g.seq, 99u);
+  CHECK_EQ(g.count, 1ull << 40);
+  CHECK(g.dims == h.dims);
+  CHECK_EQ(g.leaf_count, 5u);
+}
+
+void test_every_truncation_is_rejected() {
+  TopologyMsg t;
+  t.ring = {{1, "127.0.0.1", 5000}, {2, "127.0.0.2", 5001}};
+  std::vector<uint8_t> full = t.encode();
+  for (size_t n = 0; n < full.size(); ++n) {
+    std::vector<uint8_t> cut(full.begin(), full.begin() + n);
+    CHECK(throws_kind([&] { TopologyMsg::decode(cut); }, ErrorKind::kProtocol));
+  }
+  std::vector<uint8_t> longer = full;
+  longer.push_back(0);
+  CHECK(throws_kind([&] { TopologyMsg::decode(longer); }, ErrorKind::kProtocol));
+}
+
+void test_hostile_counts_rejected_before_allocation() {
+  WireWriter w;
+  w.u32(0).u64(1).u8(0).u32(1).u32(0xFFFFFFFFu);  // claims 4 billion ring members
+  CHECK(throws_kind([&] { TopologyMsg::decode(w.take()); }, ErrorKind::kProtocol));
+  WireWriter h;
+  h.u8(0).u64(0).u64(0).u64(0).u64(0).u8(0).u8(0).u8(0).u8(0).u32(0).u32(1).u8(200);
+  CHECK(throws_kind([&] { CollectiveHeader::decode(h.take()); }, ErrorKind::kProtocol));
+  WireWriter s;
+  s.u32(0).u16(1).u16(60000);  // string length far beyond the limit
+  CHECK(throws_kind([&] { HelloMsg::decode(s.take()); }, ErrorKind::kProtocol));
+}
+
+void test_frame_header_checks() {
+  uint8_t head[kFrameHeaderSize];
+  encode_frame_header(head, 3, 100);
+  FrameHeader h = decode_frame_header(head, 1000);
+  CHECK_EQ(h.type, 3);
+  CHECK_EQ(h.length, 100u);
+  CHECK(throws_kind([&] { decode_frame_header(head, 99); }, ErrorKind::kProtocol));
+  uint8_t bad_magic[kFrameHeaderSize];
+  std::memcpy(bad_magic, head, sizeof(head));
+  bad_magic[0] ^= 0xff;
+  CHECK(throws_kind([&] { decode_frame_header(bad_magic, 1000); }, ErrorKind::kProtocol));
+  uint8_t other_version[kFrameHeaderSize];
+  std::memcpy(other_version, head, sizeof(head));
+  other_version[4] = 9;
+  try {
+    decode_frame_header(other_version, 1000);
+    CHECK(false);
+  } catch (const PcclError& e) {
+    std::string msg = e.what();
+    CHECK(msg.find("v9") != std::string::npos && msg.find("v1") != std::string::npos);
+  }
+}
+
+void test_random_bytes_never_crash_decoders() {
+  std::mt19937 rng(1234);
+  int rejected = 0;
+  for (int i = 0; i < 20000; ++i) {
+    std::vector<uint8_t> junk(rng() % 80);
+    for (auto& b : junk) b = static_cast<uint8_t>(rng());
+    try { TopologyMsg::decode(junk); } catch (const PcclError&) { ++rejected; }
+    try { CollectiveHeader::decode(junk); } catch (const PcclError&) { ++rejected; }
+    try { HelloMsg::decode(junk); } catch (const PcclError&) { ++rejected; }
+  }
+  CHECK(rejected > 50000);  // nearly all junk is refused, none crashes
+}
+
+}  // namespace
+
+int main() {
+  test_topology_round_trip();
+  test_collective_header_round_trip();
+  test_every_truncation_is_rejected();
+  test_hostile_counts_rejected_before_allocation();
+  test_frame_header_checks();
+  test_random_bytes_never_crash_decoders();
+  return check_summary("test_wire");
+}

@@ -1,0 +1,74 @@
+"""The ``jax-pccl`` command (also ``python -m jax_pccl``)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+
+def _cmd_master(args) -> int:
+    from .master import Master
+
+    if args.secret_file:
+        print("--secret-file: authentication is not implemented yet", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with Master(host=args.host, port=args.port) as master:
+        print(f"jax-pccl master listening on {master.address}", flush=True)
+        while not stop.wait(0.5):
+            pass
+    print("jax-pccl master stopped", flush=True)
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.peers, args.steps, args.batch, args.lr, args.timeout)
+
+
+def _cmd_demo_peer(args) -> int:
+    from .demo import run_peer
+
+    return run_peer(args.master, args.peers, args.steps, args.batch, args.lr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jax-pccl", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    m = sub.add_parser("master", help="run a master until SIGINT/SIGTERM")
+    m.add_argument("--host", default="0.0.0.0")
+    m.add_argument("--port", type=int, default=48148)
+    m.add_argument("--secret-file", default=None)
+    m.set_defaults(fn=_cmd_master)
+
+    def add_training_args(p):
+        p.add_argument("--peers", type=int, default=3)
+        p.add_argument("--steps", type=int, default=200)
+        p.add_argument("--batch", type=int, default=64)
+        p.add_argument("--lr", type=float, default=0.05)
+
+    d = sub.add_parser("demo", help="master + N local peers training data-parallel")
+    add_training_args(d)
+    d.add_argument("--timeout", type=float, default=300.0, help="hard limit in seconds")
+    d.set_defaults(fn=_cmd_demo)
+
+    w = sub.add_parser("_demo-peer", help=argparse.SUPPRESS)
+    add_training_args(w)
+    w.add_argument("--master", required=True)
+    w.set_defaults(fn=_cmd_demo_peer)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
