@@ -84,7 +84,7 @@ mlir.register_lowering(all_reduce_p, _lowering, platform="cpu")
 def _batching_rule(args, dims, *, comm, op):
     # Element-wise across peers: the batch axis needs no special treatment.
     outs = all_reduce_p.bind(*args, comm=comm, op=op)
-    return outs, [*dims, batching.not_mapped]
+    return outs, [*dims, None]  # world_size is not batched
 
 
 batching.primitive_batchers[all_reduce_p] = _batching_rule

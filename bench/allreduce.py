@@ -1,0 +1,447 @@
+#!/usr/bin/env python3
+"""All-reduce benchmark: jax_pccl (TCP ring engine via XLA FFI) vs JAX's own
+multi-process CPU collectives (gloo).
+
+Usage:
+    python bench/allreduce.py --peers 2 --sizes 4K,1M,16M,64M,256M --iters 10 [--only pccl|gloo]
+
+For every implementation and message size (bytes of a float32 array held by
+*each* peer) the driver spawns N worker processes (this same file re-invoked
+with the hidden ``--worker`` flag), each worker times ``iters`` all-reduces
+(sum) after a warm-up, with a tiny all-reduce as a start barrier before every
+timed iteration.  Every worker reports its per-iteration times; the driver takes
+the per-iteration max over peers and then the median over iterations.
+
+    algbw = bytes / t
+    busbw = algbw * 2 (N - 1) / N          (nccl-tests definition)
+
+Everything runs on 127.0.0.1 with free ports (found by binding port 0); every
+subprocess has a hard timeout and is killed (whole process group) on expiry.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+RESULT_TAG = "@@RESULT "
+LOCALHOST = "127.0.0.1"
+
+
+# --------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------
+def parse_size(tok: str) -> int:
+    tok = tok.strip().upper()
+    if tok.endswith("B"):
+        tok = tok[:-1]
+    mult = 1
+    for suf, m in (("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30)):
+        if tok.endswith(suf):
+            mult, tok = m, tok[:-1]
+            break
+    n = int(float(tok) * mult)
+    if n <= 0 or n % 4:
+        raise argparse.ArgumentTypeError(f"size {tok!r}: must be a positive multiple of 4 bytes")
+    return n
+
+
+def fmt_size(n: int) -> str:
+    for suf, m in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n >= m and n % m == 0:
+            return f"{n // m}{suf}"
+    return f"{n}B"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOCALHOST, 0))
+        return s.getsockname()[1]
+
+
+def busbw_factor(n: int) -> float:
+    return 2.0 * (n - 1) / n if n > 1 else 1.0
+
+
+def emit(obj) -> None:
+    sys.stdout.write(RESULT_TAG + json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def time_sizes(run_allreduce, barrier, make_input, check, sizes, warmup, iters, log):
+    """Shared timing loop. Returns {size: [seconds per timed iteration]}."""
+    out = {}
+    for nbytes in sizes:
+        x = make_input(nbytes // 4)
+        for _ in range(warmup):
+            barrier()
+            y = run_allreduce(x)
+            y.block_until_ready()
+        check(y)
+        del y
+        times = []
+        for _ in range(iters):
+            barrier()
+            t0 = time.perf_counter()
+            y = run_allreduce(x)
+            y.block_until_ready()
+            times.append(time.perf_counter() - t0)
+            del y
+        out[nbytes] = times
+        log(f"size {fmt_size(nbytes)}: median {statistics.median(times) * 1e3:.3f} ms")
+        del x
+    return out
+
+
+# --------------------------------------------------------------------------
+# workers
+# --------------------------------------------------------------------------
+def worker_gloo(a) -> None:
+    rank, n = a.rank, a.nprocs
+    log = lambda m: print(f"[gloo {rank}] {m}", file=sys.stderr, flush=True)
+
+    import jax
+
+    jax.config.update("jax_platforms", "cpu")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # One CPU device per process.
+    jax.config.update("jax_num_cpu_devices", 1)
+
+    # Make gloo bind/advertise 127.0.0.1 explicitly (default uses the
+    # hostname, which usually resolves to loopback too).  Private API; fall
+    # back to JAX's default factory if it changes.
+    try:
+        from jax._src import distributed as _dist
+        from jax._src import xla_bridge as _xb
+        from jax._src.lib import _jax
+
+        reg = _xb._backend_factories["cpu"]
+
+        def _factory():
+            coll = _jax.make_gloo_tcp_collectives(
+                distributed_client=_dist.global_state.client, hostname=LOCALHOST)
+            return _xb.make_cpu_client(collectives=coll)
+
+        import dataclasses
+        _xb._backend_factories["cpu"] = dataclasses.replace(reg, factory=_factory)
+        log("gloo pinned to 127.0.0.1")
+    except Exception as e:  # pragma: no cover
+        log(f"could not pin gloo hostname ({e!r}); using JAX default")
+
+    jax.distributed.initialize(
+        coordinator_address=a.addr, num_processes=n, process_id=rank,
+        initialization_timeout=60)
+    import numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+    assert jax.process_count() == n, jax.process_count()
+    assert jax.local_device_count() == 1, jax.local_devices()
+    devs = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+    assert len(devs) == n, devs
+    mesh = Mesh(np.array(devs), ("x",))
+    sharding = NamedSharding(mesh, P("x"))
+    local_dev = jax.local_devices()[0]
+
+    def global_array(local: np.ndarray):
+        shard = jax.device_put(local, local_dev)
+        return jax.make_array_from_single_device_arrays(
+            (n * local.shape[0],), sharding, [shard])
+
+    psum = jax.jit(jax.shard_map(lambda v: jax.lax.psum(v, "x"), mesh=mesh,
+                                 in_specs=P("x"), out_specs=P("x")))
+
+    tiny = global_array(np.ones((1,), np.float32))
+
+    def barrier():
+        psum(tiny).block_until_ready()
+
+    def make_input(count):
+        return global_array(np.full((count,), float(rank + 1), np.float32))
+
+    expect = n * (n + 1) / 2
+
+    def check(y):
+        loc = np.asarray(y.addressable_shards[0].data[:8])
+        if not np.allclose(loc, expect):
+            raise SystemExit(f"gloo wrong result: {loc} != {expect}")
+
+    res = time_sizes(psum, barrier, make_input, check, a.sizes, a.warmup, a.iters, log)
+    emit({"impl": "gloo", "rank": rank, "times": {str(k): v for k, v in res.items()}})
+    try:
+        jax.distributed.shutdown()
+    except Exception:
+        pass
+
+
+def worker_pccl(a) -> None:
+    idx, n = a.rank, a.nprocs
+    log = lambda m: print(f"[pccl {idx}] {m}", file=sys.stderr, flush=True)
+
+    import jax
+
+    jax.config.update("jax_platforms", "cpu")
+    import jax.numpy as jnp
+    import numpy as np
+    import jax_pccl as pccl
+
+    comm = pccl.Communicator(a.addr)
+    comm.connect()
+    # Admission: first peer is accepted at once; later ones are admitted when
+    # already-accepted peers call update_topology() (collective among the
+    # accepted peers; no-op when nothing is pending).
+    def world_size():
+        ws = comm.world_size
+        return ws() if callable(ws) else ws
+
+    f = jax.jit(lambda v: pccl.all_reduce(v, comm, op="sum"))
+    tiny = jnp.ones((1,), jnp.float32)
+
+    # Early engine builds refreshed their (group-consistent) "peers pending"
+    # flag only at a collective, so a lone accepted peer calling just
+    # update_topology() never admitted anyone.  Every accepted peer therefore
+    # runs a tiny all_reduce before each update_topology() (harmless when
+    # update_topology() polls the master itself); all accepted peers share the
+    # same world_size after each update, so they leave the loop together.
+    deadline = time.monotonic() + a.join_timeout
+    while world_size() != n:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"pccl: world_size {world_size()} != {n} after {a.join_timeout}s")
+        f(tiny).block_until_ready()
+        comm.update_topology()
+        if world_size() != n:
+            time.sleep(0.05)
+    log(f"joined, world_size={world_size()}, rank={getattr(comm, 'rank', '?')}")
+
+    def barrier():
+        f(tiny).block_until_ready()
+
+    def make_input(count):
+        return jnp.full((count,), float(idx + 1), jnp.float32)
+
+    expect = n * (n + 1) / 2
+
+    def check(y):
+        loc = np.asarray(y[:8])
+        if not np.allclose(loc, expect):
+            raise SystemExit(f"pccl wrong result: {loc} != {expect}")
+
+    res = time_sizes(f, barrier, make_input, check, a.sizes, a.warmup, a.iters, log)
+    emit({"impl": "pccl", "rank": idx, "times": {str(k): v for k, v in res.items()}})
+    for name in ("close", "destroy", "shutdown", "disconnect"):
+        fn = getattr(comm, name, None)
+        if callable(fn):
+            try:
+                fn()
+            except Exception:
+                pass
+            break
+
+
+# --------------------------------------------------------------------------
+# driver
+# --------------------------------------------------------------------------
+def run_workers(impl: str, addr: str, a, timeout: float):
+    """Spawn a.peers workers; return (list of per-rank result dicts, error str|None)."""
+    env = dict(os.environ)
+    env["JAX_PLATFORMS"] = "cpu"
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    sizes_arg = ",".join(str(s) for s in a.sizes)
+    procs = []
+    tmp = tempfile.mkdtemp(prefix=f"bench_{impl}_")
+    for i in range(a.peers):
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker", impl,
+               "--rank", str(i), "--nprocs", str(a.peers), "--addr", addr,
+               "--sizes", sizes_arg, "--iters", str(a.iters), "--warmup", str(a.warmup),
+               "--join-timeout", str(a.join_timeout)]
+        out = open(os.path.join(tmp, f"{i}.out"), "w+")
+        err = open(os.path.join(tmp, f"{i}.err"), "w+")
+        p = subprocess.Popen(cmd, stdout=out, stderr=err, env=env,
+                             stdin=subprocess.DEVNULL, start_new_session=True)
+        procs.append((p, out, err))
+        if impl == "pccl":
+            time.sleep(0.2)  # stagger joins a little; admission handles the rest
+    deadline = time.monotonic() + timeout
+    error = None
+    try:
+        while True:
+            rcs = [p.poll() for p, _, _ in procs]
+            if any(rc not in (None, 0) for rc in rcs):
+                bad = [i for i, rc in enumerate(rcs) if rc not in (None, 0)]
+                error = f"worker(s) {bad} exited with {[rcs[i] for i in bad]}"
+                break
+            if all(rc == 0 for rc in rcs):
+                break
+            if time.monotonic() > deadline:
+                error = f"timeout after {timeout:.0f}s"
+                break
+            time.sleep(0.1)
+    finally:
+        for p, _, _ in procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        for p, _, _ in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+    results = []
+    keep_logs = False
+    for i, (p, out, err) in enumerate(procs):
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+        out.close()
+        err.close()
+        got = [json.loads(l[len(RESULT_TAG):]) for l in stdout.splitlines()
+               if l.startswith(RESULT_TAG)]
+        if got:
+            results.append(got[-1])
+        elif error is None:
+            error = f"worker {i} reported nothing"
+        if error is not None:
+            tail = "\n".join(stderr.strip().splitlines()[-15:])
+            print(f"--- {impl} worker {i} (rc={p.returncode}) stderr tail ---\n{tail}",
+                  file=sys.stderr)
+            keep_logs = True
+    if keep_logs or os.environ.get("BENCH_KEEP_LOGS"):
+        print(f"[driver] full worker logs kept in {tmp}", file=sys.stderr)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return results, error
+
+
+def summarize(impl, results, n, sizes):
+    rows = []
+    for s in sizes:
+        per_rank = [r["times"][str(s)] for r in results if str(s) in r["times"]]
+        if len(per_rank) != n:
+            continue
+        per_iter_max = [max(ts) for ts in zip(*per_rank)]
+        t = statistics.median(per_iter_max)
+        algbw = s / t / 1e9
+        rows.append({"impl": impl, "peers": n, "bytes": s, "size": fmt_size(s),
+                     "iters": len(per_iter_max), "median_s": t,
+                     "min_s": min(per_iter_max),
+                     "algbw_GBps": algbw, "busbw_GBps": algbw * busbw_factor(n)})
+    return rows
+
+
+def run_impl(impl, a):
+    if impl == "gloo":
+        addr = f"{LOCALHOST}:{free_port()}"
+        master = None
+    else:
+        try:
+            import jax_pccl as pccl
+            master = pccl.Master(host=LOCALHOST, port=0)
+            addr = master.address
+        except Exception as e:
+            return [], f"jax_pccl unavailable: {e!r}"
+    try:
+        print(f"[driver] {impl}: {a.peers} peers, addr {addr}", file=sys.stderr, flush=True)
+        t0 = time.monotonic()
+        results, err = run_workers(impl, addr, a, a.timeout)
+        print(f"[driver] {impl}: done in {time.monotonic() - t0:.1f}s"
+              + (f" (ERROR: {err})" if err else ""), file=sys.stderr, flush=True)
+    finally:
+        if master is not None:
+            for name in ("close", "shutdown", "stop", "interrupt"):
+                fn = getattr(master, name, None)
+                if callable(fn):
+                    try:
+                        fn()
+                    except Exception:
+                        pass
+                    break
+    if err:
+        return [], err
+    return summarize(impl, results, a.peers, a.sizes), None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--peers", type=int, default=2)
+    ap.add_argument("--sizes", type=lambda s: [parse_size(t) for t in s.split(",") if t],
+                    default=[parse_size(t) for t in "4K,1M,64M,256M".split(",")],
+                    help="comma list, suffix K/M/G = KiB/MiB/GiB (default 4K,1M,64M,256M)")
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--only", choices=["pccl", "gloo"])
+    ap.add_argument("--timeout", type=float, default=None,
+                    help="hard timeout per implementation run in s (default: scaled with sizes)")
+    ap.add_argument("--join-timeout", type=float, default=60.0, help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=["pccl", "gloo"], help=argparse.SUPPRESS)
+    ap.add_argument("--rank", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--nprocs", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--addr", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+
+    if a.worker:
+        (worker_gloo if a.worker == "gloo" else worker_pccl)(a)
+        return
+
+    if a.peers < 1:
+        ap.error("--peers must be >= 1")
+    if a.timeout is None:
+        # Generous: assume >= ~20 MB/s effective, plus startup.
+        total = sum(a.sizes) * (a.iters + a.warmup)
+        a.timeout = 120.0 + total / 20e6
+    impls = [a.only] if a.only else ["pccl", "gloo"]
+
+    rows, errors = [], {}
+    for impl in impls:
+        r, err = run_impl(impl, a)
+        rows += r
+        if err:
+            errors[impl] = err
+
+    n = a.peers
+    print(f"\nall_reduce(sum, float32), {n} peers on {LOCALHOST}, "
+          f"{a.iters} iters (+{a.warmup} warm-up), time = median over iters of max over peers; "
+          f"busbw = algbw * 2(N-1)/N = algbw * {busbw_factor(n):.3f}")
+    hdr = f"{'impl':<6}{'size':>8}{'median ms':>12}{'min ms':>10}{'algbw GB/s':>12}{'busbw GB/s':>12}"
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        print(f"{r['impl']:<6}{r['size']:>8}{r['median_s'] * 1e3:>12.3f}{r['min_s'] * 1e3:>10.3f}"
+              f"{r['algbw_GBps']:>12.4f}{r['busbw_GBps']:>12.4f}")
+    for impl, err in errors.items():
+        print(f"{impl}: FAILED: {err}")
+
+    ratios = []
+    by = {(r["impl"], r["bytes"]): r for r in rows}
+    for s in a.sizes:
+        p, g = by.get(("pccl", s)), by.get(("gloo", s))
+        if p and g:
+            ratios.append({"impl": "ratio_pccl_over_gloo", "peers": n, "bytes": s,
+                           "size": fmt_size(s),
+                           "busbw_ratio": p["busbw_GBps"] / g["busbw_GBps"],
+                           "latency_ratio": p["median_s"] / g["median_s"]})
+    if ratios:
+        print("\npccl / gloo   (busbw ratio > 1: pccl faster; latency ratio < 1: pccl faster)")
+        print(f"{'size':>8}{'busbw ratio':>14}{'latency ratio':>16}")
+        for r in ratios:
+            print(f"{r['size']:>8}{r['busbw_ratio']:>14.3f}{r['latency_ratio']:>16.3f}")
+
+    print()
+    for r in rows + ratios:
+        print(json.dumps(r))
+    for impl, err in errors.items():
+        print(json.dumps({"impl": impl, "peers": n, "error": err}))
+    sys.exit(1 if errors else 0)
+
+
+if __name__ == "__main__":
+    main()

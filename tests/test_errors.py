@@ -1,0 +1,144 @@
+"""Errors: peers that disagree, bad local arguments, an unreachable master.
+
+Nothing may hang: every peer runs under a hard deadline (tests/harness.py) and
+every expected error must arrive within the communicator's timeout.
+"""
+import socket
+
+import numpy as np
+import pytest
+
+import cases
+import harness
+from peer_scenarios import CONNECT_TIMEOUT, MISMATCH_LEN, bad_arg_calls
+
+MISMATCH_COMM_TIMEOUT = 8.0
+SLACK_S = 3.0
+
+# What a message must mention to "name the mismatch" / "name the argument".
+# `(?!=)` skips "op=sum dtype=float32 shape=(16,)"-style descriptions of a
+# call, which would otherwise match whatever field actually differed.
+NAMES = {
+    "shape": [r"shape(?!=)", r"element", r"count(?!=)", r"size(?!=)", r"length"],
+    "shape_same_count": [r"shape(?!=)"],
+    "dtype": [r"dtype(?!=)"],
+    "op": [r"\bop\b(?!=)", r"\boperations?\b", r"reduce[ _-]?op\b(?!=)", r"reduction op\b(?!=)"],
+}
+ARG_NAMES = {
+    "op": [r"\bop\b"],
+    "dtype": [r"dtype"],
+    "quantization": [r"quantization"],
+}
+
+
+# --- peers that disagree ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def mismatch_run(pccl):
+    return harness.run_scenario(pccl, "mismatch", timeout=180,
+                             comm_timeout=MISMATCH_COMM_TIMEOUT)
+
+
+def test_mismatch_peers_finished_cleanly(mismatch_run):
+    assert not mismatch_run.problems, mismatch_run.diagnostics()
+
+
+@pytest.mark.parametrize("kind", ["shape", "dtype", "op"])
+def test_eager_mismatch_raises_collective_mismatch_error_on_every_peer(mismatch_run, kind):
+    name = f"eager/{kind}"
+    for i, (err, elapsed) in enumerate(mismatch_run.errors(name)):
+        assert err["is_pccl_error"], f"{name}: peer {i} raised {err['type']} (not a PcclError): {err['message']}"
+        assert err["type"] == "CollectiveMismatchError", (
+            f"{name}: peer {i} raised {err['type']}, expected CollectiveMismatchError: {err['message']}")
+        assert harness.message_mentions(err["message"], *NAMES[kind]), (
+            f"{name}: peer {i} message does not name the {kind} mismatch: {err['message']!r}")
+        assert elapsed < MISMATCH_COMM_TIMEOUT + SLACK_S, f"{name}: peer {i} took {elapsed:.1f}s to fail"
+
+
+@pytest.mark.parametrize("kind", ["shape", "dtype", "op"])
+def test_jit_mismatch_raises_jax_runtime_error_on_every_peer(mismatch_run, kind):
+    name = f"jit/{kind}"
+    for i, (err, elapsed) in enumerate(mismatch_run.errors(name)):
+        assert err["is_jax_runtime_error"], (
+            f"{name}: peer {i} raised {err['type']} (not a JaxRuntimeError): {err['message']}")
+        assert harness.message_mentions(err["message"], *NAMES[kind]), (
+            f"{name}: peer {i} message does not name the {kind} mismatch: {err['message']!r}")
+        assert elapsed < MISMATCH_COMM_TIMEOUT + SLACK_S, f"{name}: peer {i} took {elapsed:.1f}s to fail"
+
+
+def test_shape_mismatch_with_equal_element_count_is_detected(mismatch_run):
+    """(4, 4) on two peers vs (2, 8) on the third: same bytes, different shape."""
+    name = "eager/shape_same_count"
+    for i, (err, elapsed) in enumerate(mismatch_run.errors(name)):
+        assert err["is_pccl_error"], f"{name}: peer {i} raised {err['type']}: {err['message']}"
+        assert harness.message_mentions(err["message"], *NAMES["shape_same_count"]), (
+            f"{name}: peer {i} message does not name the shape: {err['message']!r}")
+        assert elapsed < MISMATCH_COMM_TIMEOUT + SLACK_S, f"{name}: peer {i} took {elapsed:.1f}s to fail"
+
+
+@pytest.mark.parametrize("case", ["eager/shape", "eager/dtype", "eager/op", "jit/shape", "jit/dtype",
+                                  "jit/op", "eager/shape_same_count"])
+def test_communicator_still_works_after_a_mismatch(mismatch_run, case):
+    name = f"recover/{case}"
+    stacked = np.stack([cases.small_ints(("recover", case), i, (MISMATCH_LEN,), "float32")
+                        for i in range(cases.N_PEERS)])
+    harness.assert_exact(mismatch_run.values(name), cases.reference("sum", stacked, "float32"), name)
+
+
+# --- bad arguments, rejected before any network traffic ----------------------------------
+
+@pytest.fixture(scope="module")
+def bad_args_run(pccl):
+    return harness.run_scenario(pccl, "bad_args", timeout=120, comm_timeout=15)
+
+
+def test_bad_args_peers_finished_cleanly(bad_args_run):
+    assert not bad_args_run.problems, bad_args_run.diagnostics()
+
+
+@pytest.mark.parametrize("mode", cases.MODES)
+@pytest.mark.parametrize("call,argument", [(c[0], c[1]) for c in bad_arg_calls()])
+def test_bad_argument_raises_type_or_value_error_naming_it(bad_args_run, mode, call, argument):
+    name = f"{mode}/{call}"
+    [(err, elapsed)] = bad_args_run.errors(name, peers=[0])
+    assert {"TypeError", "ValueError"} & set(err["mro"]), (
+        f"{name}: raised {err['type']} (mro {err['mro']}), expected TypeError/ValueError: {err['message']}")
+    assert harness.message_mentions(err["message"], *ARG_NAMES[argument]), (
+        f"{name}: message does not name the bad {argument}: {err['message']!r}")
+
+
+def test_rejected_calls_sent_nothing_to_the_ring(bad_args_run):
+    """Only peer 0 made the bad calls; the next collective must still line up on all peers."""
+    stacked = np.stack([cases.small_ints("after_bad", i, (9,), "float32") for i in range(cases.N_PEERS)])
+    harness.assert_exact(bad_args_run.values("after/sum"), cases.reference("sum", stacked, "float32"),
+                         "after/sum")
+
+
+# --- master unreachable ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def unreachable_run(pccl):
+    # A listener that completes the TCP handshake but never says a word.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        silent_addr = "127.0.0.1:%d" % silent.getsockname()[1]
+        closed_addr = "127.0.0.1:%d" % harness.closed_port()
+        return harness.run_peers(closed_addr, "unreachable", n=1, timeout=60, aux=silent_addr)
+
+
+def test_unreachable_peer_finished_cleanly(unreachable_run):
+    assert not unreachable_run.problems, unreachable_run.diagnostics()
+
+
+def test_connect_to_closed_port_raises_master_unreachable_within_timeout(unreachable_run):
+    [(err, elapsed)] = unreachable_run.errors("closed_port")
+    assert "MasterUnreachableError" in err["mro"] and err["is_pccl_error"], (
+        f"connect() to a closed port raised {err['type']} (mro {err['mro']}): {err['message']}")
+    assert elapsed < CONNECT_TIMEOUT + 2.0, f"connect() took {elapsed:.1f}s with timeout={CONNECT_TIMEOUT}"
+
+
+def test_connect_to_silent_master_fails_within_timeout(unreachable_run):
+    [(err, elapsed)] = unreachable_run.errors("silent_master")
+    assert err["is_pccl_error"], f"connect() to a silent master raised {err['type']}: {err['message']}"
+    assert elapsed < CONNECT_TIMEOUT + 2.0, f"connect() took {elapsed:.1f}s with timeout={CONNECT_TIMEOUT}"
