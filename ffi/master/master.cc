@@ -222,8 +222,8 @@ void Master::handle_vote(Connection& c, const std::vector<uint8_t>& payload) {
   if (p.state != PeerState::kAccepted) throw ProtocolViolation("vote from a peer not yet accepted");
   Group& g = groups_[p.group];
   if (vote.epoch != g.epoch) {
-    // A vote for an epoch that is already over: the peer will see the newer
-    // topology it missed. Answer with the current ring so it never waits.
+    // A vote for an epoch that is already over: the newer topology is already
+    // on its way to this peer (or it was dropped and its wait times out).
     PCCL_LOG(kInfo, "master: stale vote from peer " << p.id << " (epoch " << vote.epoch
                                                     << ", current " << g.epoch << ")");
     return;

@@ -1,6 +1,7 @@
 #include "peer/communicator.h"
 
 #include <algorithm>
+#include <exception>
 #include <sstream>
 
 #include "collectives/ring_allreduce.h"
@@ -46,9 +47,23 @@ Communicator::Communicator(CommunicatorConfig config) : config_(std::move(config
 Communicator::~Communicator() { close(); }
 
 void Communicator::connect(double admit_timeout_s) {
-  std::lock_guard<std::mutex> lock(op_mu_);
-  if (closed_) throw PcclError("communicator is closed");
-  if (connected_) return;
+  std::exception_ptr failure;
+  {
+    std::lock_guard<std::mutex> lock(op_mu_);
+    if (closed_) throw PcclError("communicator is closed");
+    if (connected_) return;
+    try {
+      register_and_wait(admit_timeout_s);
+      return;
+    } catch (const PcclError&) {
+      failure = std::current_exception();
+    }
+  }
+  close();  // leave no half-registered peer behind; a new Communicator can retry
+  std::rethrow_exception(failure);
+}
+
+void Communicator::register_and_wait(double admit_timeout_s) {
   Deadline net = Deadline::after(config_.timeout_s);
   master_.open(config_.master_host, config_.master_port, net, &cancel_);
   links_.listen(master_.local_ip(), config_.group);

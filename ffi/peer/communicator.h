@@ -48,6 +48,7 @@ class Communicator {
   Communicator& operator=(const Communicator&) = delete;
 
   // Registers and waits until admitted (admit_timeout_s < 0: no limit).
+  // On failure the communicator is closed (create a new one to retry).
   void connect(double admit_timeout_s);
   // Collective over the accepted peers of our group: admits pending peers,
   // drops dead ones, rebuilds the ring. Returns at once when there is nothing
@@ -69,6 +70,7 @@ class Communicator {
   void close();
 
  private:
+  void register_and_wait(double admit_timeout_s);
   void require_accepted() const;
   void apply_topology(const TopologyMsg& topo);
   CollectiveHeader make_header(CollectiveKind kind) const;

@@ -166,6 +166,38 @@ void test_unreachable_master_bounded() {
   CHECK(seconds_since(t0) < 3.0);
 }
 
+void test_admission_timeout_leaves_nothing_behind() {
+  Master master(MasterConfig{});
+  master.start();
+  auto first = make_peer(master.port());
+  first->connect(5.0);  // accepted at once, never calls update_topology()
+  auto late = make_peer(master.port());
+  auto t0 = Clock::now();
+  bool refused = false;
+  try {
+    late->connect(0.5);
+  } catch (const PcclError& e) {
+    refused = std::string(e.what()).find("not admitted") != std::string::npos;
+  }
+  CHECK(refused);
+  CHECK(seconds_since(t0) < 3.0);
+  // The failed peer closed itself: the master forgets it, nobody stays pending.
+  bool forgotten = false;
+  for (int i = 0; i < 50 && !forgotten; ++i) {
+    forgotten = master.status_json().find("\"pending\":0") != std::string::npos;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  CHECK(forgotten);
+  bool closed_error = false;
+  try {
+    late->connect(0.5);
+  } catch (const PcclError& e) {
+    closed_error = std::string(e.what()).find("closed") != std::string::npos;
+  }
+  CHECK(closed_error);
+  master.stop();
+}
+
 void report_throughput() {
   Master master(MasterConfig{});
   master.start();
@@ -195,6 +227,7 @@ int main(int argc, char** argv) {
   test_mismatch_reported_everywhere_ring_survives();
   test_closed_peer_fails_others_fast_then_survivors_continue();
   test_unreachable_master_bounded();
+  test_admission_timeout_leaves_nothing_behind();
   if (argc > 1 && std::strcmp(argv[1], "--bench") == 0) report_throughput();
   return check_summary("test_engine");
 }
