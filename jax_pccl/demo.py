@@ -106,7 +106,10 @@ def run_demo(peers: int, steps: int, batch: int, lr: float, timeout: float) -> i
                "--peers", str(peers), "--steps", str(steps), "--batch", str(batch),
                "--lr", str(lr)]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+        # `python -m` puts the cwd first on sys.path: start the peers where the
+        # jax_pccl we run lives, so a source checkout can't shadow the install.
+        here = os.path.dirname(os.path.dirname(os.path.abspath(pccl.__file__)))
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=here)
                  for _ in range(peers)]
         results, ok = [], True
         deadline = time.monotonic() + timeout
