@@ -23,4 +23,11 @@ void Canceller::cancel() {
   (void)ignored;
 }
 
+void Canceller::reset() {
+  uint64_t value = 0;
+  while (read(fd_, &value, sizeof(value)) > 0) {
+  }
+  cancelled_.store(false, std::memory_order_release);
+}
+
 }  // namespace pccl

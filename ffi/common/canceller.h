@@ -1,5 +1,6 @@
 // A cancellation signal that poll() can wait on (an eventfd), so close() can
-// wake every thread blocked in network I/O at once.
+// wake every thread blocked in network I/O at once. reset() re-arms it, which
+// lets a communicator use one as a per-epoch interrupt (peer dropped, master lost).
 #pragma once
 #include <atomic>
 
@@ -13,6 +14,7 @@ class Canceller {
   Canceller& operator=(const Canceller&) = delete;
 
   void cancel();
+  void reset();  // only for interrupts: a closed communicator never resets
   bool cancelled() const { return cancelled_.load(std::memory_order_acquire); }
   int fd() const { return fd_; }  // readable once cancelled
 

@@ -95,6 +95,7 @@ void Master::loop() {
         drop(c, "no HELLO within the handshake deadline");
       }
     }
+    keep_alive();
     for (auto it = conns_.begin(); it != conns_.end();) {
       it = it->second.closing ? conns_.erase(it) : std::next(it);
     }
@@ -116,6 +117,7 @@ void Master::accept_new() {
     c.remote = s.remote_ip();
     c.sock = std::move(s);
     c.handshake_deadline = Deadline::after(config_.handshake_timeout_s);
+    c.last_heard = Deadline::Clock::now();
     conns_.emplace(fd, std::move(c));
   }
 }
@@ -129,6 +131,7 @@ void Master::read_from(Connection& c) {
     return;
   }
   c.in.insert(c.in.end(), buf, buf + n);
+  c.last_heard = Deadline::Clock::now();
   try {
     while (!c.closing && c.in.size() >= kFrameHeaderSize) {
       FrameHeader h = decode_frame_header(c.in.data(), kMaxControlPayload);
@@ -181,6 +184,7 @@ void Master::handle_frame(Connection& c, uint16_t type, const std::vector<uint8_
   }
   switch (msg) {
     case MsgType::kVote: handle_vote(c, payload); return;
+    case MsgType::kHeartbeat: return;  // last_heard was refreshed on receipt
     default:
       throw ProtocolViolation("unexpected message type " + std::to_string(type) + " from peer " +
                               std::to_string(c.peer_id));
@@ -271,20 +275,39 @@ uint32_t Master::total_world_size() const {
   return n;
 }
 
+void Master::keep_alive() {
+  auto now = Deadline::Clock::now();
+  auto interval = std::chrono::duration<double>(config_.heartbeat_interval_s);
+  bool ping = now - last_heartbeat_sent_ >= interval;
+  if (ping) last_heartbeat_sent_ = now;
+  auto limit = std::chrono::duration<double>(config_.heartbeat_timeout_s);
+  for (auto& [fd, c] : conns_) {
+    if (c.closing || c.peer_id == 0) continue;
+    if (now - c.last_heard > limit) {
+      std::string why = "no heartbeat for " + std::to_string(config_.heartbeat_timeout_s) +
+                        " s (frozen or partitioned)";
+      send_frame(fd, MsgType::kError, ErrorMsg{"dropped by the master: " + why}.encode());
+      drop(c, why);
+    } else if (ping) {
+      send_frame(fd, MsgType::kHeartbeat, {});
+    }
+  }
+}
+
 void Master::drop(Connection& c, const std::string& reason) {
   if (c.closing) return;
   c.closing = true;
   ++dropped_connections_;
   if (c.peer_id != 0) {
     PCCL_LOG(kInfo, "master: dropping peer " << c.peer_id << " (" << c.remote << "): " << reason);
-    forget_peer(c.peer_id);
+    forget_peer(c.peer_id, reason);
   } else {
     PCCL_LOG(kWarn, "master: dropping connection from " << c.remote << ": " << reason);
   }
   c.sock.shutdown_both();
 }
 
-void Master::forget_peer(uint64_t peer_id) {
+void Master::forget_peer(uint64_t peer_id, const std::string& reason) {
   auto it = peers_.find(peer_id);
   if (it == peers_.end()) return;
   uint32_t group_id = it->second.group;
@@ -298,6 +321,10 @@ void Master::forget_peer(uint64_t peer_id) {
   erase_id(g.pending);
   g.votes.erase(peer_id);
   if (!was_member) return;
+  // Members may be mid-collective with the lost peer: tell them now, so they
+  // fail fast instead of waiting for a stalled link to time out.
+  std::vector<uint8_t> notice = PeerDroppedMsg{peer_id, reason}.encode();
+  for (uint64_t member : g.ring) send_frame(peers_[member].fd, MsgType::kPeerDropped, notice);
   if (g.ring.empty() && !g.pending.empty()) {
     // Nobody is left to vote the waiting peers in: admit them directly.
     std::vector<uint64_t> ring = g.pending;

@@ -28,6 +28,8 @@ struct MasterConfig {
   double handshake_timeout_s = 10.0;  // unregistered connections are dropped after this
   size_t max_connections = 1024;
   size_t max_send_queue_bytes = 16u << 20;
+  double heartbeat_interval_s = 1.0;  // we ping every registered peer this often
+  double heartbeat_timeout_s = 5.0;   // a peer silent this long is dropped (frozen/partitioned)
 };
 
 class Master {
@@ -52,6 +54,7 @@ class Master {
     uint64_t peer_id = 0;  // 0: not registered yet
     bool closing = false;
     std::string remote;
+    Deadline::Clock::time_point last_heard;
   };
   enum class PeerState { kPending, kAccepted };
   struct PeerRecord {
@@ -77,7 +80,8 @@ class Master {
   void handle_hello(Connection& c, const std::vector<uint8_t>& payload);
   void handle_vote(Connection& c, const std::vector<uint8_t>& payload);
   void drop(Connection& c, const std::string& reason);
-  void forget_peer(uint64_t peer_id);
+  void forget_peer(uint64_t peer_id, const std::string& reason);
+  void keep_alive();  // heartbeats out, silent peers dropped
   void try_complete_vote(uint32_t group_id);
   void advance_epoch(uint32_t group_id, std::vector<uint64_t> new_ring);
   void send_frame(int fd, MsgType type, const std::vector<uint8_t>& payload);
@@ -97,6 +101,7 @@ class Master {
   uint64_t next_peer_id_ = 1;
   Deadline::Clock::time_point started_at_;
   uint64_t dropped_connections_ = 0;
+  Deadline::Clock::time_point last_heartbeat_sent_;
 };
 
 }  // namespace pccl

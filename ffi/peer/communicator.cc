@@ -65,11 +65,12 @@ void Communicator::connect(double admit_timeout_s) {
 
 void Communicator::register_and_wait(double admit_timeout_s) {
   Deadline net = Deadline::after(config_.timeout_s);
-  master_.open(config_.master_host, config_.master_port, net, &cancel_);
+  master_.open(config_.master_host, config_.master_port, config_.timeout_s, net, &cancel_,
+               &interrupt_);
   links_.listen(master_.local_ip(), config_.group);
   HelloMsg hello{config_.group, links_.port(), config_.advertise_host};
   peer_id_ = master_.register_peer(hello, net);
-  TopologyMsg topo;
+  ReceivedTopology topo;
   if (!master_.wait_topology(0, Deadline::after(admit_timeout_s), &topo)) {
     throw PcclError("not admitted within " + std::to_string(admit_timeout_s) +
                     " s: accepted peers admit newcomers when they call update_topology()");
@@ -79,7 +80,8 @@ void Communicator::register_and_wait(double admit_timeout_s) {
   connected_ = true;
 }
 
-void Communicator::apply_topology(const TopologyMsg& topo) {
+void Communicator::apply_topology(const ReceivedTopology& received) {
+  const TopologyMsg& topo = received.topology;
   auto me = std::find_if(topo.ring.begin(), topo.ring.end(),
                          [this](const RingMember& m) { return m.peer_id == peer_id_; });
   if (me == topo.ring.end()) throw PcclError("this peer is no longer part of the run");
@@ -94,6 +96,11 @@ void Communicator::apply_topology(const TopologyMsg& topo) {
   consistent_pending_ = topo.more_pending != 0;
   ring_broken_ = false;
   fresh_ = false;
+  // Re-arm the interrupt for the new ring; a drop notice that arrived after
+  // this topology concerns one of its members, so fire again at once.
+  drops_baseline_ = received.drops_seen;
+  if (!closed_ && !master_.failed()) interrupt_.reset();
+  if (master_.drops_seen() > drops_baseline_) interrupt_.cancel();
   {
     std::lock_guard<std::mutex> lock(stats_mu_);
     ++stats_.topology_updates;
@@ -104,10 +111,10 @@ void Communicator::apply_topology(const TopologyMsg& topo) {
   }
   try {
     links_.establish(peer_id_, epoch_, ring_[(r + 1) % n], ring_[(r + n - 1) % n].peer_id,
-                     Deadline::after(config_.timeout_s), &cancel_);
-  } catch (const PcclError&) {
+                     Deadline::after(config_.timeout_s), &interrupt_);
+  } catch (const PcclError& e) {
     mark_broken();
-    throw;
+    rethrow_typed(e);
   }
   PCCL_LOG(kInfo, "peer " << peer_id_ << ": epoch " << epoch_ << " rank " << r << "/" << n);
 }
@@ -115,7 +122,9 @@ void Communicator::apply_topology(const TopologyMsg& topo) {
 void Communicator::update_topology() {
   std::lock_guard<std::mutex> lock(op_mu_);
   require_accepted();
-  if (fresh_) {
+  check_master();
+  if (master_.drops_seen() > drops_baseline_) ring_broken_ = true;  // a member is gone
+  if (fresh_ && !ring_broken_) {
     fresh_ = false;
     return;
   }
@@ -128,14 +137,14 @@ void Communicator::update_topology() {
         agree(make_header(CollectiveKind::kTopologyCheck));
       } catch (const PcclError& e) {
         if (e.kind() != ErrorKind::kMismatch) mark_broken();
-        throw;
+        rethrow_typed(e);
       }
       pending = consistent_pending_;
     }
     if (!pending) return;
   }
   master_.send_vote(epoch_, Deadline::after(config_.timeout_s));
-  TopologyMsg topo;
+  ReceivedTopology topo;
   // The others reach the vote once their own collective finished or failed.
   if (!master_.wait_topology(epoch_, Deadline::after(2 * config_.timeout_s), &topo)) {
     mark_broken();
@@ -143,6 +152,29 @@ void Communicator::update_topology() {
                       std::to_string(2 * config_.timeout_s) + " s");
   }
   apply_topology(topo);
+}
+
+void Communicator::check_master() const {
+  if (master_.failed()) throw interruption();
+}
+
+PcclError Communicator::interruption() const {
+  if (closed_) return Cancelled("communicator closed");
+  if (master_.failed()) {
+    std::string why = master_.failure();
+    if (why.find("dropped by the master") != std::string::npos) {
+      return PcclError("this peer was removed from the run (" + why +
+                       "); create a new Communicator to rejoin");
+    }
+    return MasterUnreachable(why);
+  }
+  if (master_.drops_seen() > drops_baseline_) return PeerFailure(master_.last_drop());
+  return Cancelled("operation interrupted");
+}
+
+void Communicator::rethrow_typed(const PcclError& e) const {
+  if (e.kind() == ErrorKind::kCancelled) throw interruption();
+  throw e;
 }
 
 void Communicator::require_accepted() const {
@@ -165,8 +197,8 @@ std::vector<CollectiveHeader> Communicator::exchange_headers(const CollectiveHea
   for (int s = 0; s < n - 1; ++s) {
     const CollectiveHeader& fwd = all[(r - s + n) % n];
     write_frame(links_.right(), static_cast<uint16_t>(MsgType::kCollective), fwd.encode(),
-                deadline, &cancel_);
-    Frame f = read_frame(links_.left(), kMaxHeaderFrame, deadline, &cancel_);
+                deadline, &interrupt_);
+    Frame f = read_frame(links_.left(), kMaxHeaderFrame, deadline, &interrupt_);
     if (f.type != static_cast<uint16_t>(MsgType::kCollective)) {
       throw ProtocolViolation("expected a collective header from the left neighbour");
     }
@@ -221,6 +253,7 @@ int Communicator::all_reduce(const void* in, void* out, size_t count, DType dtyp
                              const LeafDescriptor& leaf) {
   std::lock_guard<std::mutex> lock(op_mu_);
   require_accepted();
+  check_master();
   if (ring_broken_) {
     throw PcclError("a previous collective failed: call update_topology() before the next one");
   }
@@ -238,7 +271,7 @@ int Communicator::all_reduce(const void* in, void* out, size_t count, DType dtyp
     RingPeers peers{rank_, n, &links_.right(), &links_.left()};
     RingOptions options;
     options.stall_timeout_s = config_.timeout_s;
-    options.cancel = &cancel_;
+    options.cancel = &interrupt_;
     traffic = ring_all_reduce(peers, options, in, out, count, dtype, op);
   } catch (const PcclError& e) {
     {
@@ -248,7 +281,7 @@ int Communicator::all_reduce(const void* in, void* out, size_t count, DType dtyp
     // A mismatch is detected identically by everyone before data moves: the
     // ring stays consistent. Anything else leaves the links in an unknown state.
     if (e.kind() != ErrorKind::kMismatch) mark_broken();
-    throw;
+    rethrow_typed(e);
   }
   std::lock_guard<std::mutex> s(stats_mu_);
   ++stats_.collectives_done;
@@ -265,6 +298,7 @@ CommunicatorStats Communicator::stats() const {
 void Communicator::close() {
   if (closed_.exchange(true)) return;
   cancel_.cancel();  // wakes any operation in flight; it then releases op_mu_
+  interrupt_.cancel();
   std::lock_guard<std::mutex> lock(op_mu_);
   master_.close();
   links_.close();

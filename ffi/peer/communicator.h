@@ -10,6 +10,7 @@
 
 #include "common/canceller.h"
 #include "common/dtype.h"
+#include "common/errors.h"
 #include "peer/master_link.h"
 #include "peer/ring_links.h"
 #include "protocol/messages.h"
@@ -72,7 +73,11 @@ class Communicator {
  private:
   void register_and_wait(double admit_timeout_s);
   void require_accepted() const;
-  void apply_topology(const TopologyMsg& topo);
+  void apply_topology(const ReceivedTopology& received);
+  void check_master() const;
+  // Why the interrupt fired, as the error the caller should see.
+  PcclError interruption() const;
+  [[noreturn]] void rethrow_typed(const PcclError& e) const;
   CollectiveHeader make_header(CollectiveKind kind) const;
   // All-gathers headers around the ring and checks that everyone agrees.
   // Updates consistent_pending_. Throws Mismatch, or PeerFailure (ring broken).
@@ -82,7 +87,9 @@ class Communicator {
   void mark_broken();
 
   CommunicatorConfig config_;
-  Canceller cancel_;
+  Canceller cancel_;     // fired once, by close()
+  Canceller interrupt_;  // fired by close(), master loss, drop notices; re-armed per epoch
+  uint64_t drops_baseline_ = 0;  // drop notices already accounted for by our topology
   MasterLink master_;
   RingLinks links_;
   std::mutex op_mu_;  // serialises collectives and topology changes

@@ -2,18 +2,27 @@
 
 #include <poll.h>
 
+#include <chrono>
+
 #include "common/errors.h"
 #include "common/log.h"
 #include "transport/frame.h"
 
 namespace pccl {
+namespace {
 
-void MasterLink::open(const std::string& host, uint16_t port, const Deadline& deadline,
-                      const Canceller* cancel) {
-  user_cancel_ = cancel;
+constexpr double kHeartbeatIntervalS = 1.0;
+
+}  // namespace
+
+void MasterLink::open(const std::string& host, uint16_t port, double silence_timeout_s,
+                      const Deadline& deadline, const Canceller* closing, Canceller* interrupt) {
+  closing_ = closing;
+  interrupt_ = interrupt;
+  silence_timeout_s_ = silence_timeout_s;
   where_ = host + ":" + std::to_string(port);
   try {
-    sock_ = Socket::connect_to(host, port, deadline, cancel);
+    sock_ = Socket::connect_to(host, port, deadline, closing);
     local_ip_ = sock_.local_ip();
   } catch (const PcclError& e) {
     if (e.kind() == ErrorKind::kCancelled) throw;
@@ -23,9 +32,8 @@ void MasterLink::open(const std::string& host, uint16_t port, const Deadline& de
 
 uint64_t MasterLink::register_peer(const HelloMsg& hello, const Deadline& deadline) {
   try {
-    write_frame(sock_, static_cast<uint16_t>(MsgType::kHello), hello.encode(), deadline,
-                user_cancel_);
-    Frame f = read_frame(sock_, kMaxControlPayload, deadline, user_cancel_);
+    write_frame(sock_, static_cast<uint16_t>(MsgType::kHello), hello.encode(), deadline, closing_);
+    Frame f = read_frame(sock_, kMaxControlPayload, deadline, closing_);
     if (f.type == static_cast<uint16_t>(MsgType::kError)) {
       throw PcclError("master " + where_ + " refused registration: " +
                       ErrorMsg::decode(f.payload).message);
@@ -45,75 +53,131 @@ uint64_t MasterLink::register_peer(const HelloMsg& hello, const Deadline& deadli
   }
 }
 
-void MasterLink::send_vote(uint64_t epoch, const Deadline& deadline) {
+void MasterLink::send_frame(MsgType type, const std::vector<uint8_t>& payload,
+                            const Deadline& deadline) {
   std::lock_guard<std::mutex> lock(write_mu_);
-  {
-    std::lock_guard<std::mutex> state(mu_);
-    if (!failure_.empty()) throw MasterUnreachable(failure_);
-  }
+  write_frame(sock_, static_cast<uint16_t>(type), payload, deadline, &stop_);
+}
+
+void MasterLink::send_vote(uint64_t epoch, const Deadline& deadline) {
+  if (failed()) throw MasterUnreachable(failure());
   try {
-    write_frame(sock_, static_cast<uint16_t>(MsgType::kVote), VoteMsg{epoch}.encode(), deadline,
-                user_cancel_);
+    send_frame(MsgType::kVote, VoteMsg{epoch}.encode(), deadline);
   } catch (const PcclError& e) {
-    if (e.kind() == ErrorKind::kCancelled) throw;
-    throw MasterUnreachable(std::string("lost the master while voting: ") + e.what());
+    if (e.kind() == ErrorKind::kCancelled) throw Cancelled("communicator closed");
+    fail(std::string("lost the master while voting: ") + e.what());
+    throw MasterUnreachable(failure());
   }
 }
 
-bool MasterLink::wait_topology(uint64_t after_epoch, const Deadline& deadline, TopologyMsg* out) {
+bool MasterLink::wait_topology(uint64_t after_epoch, const Deadline& deadline,
+                               ReceivedTopology* out) {
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
-    while (!topologies_.empty() && topologies_.front().epoch <= after_epoch) topologies_.pop_front();
+    while (!topologies_.empty() && topologies_.front().topology.epoch <= after_epoch) {
+      topologies_.pop_front();
+    }
     if (!topologies_.empty()) {
       *out = topologies_.back();
       topologies_.clear();
       return true;
     }
     if (!failure_.empty()) throw MasterUnreachable(failure_);
-    if (user_cancel_ != nullptr && user_cancel_->cancelled()) throw Cancelled("closed while waiting");
+    if (closing_ != nullptr && closing_->cancelled()) throw Cancelled("communicator closed");
     if (deadline.expired()) return false;
     cv_.wait_for(lock, std::chrono::milliseconds(deadline.remaining_ms(200)));
   }
 }
 
 void MasterLink::reader_loop() {
+  using Clock = Deadline::Clock;
+  auto last_heard = Clock::now();
+  auto last_sent = Clock::now();
+  auto interval = std::chrono::duration<double>(kHeartbeatIntervalS);
+  auto silence = std::chrono::duration<double>(silence_timeout_s_);
   while (!stop_.cancelled()) {
     try {
-      if (!wait_ready(sock_.fd(), POLLIN, Deadline::after(1.0), &stop_)) continue;
-      // A frame has started arriving: the rest must follow promptly.
-      Frame f = read_frame(sock_, kMaxControlPayload, Deadline::after(30.0), &stop_);
-      switch (static_cast<MsgType>(f.type)) {
-        case MsgType::kTopology: {
-          TopologyMsg topo = TopologyMsg::decode(f.payload);
-          pending_seen_.store(topo.more_pending != 0, std::memory_order_release);
-          std::lock_guard<std::mutex> lock(mu_);
-          topologies_.push_back(std::move(topo));
-          cv_.notify_all();
-          break;
-        }
-        case MsgType::kPendingNotice:
-          pending_seen_.store(true, std::memory_order_release);
-          break;
-        case MsgType::kError:
-          fail("master closed the connection: " + ErrorMsg::decode(f.payload).message);
-          return;
-        default:
-          fail("unexpected message type " + std::to_string(f.type) + " from master");
-          return;
+      if (Clock::now() - last_sent >= interval) {
+        send_frame(MsgType::kHeartbeat, {}, Deadline::after(silence_timeout_s_));
+        last_sent = Clock::now();
       }
+      if (!wait_ready(sock_.fd(), POLLIN, Deadline::after(kHeartbeatIntervalS / 2), &stop_)) {
+        if (Clock::now() - last_heard > silence) {
+          fail("master " + where_ + " silent for " + std::to_string(silence_timeout_s_) + " s");
+          return;
+        }
+        continue;
+      }
+      // A frame has started arriving: the rest must follow promptly.
+      Frame f = read_frame(sock_, kMaxControlPayload, Deadline::after(silence_timeout_s_), &stop_);
+      last_heard = Clock::now();
+      handle(f);
+      if (failed()) return;
     } catch (const PcclError& e) {
       if (e.kind() == ErrorKind::kCancelled) return;
-      fail(std::string("lost connection to master: ") + e.what());
+      fail(std::string("lost connection to master ") + where_ + ": " + e.what());
       return;
     }
   }
 }
 
+void MasterLink::handle(const Frame& f) {
+  switch (static_cast<MsgType>(f.type)) {
+    case MsgType::kTopology: {
+      TopologyMsg topo = TopologyMsg::decode(f.payload);
+      pending_seen_.store(topo.more_pending != 0, std::memory_order_release);
+      std::lock_guard<std::mutex> lock(mu_);
+      topologies_.push_back({std::move(topo), drops_seen_.load()});
+      cv_.notify_all();
+      return;
+    }
+    case MsgType::kPendingNotice:
+      pending_seen_.store(true, std::memory_order_release);
+      return;
+    case MsgType::kHeartbeat:
+      return;
+    case MsgType::kPeerDropped: {
+      PeerDroppedMsg m = PeerDroppedMsg::decode(f.payload);
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        last_drop_ = "peer " + std::to_string(m.peer_id) + " left the run (" + m.reason + ")";
+      }
+      drops_seen_.fetch_add(1, std::memory_order_acq_rel);
+      if (interrupt_ != nullptr) interrupt_->cancel();
+      return;
+    }
+    case MsgType::kError:
+      fail("master " + where_ + ": " + ErrorMsg::decode(f.payload).message);
+      return;
+    default:
+      fail("unexpected message type " + std::to_string(f.type) + " from master " + where_);
+  }
+}
+
 void MasterLink::fail(const std::string& reason) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!failure_.empty()) return;
+    failure_ = reason;
+    cv_.notify_all();
+  }
   PCCL_LOG(kWarn, reason);
+  if (interrupt_ != nullptr) interrupt_->cancel();
+}
+
+bool MasterLink::failed() const {
   std::lock_guard<std::mutex> lock(mu_);
-  if (failure_.empty()) failure_ = reason;
-  cv_.notify_all();
+  return !failure_.empty();
+}
+
+std::string MasterLink::failure() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return failure_;
+}
+
+std::string MasterLink::last_drop() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return last_drop_;
 }
 
 void MasterLink::close() {

@@ -1,6 +1,8 @@
 // A peer's connection to the master. A reader thread owns the receive side:
 // topology updates go to a mailbox the user thread waits on; pending notices
-// set a flag. Losing the master wakes every waiter with MasterUnreachable.
+// set a flag; it also sends heartbeats and watches the master's. Losing the
+// master, or hearing that a ring member was dropped, fires the communicator's
+// interrupt so that a collective in flight fails fast.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -13,9 +15,15 @@
 #include "common/canceller.h"
 #include "common/deadline.h"
 #include "protocol/messages.h"
+#include "transport/frame.h"
 #include "transport/socket.h"
 
 namespace pccl {
+
+struct ReceivedTopology {
+  TopologyMsg topology;
+  uint64_t drops_seen = 0;  // drop notices received before this topology
+};
 
 class MasterLink {
  public:
@@ -24,35 +32,47 @@ class MasterLink {
   MasterLink(const MasterLink&) = delete;
   MasterLink& operator=(const MasterLink&) = delete;
 
-  // Connects to the master. Throws MasterUnreachable.
-  void open(const std::string& host, uint16_t port, const Deadline& deadline,
-            const Canceller* cancel);
+  // Connects to the master. `closing` aborts waits for good (close());
+  // `interrupt` is fired on master loss and on drop notices. Throws MasterUnreachable.
+  void open(const std::string& host, uint16_t port, double silence_timeout_s,
+            const Deadline& deadline, const Canceller* closing, Canceller* interrupt);
   // Sends HELLO, returns our peer id, starts the reader thread.
   uint64_t register_peer(const HelloMsg& hello, const Deadline& deadline);
   void send_vote(uint64_t epoch, const Deadline& deadline);
   // Waits for a topology with epoch > after_epoch; returns the newest queued.
   // Returns false on deadline. Throws MasterUnreachable / Cancelled.
-  bool wait_topology(uint64_t after_epoch, const Deadline& deadline, TopologyMsg* out);
+  bool wait_topology(uint64_t after_epoch, const Deadline& deadline, ReceivedTopology* out);
+
   bool pending_seen() const { return pending_seen_.load(std::memory_order_acquire); }
+  uint64_t drops_seen() const { return drops_seen_.load(std::memory_order_acquire); }
+  std::string last_drop() const;
+  bool failed() const;
+  std::string failure() const;
   std::string local_ip() const { return local_ip_; }
   void close();
 
  private:
   void reader_loop();
+  void handle(const Frame& f);
+  void send_frame(MsgType type, const std::vector<uint8_t>& payload, const Deadline& deadline);
   void fail(const std::string& reason);
 
   Socket sock_;
   std::string local_ip_;
   std::string where_;
+  double silence_timeout_s_ = 30.0;
   Canceller stop_;
-  const Canceller* user_cancel_ = nullptr;
+  const Canceller* closing_ = nullptr;
+  Canceller* interrupt_ = nullptr;
   std::thread reader_;
   std::mutex write_mu_;
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<TopologyMsg> topologies_;
+  std::deque<ReceivedTopology> topologies_;
   std::string failure_;  // non-empty once the master is gone
+  std::string last_drop_;
   std::atomic<bool> pending_seen_{false};
+  std::atomic<uint64_t> drops_seen_{0};
 };
 
 }  // namespace pccl

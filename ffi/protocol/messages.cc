@@ -71,6 +71,18 @@ ErrorMsg ErrorMsg::decode(const std::vector<uint8_t>& b) {
   return m;
 }
 
+std::vector<uint8_t> PeerDroppedMsg::encode() const {
+  return WireWriter().u64(peer_id).str(reason).take();
+}
+PeerDroppedMsg PeerDroppedMsg::decode(const std::vector<uint8_t>& b) {
+  WireReader r(b);
+  PeerDroppedMsg m;
+  m.peer_id = r.u64();
+  m.reason = r.str();
+  r.expect_end();
+  return m;
+}
+
 std::vector<uint8_t> PeerHelloMsg::encode() const {
   return WireWriter().u64(peer_id).u64(epoch).u32(group).take();
 }

@@ -17,6 +17,8 @@ enum class MsgType : uint16_t {
   kError = 6,          // either way: a reason, then the connection closes
   kPeerHello = 7,      // peer -> ring neighbour: which link this connection is
   kCollective = 8,     // ring neighbours: collective header (all-gathered)
+  kHeartbeat = 9,      // either way over the master link: I am alive
+  kPeerDropped = 10,   // master -> ring members: a member left or was dropped
 };
 
 constexpr uint32_t kMaxRingMembers = 4096;
@@ -62,6 +64,13 @@ struct ErrorMsg {
   std::string message;
   std::vector<uint8_t> encode() const;
   static ErrorMsg decode(const std::vector<uint8_t>& b);
+};
+
+struct PeerDroppedMsg {
+  uint64_t peer_id = 0;
+  std::string reason;
+  std::vector<uint8_t> encode() const;
+  static PeerDroppedMsg decode(const std::vector<uint8_t>& b);
 };
 
 struct PeerHelloMsg {

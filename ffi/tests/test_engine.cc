@@ -13,6 +13,7 @@
 #include "master/master.h"
 #include "peer/communicator.h"
 #include "tests/check.h"
+#include "transport/frame.h"
 
 using namespace pccl;
 using Clock = std::chrono::steady_clock;
@@ -198,6 +199,69 @@ void test_admission_timeout_leaves_nothing_behind() {
   master.stop();
 }
 
+void test_silent_peer_dropped_by_heartbeat_timeout() {
+  MasterConfig cfg;
+  cfg.heartbeat_timeout_s = 1.0;
+  Master master(cfg);
+  master.start();
+  // A raw client that registers and then says nothing: a frozen process.
+  Socket silent = Socket::connect_to("127.0.0.1", master.port(), Deadline::after(2), nullptr);
+  HelloMsg hello{9, 1234, ""};
+  write_frame(silent, static_cast<uint16_t>(MsgType::kHello), hello.encode(), Deadline::after(2),
+              nullptr);
+  auto registered = [&] { return master.status_json().find("\"group\":9,") != std::string::npos; };
+  bool seen = false;
+  for (int i = 0; i < 50 && !seen; ++i) {
+    seen = registered();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  CHECK(seen);
+  auto t0 = Clock::now();
+  while (master.status_json().find("\"world_size\":1,") != std::string::npos &&
+         seconds_since(t0) < 5.0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  double took = seconds_since(t0);
+  CHECK(took > 0.5 && took < 3.0);  // dropped after ~1 s of silence, not before
+  master.stop();
+}
+
+void test_calls_after_master_loss_raise_master_unreachable() {
+  auto master = std::make_unique<Master>(MasterConfig{});
+  master->start();
+  auto a = make_peer(master->port(), 5.0);
+  auto b = make_peer(master->port(), 5.0);
+  std::thread ta([&] {
+    a->connect(10.0);
+    while (a->group_world_size() < 2) {
+      a->update_topology();
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  b->connect(10.0);
+  ta.join();
+  master->stop();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  for (Communicator* c : {a.get(), b.get()}) {
+    std::vector<float> in(10, 1.0f), out(10);
+    auto t0 = Clock::now();
+    int kinds = 0;
+    try {
+      c->all_reduce(in.data(), out.data(), 10, DType::kFloat32, ReduceOp::kSum, {});
+    } catch (const PcclError& e) {
+      kinds += e.kind() == ErrorKind::kMasterUnreachable;
+    }
+    try {
+      c->update_topology();
+    } catch (const PcclError& e) {
+      kinds += e.kind() == ErrorKind::kMasterUnreachable;
+    }
+    CHECK_EQ(kinds, 2);
+    CHECK(seconds_since(t0) < 1.0);
+  }
+}
+
 void report_throughput() {
   Master master(MasterConfig{});
   master.start();
@@ -228,6 +292,8 @@ int main(int argc, char** argv) {
   test_closed_peer_fails_others_fast_then_survivors_continue();
   test_unreachable_master_bounded();
   test_admission_timeout_leaves_nothing_behind();
+  test_silent_peer_dropped_by_heartbeat_timeout();
+  test_calls_after_master_loss_raise_master_unreachable();
   if (argc > 1 && std::strcmp(argv[1], "--bench") == 0) report_throughput();
   return check_summary("test_engine");
 }
