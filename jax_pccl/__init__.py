@@ -18,6 +18,7 @@ from .errors import (
 )
 from .master import Master
 from .ops.all_reduce import AllReduceInfo, all_reduce
+from .retry import retry_on_peer_failure
 
 __version__ = "0.1.0"
 
@@ -33,4 +34,5 @@ __all__ = [
     "ProtocolError",
     "all_reduce",
     "is_peer_failure",
+    "retry_on_peer_failure",
 ]

@@ -8,6 +8,7 @@ from typing import Any
 
 from . import _pccl
 from .address import parse_address, require_no_secret
+from .ops.effects import clear_failed_tokens
 
 _live: "weakref.WeakSet[Communicator]" = weakref.WeakSet()
 
@@ -53,7 +54,10 @@ class Communicator:
 
     def update_topology(self) -> None:
         """Collective over the accepted peers: admits pending peers, drops
-        dead ones and rebuilds the ring. Returns at once if nothing changed."""
+        dead ones and rebuilds the ring. Returns at once if nothing changed.
+
+        This is also the recovery step after a failed collective."""
+        clear_failed_tokens()
         self._native.update_topology()
 
     def are_peers_pending(self) -> bool:

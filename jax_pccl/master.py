@@ -14,12 +14,23 @@ class Master:
 
     ``with Master(host="127.0.0.1", port=0) as master: ...`` runs the master on
     a native thread of this process until the block ends (or ``close()``).
+
+    ``heartbeat_timeout``: a peer silent this long (frozen, partitioned) is
+    dropped, and the others' collectives with it fail at once.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, secret: Any = None):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        secret: Any = None,
+        heartbeat_timeout: float = 4.0,
+    ):
         require_no_secret(secret)
+        if not heartbeat_timeout or heartbeat_timeout <= 1.0:
+            raise ValueError("heartbeat_timeout must exceed the 1 s heartbeat interval")
         self._host = host
-        self._native = _pccl.Master(host, int(port))
+        self._native = _pccl.Master(host, int(port), float(heartbeat_timeout))
         self._native.start()
         self._closed = False
 

@@ -79,13 +79,14 @@ NB_MODULE(_pccl, m) {
   nb::class_<Master>(m, "Master")
       .def(
           "__init__",
-          [](Master* self, const std::string& host, uint16_t port) {
+          [](Master* self, const std::string& host, uint16_t port, double heartbeat_timeout) {
             MasterConfig cfg;
             cfg.host = host;
             cfg.port = port;
+            cfg.heartbeat_timeout_s = heartbeat_timeout;
             new (self) Master(cfg);
           },
-          "host"_a, "port"_a)
+          "host"_a, "port"_a, "heartbeat_timeout"_a)
       .def("start", &Master::start)
       .def("stop", &Master::stop, nb::call_guard<nb::gil_scoped_release>())
       .def_prop_ro("port", &Master::port)

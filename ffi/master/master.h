@@ -29,7 +29,7 @@ struct MasterConfig {
   size_t max_connections = 1024;
   size_t max_send_queue_bytes = 16u << 20;
   double heartbeat_interval_s = 1.0;  // we ping every registered peer this often
-  double heartbeat_timeout_s = 5.0;   // a peer silent this long is dropped (frozen/partitioned)
+  double heartbeat_timeout_s = 4.0;   // silent this long: dropped (detection <= 5 s)
 };
 
 class Master {

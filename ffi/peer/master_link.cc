@@ -115,9 +115,22 @@ void MasterLink::reader_loop() {
       if (failed()) return;
     } catch (const PcclError& e) {
       if (e.kind() == ErrorKind::kCancelled) return;
+      // The master may have said why it closed us (e.g. we were frozen and
+      // got dropped): that frame can still sit in our receive buffer.
+      drain_last_words();
       fail(std::string("lost connection to master ") + where_ + ": " + e.what());
       return;
     }
+  }
+}
+
+void MasterLink::drain_last_words() {
+  try {
+    while (!failed() && wait_ready(sock_.fd(), POLLIN, Deadline::after(0.05), &stop_)) {
+      handle(read_frame(sock_, kMaxControlPayload, Deadline::after(0.2), &stop_));
+    }
+  } catch (const PcclError&) {
+    // nothing (more) to read: the caller reports the original error
   }
 }
 

@@ -56,6 +56,7 @@ class MasterLink {
   void handle(const Frame& f);
   void send_frame(MsgType type, const std::vector<uint8_t>& payload, const Deadline& deadline);
   void fail(const std::string& reason);
+  void drain_last_words();
 
   Socket sock_;
   std::string local_ip_;

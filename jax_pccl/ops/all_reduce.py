@@ -25,7 +25,7 @@ from jax.interpreters.mlir import ir
 from .. import _native
 from ..errors import error_from_message
 from ..validation import REDUCE_OPS, check_communicator, check_dtypes, check_quantization, op_code
-from .effects import COLLECTIVE_EFFECT
+from .effects import COLLECTIVE_EFFECT, clear_failed_tokens
 
 FFI_TARGET = "jax_pccl_all_reduce"
 
@@ -147,6 +147,7 @@ def _run_eagerly(leaves, handle, code):
         jax.block_until_ready((outs, world))
         return outs, world
     except jax.errors.JaxRuntimeError as exc:
+        clear_failed_tokens()  # the failure must not poison later eager calls
         typed = error_from_message(str(exc))
         if typed is None:
             raise
