@@ -42,7 +42,7 @@ def engine_build(tmp_path_factory) -> Path:
     return build
 
 
-@pytest.mark.parametrize("name", ["test_reduce_kernels", "test_wire", "test_engine"])
+@pytest.mark.parametrize("name", ["test_reduce_kernels", "test_wire", "test_engine", "test_handshake"])
 def test_engine_cpp_suite(engine_build: Path, name: str):
     env = dict(os.environ, JAX_PCCL_LOG="error")
     result = subprocess.run([str(engine_build / name)], capture_output=True, text=True,

@@ -226,6 +226,10 @@ void test_context_binding() {
   CHECK(contains(o.server_error, "authentication failed"));
   o = run(k, "ring", k, "master");
   CHECK(!o.server_ok && !o.client_ok);
+  o = run(k, "ring", k, "rinG");  // same length: the bytes themselves are bound
+  CHECK(!o.server_ok && !o.client_ok);
+  o = run(k, "", k, "ring");
+  CHECK(!o.server_ok && !o.client_ok);
 
   // The same client nonce and server nonce, only the context differs: the
   // ring client's response is rejected by a master server whose challenge it
