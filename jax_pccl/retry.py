@@ -8,6 +8,10 @@ naming it) the wrapper calls ``comm.update_topology()`` (which drops the dead
 peer and rebuilds the ring) and calls the step again with the same, untouched
 inputs. Inputs of a failed collective are never modified, so the retry
 computes exactly what the first attempt would have, over the survivors.
+
+With ``master_grace=S`` it also rides out a master restart: while the master
+is unreachable it keeps calling ``update_topology()`` for up to S seconds; the
+peer re-registers with the restarted master in the background and rejoins.
 """
 
 from __future__ import annotations
@@ -19,19 +23,21 @@ from typing import Callable, TypeVar
 
 import jax
 
-from .errors import PcclError, is_peer_failure
+from .errors import MasterUnreachableError, PcclError, is_peer_failure
 
 log = logging.getLogger("jax_pccl")
 F = TypeVar("F", bound=Callable)
 
 
-def retry_on_peer_failure(comm, fn: F, *, max_retries: int = 8, backoff: float = 0.05) -> F:
+def retry_on_peer_failure(
+    comm, fn: F, *, max_retries: int = 8, backoff: float = 0.05, master_grace: float = 0.0
+) -> F:
     """Wraps ``fn`` so peer failures trigger update_topology() and a retry.
 
     Results are materialised (``block_until_ready``) inside the wrapper so
     that an asynchronous failure surfaces here, where it can be retried.
     Other errors propagate unchanged; so does the failure after
-    ``max_retries`` attempts.
+    ``max_retries`` attempts, or a master outage longer than ``master_grace``.
     """
 
     @functools.wraps(fn)
@@ -40,23 +46,37 @@ def retry_on_peer_failure(comm, fn: F, *, max_retries: int = 8, backoff: float =
             try:
                 return jax.block_until_ready(fn(*args, **kwargs))
             except Exception as exc:  # noqa: BLE001 - filtered right below
-                if not is_peer_failure(exc) or attempt == max_retries:
+                retryable = is_peer_failure(exc) or (master_grace > 0 and is_master_unreachable(exc))
+                if not retryable or attempt == max_retries:
                     raise
-                log.warning("peer failure (attempt %d): %s; rebuilding the ring", attempt + 1, exc)
-            _recover(comm, max_retries, backoff)
+                log.warning("collective failed (attempt %d): %s; recovering", attempt + 1, exc)
+            _recover(comm, max_retries, backoff, master_grace)
         raise AssertionError("unreachable")
 
     return wrapper  # type: ignore[return-value]
 
 
-def _recover(comm, attempts: int, backoff: float) -> None:
-    # The vote itself can fail if another peer dies meanwhile: try again a
-    # bounded number of times; anything that is not a peer failure propagates.
-    for attempt in range(attempts + 1):
+def is_master_unreachable(exc: BaseException) -> bool:
+    """True for MasterUnreachableError, eager or surfaced through a jitted call."""
+    return isinstance(exc, MasterUnreachableError) or (
+        isinstance(exc, Exception) and "MasterUnreachableError" in str(exc)
+    )
+
+
+def _recover(comm, attempts: int, backoff: float, master_grace: float) -> None:
+    # The vote can fail if another peer dies meanwhile, and a restarting master
+    # is unreachable for a while: retry both, boundedly; anything else propagates.
+    master_deadline = time.monotonic() + master_grace
+    failures = 0
+    while True:
         try:
             comm.update_topology()
             return
         except PcclError as exc:
-            if not is_peer_failure(exc) or attempt == attempts:
+            if is_peer_failure(exc) and failures < attempts:
+                failures += 1
+                time.sleep(backoff * (2**failures))
+            elif is_master_unreachable(exc) and time.monotonic() < master_deadline:
+                time.sleep(0.2)
+            else:
                 raise
-            time.sleep(backoff * (2**attempt))

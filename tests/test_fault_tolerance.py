@@ -221,3 +221,43 @@ def test_master_killed_every_peer_errors_within_timeout(swarm_factory):
         if master.poll() is None:
             os.killpg(master.pid, signal.SIGKILL)
         master.wait()
+
+
+def _start_master_process(port: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "jax_pccl", "master", "--host", "127.0.0.1",
+                             "--port", str(port)], stdout=subprocess.PIPE, text=True,
+                            cwd=tempfile.gettempdir(), start_new_session=True)
+    assert "listening" in proc.stdout.readline()
+    return proc
+
+
+def test_master_restarted_at_same_address_peers_rejoin_and_continue(swarm_factory):
+    probe = pccl.Master()
+    port = probe.port
+    probe.close()
+    master = _start_master_process(port)
+    try:
+        swarm = swarm_factory(f"127.0.0.1:{port}", seconds=60, elements=4096, timeout=5,
+                              **{"master-grace": 30})
+        for i in range(3):
+            swarm.start(i)
+        swarm.wait_until(lambda: all(swarm.steps_at_world(i, 3) >= 3 for i in range(3)), 120,
+                         "3 peers training")
+        os.killpg(master.pid, signal.SIGKILL)
+        master.wait()
+        down_at = time.time()
+        time.sleep(1.5)  # an outage: every call fails meanwhile
+        master = _start_master_process(port)
+        swarm.wait_until(
+            lambda: all(sum(1 for r in swarm.records(i) if "ok" in r and r["t"] > down_at
+                            and r["world"] == 3) >= 3 for i in range(3)),
+            60, "all 3 peers training again with the restarted master")
+        for i in range(3):
+            records = swarm.records(i)
+            assert_results_exact(records, i)
+            assert not [r for r in records if "fatal" in r], records[-3:]
+            assert any("master_lost" in r for r in records), "the outage went unnoticed"
+    finally:
+        if master.poll() is None:
+            os.killpg(master.pid, signal.SIGKILL)
+        master.wait()

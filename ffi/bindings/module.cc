@@ -58,6 +58,8 @@ nb::dict stats_dict(const CommunicatorStats& s) {
   d["collectives_done"] = s.collectives_done;
   d["collectives_failed"] = s.collectives_failed;
   d["topology_updates"] = s.topology_updates;
+  d["epoch"] = s.epoch;
+  d["seq"] = s.seq;
   return d;
 }
 

@@ -195,7 +195,8 @@ void Master::handle_hello(Connection& c, const std::vector<uint8_t>& payload) {
   HelloMsg hello = HelloMsg::decode(payload);
   if (hello.listen_port == 0) throw ProtocolViolation("HELLO without a listen port");
   PeerRecord p;
-  p.id = next_peer_id_++;
+  bool resumed = hello.resume_peer_id != 0 && peers_.count(hello.resume_peer_id) == 0;
+  p.id = resumed ? hello.resume_peer_id : new_peer_id();
   p.group = hello.group;
   p.host = hello.advertise_host.empty() ? c.remote : hello.advertise_host;
   p.port = hello.listen_port;
@@ -204,8 +205,11 @@ void Master::handle_hello(Connection& c, const std::vector<uint8_t>& payload) {
   peers_[p.id] = p;
   send_frame(p.fd, MsgType::kWelcome, WelcomeMsg{p.id}.encode());
   Group& g = groups_[hello.group];
-  PCCL_LOG(kInfo, "master: peer " << p.id << " registered from " << p.host << ":" << p.port
-                                  << " in group " << hello.group);
+  // Links are keyed by epoch: after a restart, epochs must keep increasing.
+  if (resumed) g.epoch = std::max(g.epoch, hello.resume_epoch);
+  PCCL_LOG(kInfo, "master: peer " << p.id << (resumed ? " re-registered" : " registered")
+                                  << " from " << p.host << ":" << p.port << " in group "
+                                  << hello.group);
   if (g.ring.empty()) {
     // The first peer of a group has nobody to vote it in: accept at once.
     std::vector<uint64_t> ring = g.pending;
@@ -217,6 +221,15 @@ void Master::handle_hello(Connection& c, const std::vector<uint8_t>& payload) {
   g.pending.push_back(p.id);
   for (uint64_t member : g.ring) {
     send_frame(peers_[member].fd, MsgType::kPendingNotice, {});
+  }
+}
+
+uint64_t Master::new_peer_id() {
+  // Random, so a restarted master cannot hand out an id that a peer of the
+  // previous master still holds and will resume with. 53 bits: exact in JSON.
+  for (;;) {
+    uint64_t id = id_rng_() & ((1ull << 53) - 1);
+    if (id != 0 && peers_.count(id) == 0) return id;
   }
 }
 

@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <set>
 #include <string>
 #include <thread>
@@ -98,7 +99,8 @@ class Master {
   std::map<int, Connection> conns_;
   std::map<uint64_t, PeerRecord> peers_;
   std::map<uint32_t, Group> groups_;
-  uint64_t next_peer_id_ = 1;
+  uint64_t new_peer_id();
+  std::mt19937_64 id_rng_{std::random_device{}()};
   Deadline::Clock::time_point started_at_;
   uint64_t dropped_connections_ = 0;
   Deadline::Clock::time_point last_heartbeat_sent_;

@@ -75,8 +75,7 @@ void Communicator::register_and_wait(double admit_timeout_s) {
     throw PcclError("not admitted within " + std::to_string(admit_timeout_s) +
                     " s: accepted peers admit newcomers when they call update_topology()");
   }
-  apply_topology(topo);
-  fresh_ = true;
+  settle(topo);
   connected_ = true;
 }
 
@@ -89,13 +88,16 @@ void Communicator::apply_topology(const ReceivedTopology& received) {
   int r = static_cast<int>(me - topo.ring.begin());
   ring_ = topo.ring;
   epoch_ = topo.epoch;
+  master_.note_epoch(epoch_);
   seq_ = 0;
+  epoch_seen_ = epoch_;
+  seq_seen_ = 0;
   rank_ = r;
   group_size_ = n;
   total_world_ = static_cast<int>(topo.total_world_size);
   consistent_pending_ = topo.more_pending != 0;
   ring_broken_ = false;
-  fresh_ = false;
+  topology_fresh_ = true;
   // Re-arm the interrupt for the new ring; a drop notice that arrived after
   // this topology concerns one of its members, so fire again at once.
   drops_baseline_ = received.drops_seen;
@@ -119,19 +121,44 @@ void Communicator::apply_topology(const ReceivedTopology& received) {
   PCCL_LOG(kInfo, "peer " << peer_id_ << ": epoch " << epoch_ << " rank " << r << "/" << n);
 }
 
+void Communicator::settle(ReceivedTopology received) {
+  apply_topology(received);
+  while (received.topology.more_pending != 0) {
+    master_.send_vote(epoch_, Deadline::after(config_.timeout_s));
+    received = await_vote("admitting the remaining pending peers");
+    apply_topology(received);
+  }
+}
+
+ReceivedTopology Communicator::await_vote(const char* what) {
+  ReceivedTopology topo;
+  // The others reach the vote once their own collective finished or failed.
+  if (!master_.wait_topology(epoch_, Deadline::after(2 * config_.timeout_s), &topo)) {
+    mark_broken();
+    throw PeerFailure(std::string("topology vote (") + what + ") did not complete within " +
+                      std::to_string(2 * config_.timeout_s) + " s");
+  }
+  return topo;
+}
+
 void Communicator::update_topology() {
   std::lock_guard<std::mutex> lock(op_mu_);
   require_accepted();
   check_master();
+  if (master_restarted()) {
+    rejoin();
+    return;
+  }
   if (master_.drops_seen() > drops_baseline_) ring_broken_ = true;  // a member is gone
-  if (fresh_ && !ring_broken_) {
-    fresh_ = false;
+  if (topology_fresh_ && !ring_broken_) {
+    topology_fresh_ = false;  // settled just now, identically on every member
     return;
   }
   if (!ring_broken_) {
     bool pending;
     if (ring_.size() == 1) {
       pending = master_.pending_seen();  // alone: our own view is the consensus
+      topology_fresh_ = false;
     } else {
       try {
         agree(make_header(CollectiveKind::kTopologyCheck));
@@ -144,14 +171,24 @@ void Communicator::update_topology() {
     if (!pending) return;
   }
   master_.send_vote(epoch_, Deadline::after(config_.timeout_s));
+  settle(await_vote("admitting pending peers / dropping dead ones"));
+}
+
+void Communicator::rejoin() {
+  mark_broken();
+  peer_id_ = master_.peer_id();
+  uint64_t registration = master_.registrations();
   ReceivedTopology topo;
-  // The others reach the vote once their own collective finished or failed.
+  // The restarted master starts its epochs above ours; peers are re-admitted
+  // as they reconnect (the first at once, the others by the accepted ones'
+  // update_topology()), so this wait ends as soon as the others come by.
   if (!master_.wait_topology(epoch_, Deadline::after(2 * config_.timeout_s), &topo)) {
-    mark_broken();
-    throw PeerFailure("topology vote did not complete within " +
-                      std::to_string(2 * config_.timeout_s) + " s");
+    throw PeerFailure("the master restarted and this peer is not re-admitted yet; "
+                      "call update_topology() again");
   }
-  apply_topology(topo);
+  registrations_seen_ = registration;
+  settle(topo);
+  PCCL_LOG(kWarn, "peer " << peer_id_ << " rejoined the run after a master restart");
 }
 
 void Communicator::check_master() const {
@@ -238,10 +275,11 @@ CollectiveHeader Communicator::make_header(CollectiveKind kind) const {
 }
 
 std::vector<CollectiveHeader> Communicator::agree(const CollectiveHeader& mine) {
-  fresh_ = false;
+  topology_fresh_ = false;
   std::vector<CollectiveHeader> all =
       ring_.size() > 1 ? exchange_headers(mine) : std::vector<CollectiveHeader>{mine};
   ++seq_;
+  seq_seen_ = seq_;
   bool pending = false;
   for (const auto& h : all) pending |= h.pending != 0;
   consistent_pending_ = pending;
@@ -254,6 +292,9 @@ int Communicator::all_reduce(const void* in, void* out, size_t count, DType dtyp
   std::lock_guard<std::mutex> lock(op_mu_);
   require_accepted();
   check_master();
+  if (master_restarted()) {
+    throw PeerFailure("the master restarted: call update_topology() to rejoin the run");
+  }
   if (ring_broken_) {
     throw PcclError("a previous collective failed: call update_topology() before the next one");
   }
@@ -292,7 +333,10 @@ int Communicator::all_reduce(const void* in, void* out, size_t count, DType dtyp
 
 CommunicatorStats Communicator::stats() const {
   std::lock_guard<std::mutex> lock(stats_mu_);
-  return stats_;
+  CommunicatorStats s = stats_;
+  s.epoch = epoch_seen_.load();
+  s.seq = seq_seen_.load();
+  return s;
 }
 
 void Communicator::close() {

@@ -39,6 +39,8 @@ struct CommunicatorStats {
   uint64_t collectives_done = 0;
   uint64_t collectives_failed = 0;
   uint64_t topology_updates = 0;
+  uint64_t epoch = 0;  // ring epoch; (epoch, seq) names one collective run-wide
+  uint64_t seq = 0;    // collectives started in this epoch
 };
 
 class Communicator {
@@ -72,8 +74,13 @@ class Communicator {
 
  private:
   void register_and_wait(double admit_timeout_s);
+  bool master_restarted() const { return master_.registrations() != registrations_seen_; }
+  void rejoin();  // after a master restart: wait to be re-admitted
   void require_accepted() const;
   void apply_topology(const ReceivedTopology& received);
+  // Applies `received`, then votes again while peers are still pending.
+  void settle(ReceivedTopology received);
+  ReceivedTopology await_vote(const char* what);
   void check_master() const;
   // Why the interrupt fired, as the error the caller should see.
   PcclError interruption() const;
@@ -90,6 +97,7 @@ class Communicator {
   Canceller cancel_;     // fired once, by close()
   Canceller interrupt_;  // fired by close(), master loss, drop notices; re-armed per epoch
   uint64_t drops_baseline_ = 0;  // drop notices already accounted for by our topology
+  uint64_t registrations_seen_ = 1;  // master registrations our ring belongs to
   MasterLink master_;
   RingLinks links_;
   std::mutex op_mu_;  // serialises collectives and topology changes
@@ -98,17 +106,22 @@ class Communicator {
   uint64_t seq_ = 0;
   std::vector<RingMember> ring_;
   bool ring_broken_ = false;
-  // Admitted in the current epoch and no collective yet. Such a newcomer's
-  // first update_topology() is a local no-op: the peers that admitted it are
-  // just leaving their own update_topology(), so both usual loop shapes
-  // ({update; step} and {step; update}) line up without special cases.
-  bool fresh_ = false;
+  // A topology was just applied and no collective or update_topology() ran
+  // since. Topologies are only ever applied inside topology operations, and
+  // those keep voting until nothing is pending (settle()), so every member
+  // leaves them in the same state: the next update_topology() is then a
+  // no-op for all of them alike. That lines up every loop shape: newcomers
+  // ({update; step}, {step; update}, PCCL's skip-first-update) and old
+  // members that call update_topology() twice after a failure.
+  bool topology_fresh_ = false;
   std::atomic<bool> connected_{false};
   std::atomic<bool> closed_{false};
   std::atomic<bool> consistent_pending_{false};
   std::atomic<int> total_world_{0};
   std::atomic<int> group_size_{0};
   std::atomic<int> rank_{-1};
+  std::atomic<uint64_t> epoch_seen_{0};  // readable while an operation runs
+  std::atomic<uint64_t> seq_seen_{0};
   mutable std::mutex stats_mu_;
   CommunicatorStats stats_;
 };

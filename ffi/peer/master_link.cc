@@ -20,6 +20,8 @@ void MasterLink::open(const std::string& host, uint16_t port, double silence_tim
   closing_ = closing;
   interrupt_ = interrupt;
   silence_timeout_s_ = silence_timeout_s;
+  host_ = host;
+  port_ = port;
   where_ = host + ":" + std::to_string(port);
   try {
     sock_ = Socket::connect_to(host, port, deadline, closing);
@@ -30,22 +32,30 @@ void MasterLink::open(const std::string& host, uint16_t port, double silence_tim
   }
 }
 
+uint64_t MasterLink::hello_exchange(Socket& s, const HelloMsg& hello, const Deadline& deadline) {
+  write_frame(s, static_cast<uint16_t>(MsgType::kHello), hello.encode(), deadline, &stop_);
+  Frame f = read_frame(s, kMaxControlPayload, deadline, &stop_);
+  if (f.type == static_cast<uint16_t>(MsgType::kError)) {
+    throw PcclError("master " + where_ + " refused registration: " +
+                    ErrorMsg::decode(f.payload).message);
+  }
+  if (f.type != static_cast<uint16_t>(MsgType::kWelcome)) {
+    throw ProtocolViolation("expected WELCOME from master " + where_);
+  }
+  return WelcomeMsg::decode(f.payload).peer_id;
+}
+
 uint64_t MasterLink::register_peer(const HelloMsg& hello, const Deadline& deadline) {
   try {
-    write_frame(sock_, static_cast<uint16_t>(MsgType::kHello), hello.encode(), deadline, closing_);
-    Frame f = read_frame(sock_, kMaxControlPayload, deadline, closing_);
-    if (f.type == static_cast<uint16_t>(MsgType::kError)) {
-      throw PcclError("master " + where_ + " refused registration: " +
-                      ErrorMsg::decode(f.payload).message);
-    }
-    if (f.type != static_cast<uint16_t>(MsgType::kWelcome)) {
-      throw ProtocolViolation("expected WELCOME from master " + where_);
-    }
-    uint64_t id = WelcomeMsg::decode(f.payload).peer_id;
+    hello_ = hello;
+    uint64_t id = hello_exchange(sock_, hello, deadline);
+    peer_id_ = id;
+    registrations_ = 1;
     reader_ = std::thread([this] { reader_loop(); });
     return id;
   } catch (const PcclError& e) {
     sock_.close();
+    if (e.kind() == ErrorKind::kCancelled) throw Cancelled("communicator closed");
     if (e.kind() == ErrorKind::kPeerFailure) {
       throw MasterUnreachable("master " + where_ + " unreachable: " + e.what());
     }
@@ -90,9 +100,50 @@ bool MasterLink::wait_topology(uint64_t after_epoch, const Deadline& deadline,
 }
 
 void MasterLink::reader_loop() {
+  for (;;) {
+    serve();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (evicted_) return;  // dropped for cause: rejoining needs a new Communicator
+    }
+    if (stop_.cancelled() || !reconnect()) return;
+  }
+}
+
+bool MasterLink::reconnect() {
+  while (!stop_.cancelled()) {
+    if (stop_.cancelled() || wait_ready(stop_.fd(), POLLIN, Deadline::after(0.5), nullptr)) {
+      return false;
+    }
+    try {
+      Socket s = Socket::connect_to(host_, port_, Deadline::after(2.0), &stop_);
+      HelloMsg hello = hello_;
+      hello.resume_peer_id = peer_id_.load();
+      hello.resume_epoch = epoch_.load();
+      uint64_t id = hello_exchange(s, hello, Deadline::after(silence_timeout_s_));
+      std::lock_guard<std::mutex> write(write_mu_);
+      std::lock_guard<std::mutex> lock(mu_);
+      sock_ = std::move(s);
+      peer_id_ = id;
+      failure_.clear();
+      topologies_.clear();
+      pending_seen_ = false;
+      registrations_.fetch_add(1, std::memory_order_acq_rel);
+      cv_.notify_all();
+      PCCL_LOG(kWarn, "re-registered with master " << where_ << " as peer " << id);
+      return true;
+    } catch (const PcclError& e) {
+      if (e.kind() == ErrorKind::kCancelled) return false;
+      PCCL_LOG(kDebug, "master " << where_ << " still unreachable: " << e.what());
+    }
+  }
+  return false;
+}
+
+void MasterLink::serve() {
   using Clock = Deadline::Clock;
   auto last_heard = Clock::now();
-  auto last_sent = Clock::now();
+  auto last_sent = Clock::now() - std::chrono::seconds(10);
   auto interval = std::chrono::duration<double>(kHeartbeatIntervalS);
   auto silence = std::chrono::duration<double>(silence_timeout_s_);
   while (!stop_.cancelled()) {
@@ -159,9 +210,15 @@ void MasterLink::handle(const Frame& f) {
       if (interrupt_ != nullptr) interrupt_->cancel();
       return;
     }
-    case MsgType::kError:
-      fail("master " + where_ + ": " + ErrorMsg::decode(f.payload).message);
+    case MsgType::kError: {
+      std::string message = ErrorMsg::decode(f.payload).message;
+      if (message.rfind("dropped by the master", 0) == 0) {
+        std::lock_guard<std::mutex> lock(mu_);
+        evicted_ = true;
+      }
+      fail("master " + where_ + ": " + message);
       return;
+    }
     default:
       fail("unexpected message type " + std::to_string(f.type) + " from master " + where_);
   }

@@ -38,6 +38,12 @@ class MasterLink {
             const Deadline& deadline, const Canceller* closing, Canceller* interrupt);
   // Sends HELLO, returns our peer id, starts the reader thread.
   uint64_t register_peer(const HelloMsg& hello, const Deadline& deadline);
+  // After losing the master (but not after being evicted) the reader thread
+  // reconnects to the same address and re-registers with our id and epoch;
+  // registrations() counts successful registrations, peer_id() is the latest.
+  uint64_t registrations() const { return registrations_.load(std::memory_order_acquire); }
+  uint64_t peer_id() const { return peer_id_.load(std::memory_order_acquire); }
+  void note_epoch(uint64_t epoch) { epoch_.store(epoch, std::memory_order_release); }
   void send_vote(uint64_t epoch, const Deadline& deadline);
   // Waits for a topology with epoch > after_epoch; returns the newest queued.
   // Returns false on deadline. Throws MasterUnreachable / Cancelled.
@@ -53,6 +59,9 @@ class MasterLink {
 
  private:
   void reader_loop();
+  void serve();  // reads until the master is lost or we stop
+  bool reconnect();  // true once re-registered with a (restarted) master
+  uint64_t hello_exchange(Socket& s, const HelloMsg& hello, const Deadline& deadline);
   void handle(const Frame& f);
   void send_frame(MsgType type, const std::vector<uint8_t>& payload, const Deadline& deadline);
   void fail(const std::string& reason);
@@ -61,6 +70,13 @@ class MasterLink {
   Socket sock_;
   std::string local_ip_;
   std::string where_;
+  std::string host_;
+  uint16_t port_ = 0;
+  HelloMsg hello_;
+  std::atomic<uint64_t> registrations_{0};
+  std::atomic<uint64_t> peer_id_{0};
+  std::atomic<uint64_t> epoch_{0};
+  bool evicted_ = false;  // guarded by mu_
   double silence_timeout_s_ = 30.0;
   Canceller stop_;
   const Canceller* closing_ = nullptr;

@@ -6,7 +6,13 @@
 namespace pccl {
 
 std::vector<uint8_t> HelloMsg::encode() const {
-  return WireWriter().u32(group).u16(listen_port).str(advertise_host).take();
+  return WireWriter()
+      .u32(group)
+      .u16(listen_port)
+      .str(advertise_host)
+      .u64(resume_peer_id)
+      .u64(resume_epoch)
+      .take();
 }
 HelloMsg HelloMsg::decode(const std::vector<uint8_t>& b) {
   WireReader r(b);
@@ -14,6 +20,8 @@ HelloMsg HelloMsg::decode(const std::vector<uint8_t>& b) {
   m.group = r.u32();
   m.listen_port = r.u16();
   m.advertise_host = r.str();
+  m.resume_peer_id = r.u64();
+  m.resume_epoch = r.u64();
   r.expect_end();
   return m;
 }

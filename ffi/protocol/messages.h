@@ -28,6 +28,10 @@ struct HelloMsg {
   uint32_t group = 0;
   uint16_t listen_port = 0;
   std::string advertise_host;  // empty: the master uses the address it sees
+  // Re-registration after the master restarted: our id and last epoch, so a
+  // fresh master keeps ids stable and starts epochs above the old ones.
+  uint64_t resume_peer_id = 0;  // 0: a new peer
+  uint64_t resume_epoch = 0;
   std::vector<uint8_t> encode() const;
   static HelloMsg decode(const std::vector<uint8_t>& b);
 };

@@ -1,7 +1,9 @@
 """A peer that trains 'forever': one jitted all_reduce per step, retried on
 peer failure. Peer `index` contributes 2**index, so every result is the
 bitmask of exactly the peers that took part. Writes JSON lines:
-  {"ok": step, "mask": m, "world": w, "exact": bool, "t": unix time}
+  {"ok": step, "mask": m, "world": w, "exact": bool, "key": [epoch, seq],
+   "digest": sha256 prefix of the result bytes, "t": unix time}
+  {"resources": {"fds": n, "threads": n, "rss_kb": n}, "t": ...}  (every ~2 s)
   {"failure": type, "message": ..., "t": unix time, "since_start": s}
   {"fatal": type, "message": ..., "t": ...}   (then exits)
 """
@@ -9,11 +11,24 @@ bitmask of exactly the peers that took part. Writes JSON lines:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import sys
 import time
 
 import numpy as np
+
+
+def resources() -> dict:
+    """Open fds, threads and resident memory of this process (Linux /proc)."""
+    field = {}
+    for line in open("/proc/self/status"):
+        name, _, value = line.partition(":")
+        if value.split():
+            field[name] = value.split()[0]
+    return {"fds": len(os.listdir("/proc/self/fd")), "threads": int(field["Threads"]),
+            "rss_kb": int(field["VmRSS"])}
 
 
 def main() -> int:
@@ -25,6 +40,8 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=20.0)
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--shape", choices=["update_first", "step_first"], default="update_first")
+    ap.add_argument("--master-grace", type=float, default=0.0,
+                    help="ride out a master outage this long (restart tests)")
     args = ap.parse_args()
 
     import jax
@@ -44,6 +61,8 @@ def main() -> int:
     x = np.full(args.elements, 1 << args.index, np.int32)
     end = time.time() + args.seconds
     step = 0
+    next_sample = 0.0
+    master_lost_at = None
     while time.time() < end:
         try:
             if args.shape == "update_first":
@@ -51,9 +70,15 @@ def main() -> int:
             t0 = time.time()
             y, info = step_fn(x)
             y = np.asarray(y)
+            stats = comm.stats()
             emit(ok=step, mask=int(y[0]), world=int(info.world_size),
-                 exact=bool((y == y[0]).all()), took=time.time() - t0)
+                 exact=bool((y == y[0]).all()), took=time.time() - t0,
+                 key=[stats["epoch"], stats["seq"]],
+                 digest=hashlib.sha256(y.tobytes()).hexdigest()[:16])
             step += 1
+            if time.time() >= next_sample:
+                emit(resources=resources())
+                next_sample = time.time() + 2.0
             if args.shape == "step_first":
                 comm.update_topology()
         except Exception as exc:  # noqa: BLE001 - classified below
@@ -66,8 +91,16 @@ def main() -> int:
                         emit(fatal=type(exc2).__name__, message=str(exc2)[:300])
                         return 3
                 continue
+            if args.master_grace > 0 and "MasterUnreachableError" in f"{type(exc).__name__} {exc}":
+                master_lost_at = master_lost_at or time.time()
+                if time.time() - master_lost_at < args.master_grace:
+                    emit(master_lost=type(exc).__name__, message=str(exc)[:200])
+                    time.sleep(0.2)
+                    continue
             emit(fatal=type(exc).__name__, message=str(exc)[:300])
             return 3
+        else:
+            master_lost_at = None
     emit(done=step, world=comm.world_size)
     comm.close()
     return 0
