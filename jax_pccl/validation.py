@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 REDUCE_OPS = {"sum": 0, "avg": 1, "min": 2, "max": 3, "prod": 4}
-QUANTIZATIONS = (None, "minmax_uint8", "zero_point_uint8", "bfloat16")
+QUANTIZATIONS = {None: 0, "minmax_uint8": 1, "zero_point_uint8": 2, "bfloat16": 3}
 SUPPORTED_DTYPES = frozenset(
     [
         "float32", "float64", "float16", "bfloat16",
@@ -33,24 +33,21 @@ def check_dtypes(leaves) -> None:
             )
 
 
-def check_quantization(quantization, leaves) -> None:
+def quantization_code(quantization, leaves) -> int:
+    """Validates the wire format; returns its engine code (0: none)."""
     if quantization not in QUANTIZATIONS:
         raise ValueError(
-            f"quantization must be one of {QUANTIZATIONS}; got {quantization!r}"
+            f"quantization must be one of {list(QUANTIZATIONS)}; got {quantization!r}"
         )
-    if quantization is None:
-        return
-    for i, leaf in enumerate(leaves):
-        if not np.issubdtype(np.dtype(leaf.dtype), np.floating) and np.dtype(
-            leaf.dtype
-        ).name != "bfloat16":
-            raise TypeError(
-                f"quantization={quantization!r} applies to floating inputs only; "
-                f"x (leaf {i}) has dtype {np.dtype(leaf.dtype).name}"
-            )
-    raise NotImplementedError(
-        f"quantization={quantization!r} is not implemented yet; use quantization=None"
-    )
+    if quantization is not None:
+        for i, leaf in enumerate(leaves):
+            name = np.dtype(leaf.dtype).name
+            if name not in ("float32", "float64", "float16", "bfloat16"):
+                raise TypeError(
+                    f"quantization={quantization!r} applies to floating inputs only; "
+                    f"x (leaf {i}) has dtype {name}"
+                )
+    return QUANTIZATIONS[quantization]
 
 
 def check_communicator(comm) -> int:

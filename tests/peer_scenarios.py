@@ -131,6 +131,33 @@ def scenario_join_only(ctx):
 
 # --- scenarios ---------------------------------------------------------------
 
+QUANT_ELEMENTS = 200_003  # several 64Ki-element wire chunks, uneven segments
+
+
+def quant_input(index: int, dtype: str) -> np.ndarray:
+    return np.random.default_rng(1000 + index).normal(size=QUANT_ELEMENTS).astype(cases.np_dtype(dtype))
+
+
+def scenario_quantized(ctx):
+    """Every wire format x float dtype: identical bytes everywhere, bounded error, fewer bytes."""
+    import jax
+    import jax.numpy as jnp
+    pccl, comm, rec, i = ctx.pccl, ctx.comm, ctx.rec, ctx.index
+    for dtype in ("float32", "float64", "float16", "bfloat16"):
+        inputs = [quant_input(k, dtype) for k in range(ctx.args.world)]
+        exact = np.sum([x.astype(np.float64) for x in inputs], axis=0)
+        for q in (None, "minmax_uint8", "zero_point_uint8", "bfloat16"):
+            f = jax.jit(lambda v, q=q: pccl.all_reduce(v, comm, op="sum", quantization=q))
+
+            def measure(f=f, x=jnp.asarray(inputs[i])):
+                before = comm.stats()["bytes_sent"]
+                y = np.asarray(ready(f(x))).astype(np.float64)
+                sent = comm.stats()["bytes_sent"] - before
+                err = float(np.max(np.abs(y - exact)))
+                return {"sha256": cases.sha256(np.asarray(f(x))), "bytes_sent": int(sent),
+                        "max_abs_err": err, "rel_err": err / float(np.max(np.abs(exact)))}
+            rec.check(f"quantized/{q}/{dtype}", measure)
+
 def scenario_ops(ctx):
     """Every op x dtype, eager and jitted, plus rounding-avg and large arrays."""
     import jax
@@ -364,6 +391,7 @@ SCENARIOS = {
     "bad_args": (scenario_bad_args, True),
     "unreachable": (scenario_unreachable, False),
     "join_only": (scenario_join_only, True),
+    "quantized": (scenario_quantized, True),
 }
 
 

@@ -42,7 +42,8 @@ def engine_build(tmp_path_factory) -> Path:
     return build
 
 
-@pytest.mark.parametrize("name", ["test_reduce_kernels", "test_wire", "test_engine", "test_handshake"])
+@pytest.mark.parametrize("name", ["test_reduce_kernels", "test_wire", "test_engine", "test_handshake",
+                                  "test_quantization"])
 def test_engine_cpp_suite(engine_build: Path, name: str):
     env = dict(os.environ, JAX_PCCL_LOG="error")
     result = subprocess.run([str(engine_build / name)], capture_output=True, text=True,

@@ -1,33 +1,22 @@
 #include "collectives/ring_allreduce.h"
 
-#include <poll.h>
-#include <sys/mman.h>
-#include <sys/socket.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "collectives/reduce_kernels.h"
+#include "collectives/ring_io.h"
+#include "collectives/ring_schedule.h"
 #include "common/deadline.h"
 #include "common/errors.h"
 
 namespace pccl {
 namespace {
 
-constexpr size_t kMaxIoBytes = 4 << 20;  // per syscall, so both directions interleave
-
-int mod(int a, int n) { return ((a % n) + n) % n; }
-
-// Which segment travels at stream position `k` (0 .. 2N-3).
-int send_segment(int rank, int n, int k) {
-  return k < n - 1 ? mod(rank - k, n) : mod(rank + 1 - (k - (n - 1)), n);
-}
-int recv_segment(int rank, int n, int k) {
-  return k < n - 1 ? mod(rank - k - 1, n) : mod(rank - (k - (n - 1)), n);
-}
+using ring_schedule::recv_segment;
+using ring_schedule::send_segment;
 
 class RingPipeline {
  public:
@@ -81,14 +70,9 @@ class RingPipeline {
     if (send_off_ >= avail) return false;
     int seg = send_segment(ring_.rank, ring_.size, send_item_);
     const uint8_t* base = (send_item_ == 0 ? in_ : out_) + item_offset(seg);
-    size_t n = std::min(avail - send_off_, kMaxIoBytes);
-    ssize_t k = ::send(ring_.right->fd(), base + send_off_, n, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (k < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) { *want = true; return false; }
-      throw PeerFailure(std::string("lost the link to the right neighbour: ") + std::strerror(errno));
-    }
-    send_off_ += static_cast<size_t>(k);
-    traffic_.bytes_sent += static_cast<uint64_t>(k);
+    size_t k = ring_io::try_send(ring_.right->fd(), base + send_off_, avail - send_off_, want);
+    send_off_ += k;
+    traffic_.bytes_sent += k;
     if (send_off_ == item_bytes(seg)) { ++send_item_; send_off_ = 0; }
     return k > 0;
   }
@@ -110,17 +94,13 @@ class RingPipeline {
       dst = out_ + item_offset(seg) + recv_processed_;
       room = total - recv_processed_;
     }
-    ssize_t k = ::recv(ring_.left->fd(), dst, std::min(room, kMaxIoBytes), MSG_DONTWAIT);
-    if (k == 0) throw PeerFailure("left neighbour closed the link mid-collective");
-    if (k < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) { *want = true; return false; }
-      throw PeerFailure(std::string("lost the link to the left neighbour: ") + std::strerror(errno));
-    }
-    traffic_.bytes_received += static_cast<uint64_t>(k);
+    size_t k = ring_io::try_recv(ring_.left->fd(), dst, room, want);
+    if (k == 0) return false;
+    traffic_.bytes_received += k;
     if (!reducing) {
-      recv_processed_ += static_cast<size_t>(k);
+      recv_processed_ += k;
     } else {
-      staged_ += static_cast<size_t>(k);
+      staged_ += k;
       size_t chunk = std::min(staging_.size(), total - recv_processed_);
       if (staged_ == chunk) fold_staged_chunk(seg, chunk);
     }
@@ -153,24 +133,8 @@ class RingPipeline {
   }
 
   void wait_for_io(bool want_send, bool want_recv, const Deadline& stall) {
-    pollfd fds[3];
-    int n = 0;
-    if (want_send) fds[n++] = {ring_.right->fd(), POLLOUT, 0};
-    if (want_recv) fds[n++] = {ring_.left->fd(), POLLIN, 0};
-    int cancel_index = -1;
-    if (opt_.cancel != nullptr) {
-      cancel_index = n;
-      fds[n++] = {opt_.cancel->fd(), POLLIN, 0};
-    }
-    int rc = ::poll(fds, n, stall.remaining_ms(1000));
-    if (rc < 0 && errno != EINTR) throw PeerFailure("poll failed in ring all-reduce");
-    if (cancel_index >= 0 && (fds[cancel_index].revents & POLLIN)) {
-      throw Cancelled("all_reduce cancelled by close()");
-    }
-    if (rc == 0 && stall.expired()) {
-      throw PeerFailure("ring all-reduce made no progress for " +
-                        std::to_string(opt_.stall_timeout_s) + " s (a neighbour stalled)");
-    }
+    ring_io::wait(ring_.right->fd(), want_send, ring_.left->fd(), want_recv, opt_.cancel, stall,
+                  opt_.stall_timeout_s);
   }
 
   RingPeers ring_;
@@ -191,16 +155,6 @@ class RingPipeline {
   RingTraffic traffic_;
 };
 
-// Large outputs are usually fresh, untouched allocations: ask for huge pages
-// so first-touch costs a few hundred page faults instead of tens of thousands.
-void advise_huge_pages(void* out, size_t bytes) {
-  constexpr uintptr_t kHuge = 2u << 20;
-  if (bytes < 4 * kHuge) return;
-  uintptr_t begin = (reinterpret_cast<uintptr_t>(out) + kHuge - 1) & ~(kHuge - 1);
-  uintptr_t end = (reinterpret_cast<uintptr_t>(out) + bytes) & ~(kHuge - 1);
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
-}
-
 }  // namespace
 
 Segment ring_segment(size_t count, int n, int index) {
@@ -219,7 +173,7 @@ RingTraffic ring_all_reduce(const RingPeers& ring, const RingOptions& options, c
     if (count > 0 && in != out) std::memcpy(out, in, count * dtype_size(dtype));
     return {};
   }
-  advise_huge_pages(out, count * dtype_size(dtype));
+  ring_io::advise_huge_pages(out, count * dtype_size(dtype));
   RingPipeline pipeline(ring, options, in, out, count, dtype, op);
   return pipeline.run();
 }

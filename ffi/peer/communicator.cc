@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "collectives/ring_allreduce.h"
+#include "collectives/ring_quantized.h"
 #include "common/errors.h"
 #include "common/log.h"
 #include "transport/frame.h"
@@ -22,6 +23,9 @@ std::string describe(const CollectiveHeader& h) {
   for (size_t i = 0; i < h.dims.size(); ++i) os << (i ? "," : "") << h.dims[i];
   if (h.dims.size() == 1) os << ",";
   os << ")";
+  if (h.quantization != 0) {
+    os << " quantization=" << quantization_name(static_cast<Quantization>(h.quantization));
+  }
   if (h.leaf_count > 1) os << " leaf=" << h.leaf_index << "/" << h.leaf_count;
   return os.str();
 }
@@ -288,7 +292,7 @@ std::vector<CollectiveHeader> Communicator::agree(const CollectiveHeader& mine) 
 }
 
 int Communicator::all_reduce(const void* in, void* out, size_t count, DType dtype, ReduceOp op,
-                             const LeafDescriptor& leaf) {
+                             const LeafDescriptor& leaf, Quantization quantization) {
   std::lock_guard<std::mutex> lock(op_mu_);
   require_accepted();
   check_master();
@@ -298,6 +302,10 @@ int Communicator::all_reduce(const void* in, void* out, size_t count, DType dtyp
   if (ring_broken_) {
     throw PcclError("a previous collective failed: call update_topology() before the next one");
   }
+  if (quantization != Quantization::kNone && !quantization_applies(quantization, dtype)) {
+    throw PcclError(std::string("quantization ") + quantization_name(quantization) +
+                    " does not apply to dtype " + dtype_name(dtype));
+  }
   int n = static_cast<int>(ring_.size());
   CollectiveHeader mine = make_header(CollectiveKind::kAllReduce);
   mine.count = count;
@@ -306,6 +314,7 @@ int Communicator::all_reduce(const void* in, void* out, size_t count, DType dtyp
   mine.leaf_index = leaf.leaf_index;
   mine.leaf_count = leaf.leaf_count;
   mine.dims = leaf.dims;
+  mine.quantization = static_cast<uint8_t>(quantization);
   RingTraffic traffic;
   try {
     agree(mine);
@@ -313,7 +322,10 @@ int Communicator::all_reduce(const void* in, void* out, size_t count, DType dtyp
     RingOptions options;
     options.stall_timeout_s = config_.timeout_s;
     options.cancel = &interrupt_;
-    traffic = ring_all_reduce(peers, options, in, out, count, dtype, op);
+    traffic = quantization == Quantization::kNone
+                  ? ring_all_reduce(peers, options, in, out, count, dtype, op)
+                  : ring_all_reduce_quantized(peers, options, in, out, count, dtype, op,
+                                              quantization);
   } catch (const PcclError& e) {
     {
       std::lock_guard<std::mutex> s(stats_mu_);

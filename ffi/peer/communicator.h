@@ -10,6 +10,7 @@
 
 #include "common/canceller.h"
 #include "common/dtype.h"
+#include "collectives/quantization.h"
 #include "common/errors.h"
 #include "peer/master_link.h"
 #include "peer/ring_links.h"
@@ -65,9 +66,10 @@ class Communicator {
   uint64_t peer_id() const { return peer_id_; }
   bool connected() const { return connected_.load(); }
 
-  // Returns the number of peers that took part.
+  // Returns the number of peers that took part. `quantization` applies to
+  // floating dtypes only (the wire format; results stay in `dtype`).
   int all_reduce(const void* in, void* out, size_t count, DType dtype, ReduceOp op,
-                 const LeafDescriptor& leaf);
+                 const LeafDescriptor& leaf, Quantization quantization = Quantization::kNone);
 
   CommunicatorStats stats() const;
   void close();

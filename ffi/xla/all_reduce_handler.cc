@@ -37,7 +37,8 @@ ffi::Error engine_error(const PcclError& e) {
 }
 
 ffi::Error all_reduce_impl(ffi::Token, ffi::RemainingArgs args, ffi::Result<ffi::Token>,
-                           ffi::RemainingRets rets, int64_t comm_handle, int32_t op) {
+                           ffi::RemainingRets rets, int64_t comm_handle, int32_t op,
+                           int32_t quantization) {
   std::shared_ptr<Communicator> comm = find_communicator(comm_handle);
   if (!comm) {
     return ffi::Error(ffi::ErrorCode::kFailedPrecondition,
@@ -45,6 +46,9 @@ ffi::Error all_reduce_impl(ffi::Token, ffi::RemainingArgs args, ffi::Result<ffi:
   }
   if (op < 0 || !reduce_op_valid(static_cast<uint8_t>(op))) {
     return ffi::Error::InvalidArgument("PcclError: invalid reduce op");
+  }
+  if (quantization < 0 || !quantization_valid(static_cast<uint8_t>(quantization))) {
+    return ffi::Error::InvalidArgument("PcclError: invalid quantization");
   }
   size_t leaves = args.size();
   if (rets.size() != leaves + 1) {
@@ -65,8 +69,11 @@ ffi::Error all_reduce_impl(ffi::Token, ffi::RemainingArgs args, ffi::Result<ffi:
       leaf.dims.assign(dims.begin(), dims.end());
       leaf.leaf_index = static_cast<uint32_t>(i);
       leaf.leaf_count = static_cast<uint32_t>(leaves);
+      // Quantization is a per-call choice, applied to the floating leaves only.
+      auto q = static_cast<Quantization>(quantization);
+      if (!quantization_applies(q, *dtype)) q = Quantization::kNone;
       world = comm->all_reduce(in->untyped_data(), (*out)->untyped_data(), in->element_count(),
-                               *dtype, static_cast<ReduceOp>(op), leaf);
+                               *dtype, static_cast<ReduceOp>(op), leaf, q);
     }
   } catch (const PcclError& e) {
     return engine_error(e);
@@ -88,6 +95,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(AllReduceCpuHandler, all_reduce_impl,
                                   .Ret<ffi::Token>()
                                   .RemainingRets()
                                   .Attr<int64_t>("comm")
-                                  .Attr<int32_t>("op"));
+                                  .Attr<int32_t>("op")
+                                  .Attr<int32_t>("quant"));
 
 }  // namespace pccl

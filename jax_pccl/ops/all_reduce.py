@@ -24,7 +24,7 @@ from jax.interpreters.mlir import ir
 
 from .. import _native
 from ..errors import error_from_message
-from ..validation import REDUCE_OPS, check_communicator, check_dtypes, check_quantization, op_code
+from ..validation import REDUCE_OPS, check_communicator, check_dtypes, op_code, quantization_code
 from .effects import COLLECTIVE_EFFECT, clear_failed_tokens
 
 FFI_TARGET = "jax_pccl_all_reduce"
@@ -41,8 +41,8 @@ all_reduce_p.multiple_results = True
 all_reduce_p.def_impl(functools.partial(dispatch.apply_primitive, all_reduce_p))
 
 
-def _abstract_eval(*leaves, comm, op):
-    del comm, op
+def _abstract_eval(*leaves, comm, op, quant):
+    del comm, op, quant
     outs = [jax.core.ShapedArray(x.shape, x.dtype) for x in leaves]
     outs.append(jax.core.ShapedArray((), jnp.int32))
     return outs, {COLLECTIVE_EFFECT}
@@ -55,7 +55,7 @@ def _row_major(aval) -> tuple[int, ...]:
     return tuple(range(len(aval.shape) - 1, -1, -1))
 
 
-def _lowering(ctx: mlir.LoweringRuleContext, *leaves, comm, op):
+def _lowering(ctx: mlir.LoweringRuleContext, *leaves, comm, op, quant):
     token = ctx.tokens_in.get(COLLECTIVE_EFFECT)
     result_types = [mlir.token_type()] + [mlir.aval_to_ir_type(ctx.module_context, a) for a in ctx.avals_out]
     i64 = ir.IntegerType.get_signless(64)
@@ -67,6 +67,7 @@ def _lowering(ctx: mlir.LoweringRuleContext, *leaves, comm, op):
         backend_config={
             "comm": ir.IntegerAttr.get(i64, comm),
             "op": ir.IntegerAttr.get(i32, op),
+            "quant": ir.IntegerAttr.get(i32, quant),
         },
         has_side_effect=True,
         api_version=4,
@@ -81,30 +82,30 @@ def _lowering(ctx: mlir.LoweringRuleContext, *leaves, comm, op):
 mlir.register_lowering(all_reduce_p, _lowering, platform="cpu")
 
 
-def _batching_rule(args, dims, *, comm, op):
+def _batching_rule(args, dims, *, comm, op, quant):
     # Element-wise across peers: the batch axis needs no special treatment.
-    outs = all_reduce_p.bind(*args, comm=comm, op=op)
+    outs = all_reduce_p.bind(*args, comm=comm, op=op, quant=quant)
     return outs, [*dims, None]  # world_size is not batched
 
 
 batching.primitive_batchers[all_reduce_p] = _batching_rule
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
-def _all_reduce_leaves(leaves: tuple, comm: int, op: int):
-    *outs, world = all_reduce_p.bind(*leaves, comm=comm, op=op)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _all_reduce_leaves(leaves: tuple, comm: int, op: int, quant: int):
+    *outs, world = all_reduce_p.bind(*leaves, comm=comm, op=op, quant=quant)
     return tuple(outs), world
 
 
-def _fwd(leaves, comm, op):
-    return _all_reduce_leaves(leaves, comm, op), None
+def _fwd(leaves, comm, op, quant):
+    return _all_reduce_leaves(leaves, comm, op, quant), None
 
 
-def _bwd(comm, op, _residual, cotangents):
+def _bwd(comm, op, quant, _residual, cotangents):
     ct_leaves, _ct_world = cotangents
     if op not in (REDUCE_OPS["sum"], REDUCE_OPS["avg"]):
         raise NotImplementedError("all_reduce is differentiable only for op='sum' and op='avg'")
-    *reduced, _ = all_reduce_p.bind(*ct_leaves, comm=comm, op=op)
+    *reduced, _ = all_reduce_p.bind(*ct_leaves, comm=comm, op=op, quant=quant)
     return (tuple(reduced),)
 
 
@@ -121,29 +122,32 @@ def all_reduce(x, comm, op: str = "sum", *, quantization=None, return_info: bool
     Works eagerly and under ``jax.jit`` / ``scan`` / ``cond`` / ``vmap`` /
     ``grad`` (sum and avg). Every peer receives bit-identical bytes. ``avg``
     divides by the number of peers that took part (integers truncate toward
-    zero). With ``return_info=True`` returns ``(result, AllReduceInfo)``.
+    zero). ``quantization`` ("minmax_uint8", "zero_point_uint8", "bfloat16")
+    compresses floating leaves on the wire; results keep the input dtype and
+    stay bit-identical across peers. With ``return_info=True`` returns
+    ``(result, AllReduceInfo)``.
     """
     code = op_code(op)
     handle = check_communicator(comm)
     leaves, treedef = jax.tree_util.tree_flatten(x)
     leaves = [x if isinstance(x, jax.core.Tracer) else jnp.asarray(x) for x in leaves]
     check_dtypes(leaves)
-    check_quantization(quantization, leaves)
+    quant = quantization_code(quantization, leaves)
     if not leaves:
         info = AllReduceInfo(world_size=jnp.asarray(comm.group_world_size, jnp.int32))
         return (x, info) if return_info else x
     _native.ensure_ffi_registered()
     if _is_traced(leaves):
-        outs, world = _all_reduce_leaves(tuple(leaves), handle, code)
+        outs, world = _all_reduce_leaves(tuple(leaves), handle, code, quant)
     else:
-        outs, world = _run_eagerly(tuple(leaves), handle, code)
+        outs, world = _run_eagerly(tuple(leaves), handle, code, quant)
     result = jax.tree_util.tree_unflatten(treedef, list(outs))
     return (result, AllReduceInfo(world_size=world)) if return_info else result
 
 
-def _run_eagerly(leaves, handle, code):
+def _run_eagerly(leaves, handle, code, quant):
     try:
-        outs, world = _all_reduce_leaves(leaves, handle, code)
+        outs, world = _all_reduce_leaves(leaves, handle, code, quant)
         jax.block_until_ready((outs, world))
         return outs, world
     except jax.errors.JaxRuntimeError as exc:
