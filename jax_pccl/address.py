@@ -1,4 +1,4 @@
-"""Parsing of "host:port" addresses and shared argument checks."""
+"""Parsing of "host:port" addresses and shared argument checks (incl. ``secret=``)."""
 
 from __future__ import annotations
 
@@ -22,10 +22,20 @@ def parse_address(address: str) -> tuple[str, int]:
     return host, port
 
 
-def require_no_secret(secret: Any) -> None:
-    # Authentication is its own piece of work (shared-secret HMAC handshake);
-    # until it lands, refusing loudly beats silently running unauthenticated.
-    if secret is not None:
-        raise NotImplementedError(
-            "secret= (authentication) is not implemented yet; pass secret=None"
-        )
+def secret_bytes(secret: Any) -> bytes | None:
+    """Normalises the ``secret=`` argument: None (no authentication) or bytes.
+
+    ``str`` is encoded as UTF-8. An empty secret is refused rather than taken
+    to mean "no authentication": pass None for that.
+    """
+    if secret is None:
+        return None
+    if isinstance(secret, str):
+        secret = secret.encode("utf-8")
+    elif isinstance(secret, (bytes, bytearray, memoryview)):
+        secret = bytes(secret)
+    else:
+        raise TypeError(f"secret must be bytes, str or None, got {type(secret).__name__}")
+    if not secret:
+        raise ValueError("secret must not be empty: use secret=None for no authentication")
+    return secret

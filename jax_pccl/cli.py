@@ -3,22 +3,61 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
 
 
+SECRET_ENV = "JAX_PCCL_SECRET"
+
+
+def _read_secret(args) -> bytes | None:
+    """The master's secret: --secret-file, else $JAX_PCCL_SECRET, else None.
+
+    Never taken from the command line itself (``ps`` and shell history would
+    show it). One trailing newline of the file is ignored.
+    """
+    if args.secret_file:
+        with open(args.secret_file, "rb") as f:
+            secret = f.read()
+        if secret.endswith(b"\r\n"):
+            secret = secret[:-2]
+        elif secret.endswith(b"\n"):
+            secret = secret[:-1]
+        if not secret:
+            raise ValueError(f"--secret-file {args.secret_file}: the file is empty")
+        try:
+            mode = os.stat(args.secret_file).st_mode
+        except OSError:
+            mode = 0
+        if mode & 0o077:
+            print(f"warning: --secret-file {args.secret_file} is readable by other users "
+                  f"(chmod 600 it)", file=sys.stderr, flush=True)
+        return secret
+    env = os.environ.get(SECRET_ENV)
+    if env is not None:
+        if not env:
+            raise ValueError(f"${SECRET_ENV} is set but empty: unset it for no authentication")
+        return env.encode("utf-8", "surrogateescape")
+    return None
+
+
 def _cmd_master(args) -> int:
     from .master import Master
 
-    if args.secret_file:
-        print("--secret-file: authentication is not implemented yet", file=sys.stderr)
+    try:
+        secret = _read_secret(args)
+    except (OSError, ValueError) as exc:
+        print(f"jax-pccl master: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with Master(host=args.host, port=args.port) as master:
-        print(f"jax-pccl master listening on {master.address}", flush=True)
+    with Master(host=args.host, port=args.port, secret=secret) as master:
+        auth = "shared-secret authentication" if secret else "no authentication"
+        del secret
+        print(f"jax-pccl master listening on {master.address} ({auth})", flush=True)
         while not stop.wait(0.5):
             pass
     print("jax-pccl master stopped", flush=True)
@@ -44,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("master", help="run a master until SIGINT/SIGTERM")
     m.add_argument("--host", default="0.0.0.0")
     m.add_argument("--port", type=int, default=48148)
-    m.add_argument("--secret-file", default=None)
+    m.add_argument("--secret-file", default=None, metavar="PATH",
+                   help="file holding the shared secret (default: $JAX_PCCL_SECRET; "
+                        "neither: no authentication)")
     m.set_defaults(fn=_cmd_master)
 
     def add_training_args(p):

@@ -7,7 +7,7 @@ import weakref
 from typing import Any
 
 from . import _pccl
-from .address import parse_address, require_no_secret
+from .address import parse_address, secret_bytes
 from .ops.effects import clear_failed_tokens
 
 _live: "weakref.WeakSet[Communicator]" = weakref.WeakSet()
@@ -18,6 +18,10 @@ class Communicator:
 
     ``timeout`` (seconds) bounds every network operation: a collective whose
     neighbour makes no progress for that long fails with PeerFailureError.
+
+    ``secret`` (bytes or str; None: no authentication) must equal the
+    master's. A mismatch (including a secret on one side only) makes
+    ``connect()`` raise PcclError("authentication with master ... failed: ...").
     """
 
     def __init__(
@@ -28,7 +32,7 @@ class Communicator:
         timeout: float = 30.0,
         advertise_host: str = "",
     ):
-        require_no_secret(secret)
+        secret = secret_bytes(secret)
         host, port = parse_address(address)
         if not isinstance(peer_group, int) or not 0 <= peer_group < 2**32:
             raise ValueError(f"peer_group must be a non-negative int, got {peer_group!r}")
@@ -37,7 +41,8 @@ class Communicator:
         self.address = address
         self.peer_group = peer_group
         self.timeout = float(timeout)
-        self._native = _pccl.Communicator(host, port, peer_group, self.timeout, advertise_host)
+        self._native = _pccl.Communicator(host, port, peer_group, self.timeout, advertise_host,
+                                          secret=secret)
         self._closed = False
         _live.add(self)
 

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from . import _pccl
-from .address import require_no_secret
+from .address import secret_bytes
 
 
 class Master:
@@ -14,6 +14,11 @@ class Master:
 
     ``with Master(host="127.0.0.1", port=0) as master: ...`` runs the master on
     a native thread of this process until the block ends (or ``close()``).
+
+    ``secret`` (bytes or str; None: no authentication): every connection must
+    prove it holds the same secret (HMAC-SHA256 challenge-response; the secret
+    never crosses the wire). A peer with another secret, or none, is refused
+    with a clear error on both sides. See docs/SECURITY.md.
 
     ``heartbeat_timeout``: a peer silent this long (frozen, partitioned) is
     dropped, and the others' collectives with it fail at once.
@@ -26,11 +31,11 @@ class Master:
         secret: Any = None,
         heartbeat_timeout: float = 4.0,
     ):
-        require_no_secret(secret)
+        secret = secret_bytes(secret)
         if not heartbeat_timeout or heartbeat_timeout <= 1.0:
             raise ValueError("heartbeat_timeout must exceed the 1 s heartbeat interval")
         self._host = host
-        self._native = _pccl.Master(host, int(port), float(heartbeat_timeout))
+        self._native = _pccl.Master(host, int(port), float(heartbeat_timeout), secret=secret)
         self._native.start()
         self._closed = False
 

@@ -25,18 +25,39 @@ void raise_python_error(const PcclError& e) {
   PyErr_SetString(cls.ptr(), e.what());
 }
 
+// The `secret` argument: bytes or str (UTF-8), None for no authentication.
+// An empty secret is refused: it would silently mean "no authentication".
+std::string secret_from_python(nb::handle secret) {
+  if (secret.is_none()) return std::string();
+  std::string out;
+  if (nb::isinstance<nb::bytes>(secret)) {
+    nb::bytes b = nb::borrow<nb::bytes>(secret);
+    out.assign(b.c_str(), b.size());
+  } else if (nb::isinstance<nb::str>(secret)) {
+    Py_ssize_t n = 0;
+    const char* p = PyUnicode_AsUTF8AndSize(secret.ptr(), &n);
+    if (p == nullptr) throw nb::python_error();
+    out.assign(p, static_cast<size_t>(n));
+  } else {
+    throw nb::type_error("secret must be bytes, str or None");
+  }
+  if (out.empty()) throw nb::value_error("secret must not be empty (use None for no authentication)");
+  return out;
+}
+
 // Owns one engine communicator and its registry handle.
 class PyCommunicator {
  public:
   PyCommunicator(const std::string& host, uint16_t port, uint32_t group, double timeout,
-                 const std::string& advertise_host) {
+                 const std::string& advertise_host, std::string secret = std::string()) {
     CommunicatorConfig cfg;
     cfg.master_host = host;
     cfg.master_port = port;
     cfg.group = group;
     cfg.timeout_s = timeout;
     cfg.advertise_host = advertise_host;
-    comm_ = std::make_shared<Communicator>(cfg);
+    cfg.secret = std::move(secret);
+    comm_ = std::make_shared<Communicator>(std::move(cfg));
     handle_ = register_communicator(comm_);
   }
   ~PyCommunicator() { close(); }
@@ -81,22 +102,31 @@ NB_MODULE(_pccl, m) {
   nb::class_<Master>(m, "Master")
       .def(
           "__init__",
-          [](Master* self, const std::string& host, uint16_t port, double heartbeat_timeout) {
+          [](Master* self, const std::string& host, uint16_t port, double heartbeat_timeout,
+             nb::handle secret) {
             MasterConfig cfg;
             cfg.host = host;
             cfg.port = port;
             cfg.heartbeat_timeout_s = heartbeat_timeout;
-            new (self) Master(cfg);
+            cfg.secret = secret_from_python(secret);
+            new (self) Master(std::move(cfg));
           },
-          "host"_a, "port"_a, "heartbeat_timeout"_a)
+          "host"_a, "port"_a, "heartbeat_timeout"_a, "secret"_a = nb::none())
       .def("start", &Master::start)
       .def("stop", &Master::stop, nb::call_guard<nb::gil_scoped_release>())
       .def_prop_ro("port", &Master::port)
       .def("status_json", &Master::status_json);
 
   nb::class_<PyCommunicator>(m, "Communicator")
-      .def(nb::init<const std::string&, uint16_t, uint32_t, double, const std::string&>(),
-           "host"_a, "port"_a, "group"_a, "timeout"_a, "advertise_host"_a)
+      .def(
+          "__init__",
+          [](PyCommunicator* self, const std::string& host, uint16_t port, uint32_t group,
+             double timeout, const std::string& advertise_host, nb::handle secret) {
+            new (self) PyCommunicator(host, port, group, timeout, advertise_host,
+                                      secret_from_python(secret));
+          },
+          "host"_a, "port"_a, "group"_a, "timeout"_a, "advertise_host"_a,
+          "secret"_a = nb::none())
       .def(
           "connect", [](PyCommunicator& c, double t) { c.comm_->connect(t); },
           "admit_timeout"_a, nb::call_guard<nb::gil_scoped_release>())

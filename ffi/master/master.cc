@@ -10,6 +10,7 @@
 
 #include "common/errors.h"
 #include "common/log.h"
+#include "security/handshake_io.h"
 #include "transport/frame.h"
 
 namespace pccl {
@@ -29,7 +30,8 @@ std::string json_escape(const std::string& s) {
 
 }  // namespace
 
-Master::Master(MasterConfig config) : config_(std::move(config)) {
+Master::Master(MasterConfig config)
+    : config_(std::move(config)), secret_(take_secret(config_.secret)) {
   listener_ = Socket::listen_on(config_.host, config_.port, 128);
   port_ = listener_.local_port();
   started_at_ = Deadline::Clock::now();
@@ -42,7 +44,9 @@ void Master::start() {
   if (started_ || stopped_) return;
   started_ = true;
   thread_ = std::thread([this] { loop(); });
-  PCCL_LOG(kInfo, "master listening on " << config_.host << ":" << port_);
+  PCCL_LOG(kInfo, "master listening on " << config_.host << ":" << port_
+                                         << (secret_.empty() ? " (no authentication)"
+                                                             : " (shared-secret authentication)"));
 }
 
 void Master::stop() {
@@ -91,7 +95,11 @@ void Master::loop() {
       }
     }
     for (auto& [fd, c] : conns_) {
-      if (!c.closing && c.peer_id == 0 && c.handshake_deadline.expired()) {
+      if (c.closing || c.peer_id != 0 || !c.handshake_deadline.expired()) continue;
+      if (!c.authenticated) {
+        refuse(c, "authentication timed out",
+               "no authentication response within the handshake deadline");
+      } else {
         drop(c, "no HELLO within the handshake deadline");
       }
     }
@@ -115,10 +123,21 @@ void Master::accept_new() {
     int fd = s.fd();
     Connection c;
     c.remote = s.remote_ip();
+    c.where = s.remote_endpoint();
     c.sock = std::move(s);
     c.handshake_deadline = Deadline::after(config_.handshake_timeout_s);
     c.last_heard = Deadline::Clock::now();
-    conns_.emplace(fd, std::move(c));
+    Connection& conn = conns_.emplace(fd, std::move(c)).first->second;
+    // The handshake starts at once: nothing else is accepted before it ends.
+    std::vector<uint8_t> challenge;
+    try {
+      conn.auth = std::make_unique<ServerHandshake>(secret_, kAuthContextMaster);
+      challenge = conn.auth->challenge();
+    } catch (const PcclError& e) {
+      drop(conn, e.what());
+      continue;
+    }
+    send_frame(fd, MsgType::kAuthChallenge, challenge);
   }
 }
 
@@ -134,7 +153,9 @@ void Master::read_from(Connection& c) {
   c.last_heard = Deadline::Clock::now();
   try {
     while (!c.closing && c.in.size() >= kFrameHeaderSize) {
-      FrameHeader h = decode_frame_header(c.in.data(), kMaxControlPayload);
+      // Before the handshake has succeeded, no frame may exceed its response.
+      FrameHeader h = decode_frame_header(
+          c.in.data(), c.authenticated ? kMaxControlPayload : static_cast<uint32_t>(kResponseSize));
       if (c.in.size() < kFrameHeaderSize + h.length) break;
       std::vector<uint8_t> payload(c.in.begin() + kFrameHeaderSize,
                                    c.in.begin() + kFrameHeaderSize + h.length);
@@ -142,6 +163,12 @@ void Master::read_from(Connection& c) {
       handle_frame(c, h.type, payload);
     }
   } catch (const PcclError& e) {
+    if (!c.authenticated) {
+      // The remote waits for AUTH_RESULT: refuse in the handshake's own terms.
+      refuse(c, "malformed handshake response",
+             std::string("refused before authentication: ") + e.what());
+      return;
+    }
     // Tell the other side why (best effort), then drop it.
     ErrorMsg msg{e.what()};
     send_frame(c.sock.fd(), MsgType::kError, msg.encode());
@@ -175,7 +202,38 @@ void Master::send_frame(int fd, MsgType type, const std::vector<uint8_t>& payloa
   flush(c);
 }
 
+void Master::handle_auth(Connection& c, uint16_t type, const std::vector<uint8_t>& payload) {
+  if (!c.auth) throw ProtocolViolation("handshake state lost");  // cannot happen
+  check_auth_frame(type, payload, MsgType::kAuthResponse, kResponseSize);
+  ServerHandshake::Result r = c.auth->on_response(payload);
+  c.auth.reset();
+  if (!r.ok) {
+    ++auth_refusals_;
+    send_frame(c.sock.fd(), MsgType::kAuthResult, r.reply);
+    drop(c, r.error);  // logs the reason and the remote address; never the secret
+    return;
+  }
+  c.authenticated = true;
+  send_frame(c.sock.fd(), MsgType::kAuthResult, r.reply);
+  PCCL_LOG(kDebug, "master: connection from " << c.where
+                                              << (r.authenticated ? " authenticated"
+                                                                  : " accepted without authentication"));
+}
+
+void Master::refuse(Connection& c, const std::string& reason_for_remote,
+                    const std::string& log_reason) {
+  if (c.closing) return;
+  ++auth_refusals_;
+  c.auth.reset();
+  send_frame(c.sock.fd(), MsgType::kAuthResult, ServerHandshake::refusal(reason_for_remote));
+  drop(c, log_reason);
+}
+
 void Master::handle_frame(Connection& c, uint16_t type, const std::vector<uint8_t>& payload) {
+  if (!c.authenticated) {
+    handle_auth(c, type, payload);
+    return;
+  }
   auto msg = static_cast<MsgType>(type);
   if (c.peer_id == 0) {
     if (msg != MsgType::kHello) throw ProtocolViolation("first message must be HELLO");
@@ -312,10 +370,10 @@ void Master::drop(Connection& c, const std::string& reason) {
   c.closing = true;
   ++dropped_connections_;
   if (c.peer_id != 0) {
-    PCCL_LOG(kInfo, "master: dropping peer " << c.peer_id << " (" << c.remote << "): " << reason);
+    PCCL_LOG(kInfo, "master: dropping peer " << c.peer_id << " (" << c.where << "): " << reason);
     forget_peer(c.peer_id, reason);
   } else {
-    PCCL_LOG(kWarn, "master: dropping connection from " << c.remote << ": " << reason);
+    PCCL_LOG(kWarn, "master: dropping connection from " << c.where << ": " << reason);
   }
   c.sock.shutdown_both();
 }
@@ -355,6 +413,8 @@ std::string Master::status_json() const {
   os << "{\"address\":\"" << json_escape(config_.host) << ":" << port_ << "\",";
   os << "\"uptime_s\":" << uptime << ",\"world_size\":" << total_world_size() << ",";
   os << "\"dropped_connections\":" << dropped_connections_ << ",";
+  os << "\"authentication\":\"" << (secret_.empty() ? "none" : "shared_secret") << "\",";
+  os << "\"auth_refusals\":" << auth_refusals_ << ",";
   os << "\"open_connections\":" << conns_.size() << ",\"peers\":[";
   bool first = true;
   for (const auto& [id, p] : peers_) {

@@ -1,7 +1,15 @@
 // The master: one authoritative, single-threaded state machine that admits
 // peers into groups and hands out ring topologies. It never carries tensors.
 //
-// Peer lifecycle: connect -> HELLO -> registered (WELCOME with an id) ->
+// Every connection first runs the shared-secret handshake
+// (security/handshake_io.h) as a per-connection state machine of the poll
+// loop: AUTH_CHALLENGE is queued on accept, AUTH_RESPONSE is verified once its
+// bytes have arrived, AUTH_RESULT answers it; a refused connection is dropped
+// with a logged reason. Only then is HELLO accepted. Unauthenticated
+// connections count against max_connections and handshake_timeout_s, and may
+// send no frame larger than the handshake response.
+//
+// Peer lifecycle: connect -> handshake -> HELLO -> registered (WELCOME with an id) ->
 //   accepted at once if its group is empty, else pending until every accepted
 //   peer of the group votes (update_topology); the completed vote admits all
 //   pending peers, drops dead ones and broadcasts the new ring at epoch+1.
@@ -19,6 +27,7 @@
 #include "common/canceller.h"
 #include "common/deadline.h"
 #include "protocol/messages.h"
+#include "security/handshake.h"
 #include "transport/socket.h"
 
 namespace pccl {
@@ -31,6 +40,9 @@ struct MasterConfig {
   size_t max_send_queue_bytes = 16u << 20;
   double heartbeat_interval_s = 1.0;  // we ping every registered peer this often
   double heartbeat_timeout_s = 4.0;   // silent this long: dropped (detection <= 5 s)
+  // Shared secret; empty: no authentication (every peer must then have none).
+  // The Master moves it into a pccl::Secret and wipes this copy.
+  std::string secret;
 };
 
 class Master {
@@ -52,9 +64,12 @@ class Master {
     std::vector<uint8_t> in;
     std::vector<uint8_t> out;
     Deadline handshake_deadline = Deadline::never();
+    std::unique_ptr<ServerHandshake> auth;  // the handshake in progress (M1 sent)
+    bool authenticated = false;             // M3 "accepted" sent: HELLO may follow
     uint64_t peer_id = 0;  // 0: not registered yet
     bool closing = false;
-    std::string remote;
+    std::string remote;  // ip
+    std::string where;   // ip:port, for log lines
     Deadline::Clock::time_point last_heard;
   };
   enum class PeerState { kPending, kAccepted };
@@ -78,6 +93,9 @@ class Master {
   void read_from(Connection& c);
   void flush(Connection& c);
   void handle_frame(Connection& c, uint16_t type, const std::vector<uint8_t>& payload);
+  void handle_auth(Connection& c, uint16_t type, const std::vector<uint8_t>& payload);
+  // Sends an AUTH_RESULT refusal (best effort), then drops the connection.
+  void refuse(Connection& c, const std::string& reason_for_remote, const std::string& log_reason);
   void handle_hello(Connection& c, const std::vector<uint8_t>& payload);
   void handle_vote(Connection& c, const std::vector<uint8_t>& payload);
   void drop(Connection& c, const std::string& reason);
@@ -88,7 +106,8 @@ class Master {
   void send_frame(int fd, MsgType type, const std::vector<uint8_t>& payload);
   uint32_t total_world_size() const;
 
-  MasterConfig config_;
+  MasterConfig config_;  // config_.secret is empty: the secret lives in secret_
+  Secret secret_;
   Socket listener_;
   uint16_t port_ = 0;
   Canceller wake_;
@@ -103,6 +122,7 @@ class Master {
   std::mt19937_64 id_rng_{std::random_device{}()};
   Deadline::Clock::time_point started_at_;
   uint64_t dropped_connections_ = 0;
+  uint64_t auth_refusals_ = 0;
   Deadline::Clock::time_point last_heartbeat_sent_;
 };
 

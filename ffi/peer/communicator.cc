@@ -70,8 +70,8 @@ void Communicator::connect(double admit_timeout_s) {
 void Communicator::register_and_wait(double admit_timeout_s) {
   Deadline net = Deadline::after(config_.timeout_s);
   master_.open(config_.master_host, config_.master_port, config_.timeout_s, net, &cancel_,
-               &interrupt_);
-  links_.listen(master_.local_ip(), config_.group);
+               &interrupt_, config_.secret);
+  links_.listen(master_.local_ip(), config_.group, config_.secret);
   HelloMsg hello{config_.group, links_.port(), config_.advertise_host};
   peer_id_ = master_.register_peer(hello, net);
   ReceivedTopology topo;

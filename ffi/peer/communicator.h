@@ -24,6 +24,9 @@ struct CommunicatorConfig {
   uint32_t group = 0;
   double timeout_s = 30.0;     // bounds every network wait
   std::string advertise_host;  // how others reach us; empty: as the master sees us
+  // Shared secret for the master and ring handshakes; empty: no authentication
+  // (the master and every peer must then have none).
+  std::string secret;
 };
 
 // Shape information carried in the collective header, so that peers can

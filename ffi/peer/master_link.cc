@@ -6,6 +6,7 @@
 
 #include "common/errors.h"
 #include "common/log.h"
+#include "security/handshake_io.h"
 #include "transport/frame.h"
 
 namespace pccl {
@@ -16,7 +17,9 @@ constexpr double kHeartbeatIntervalS = 1.0;
 }  // namespace
 
 void MasterLink::open(const std::string& host, uint16_t port, double silence_timeout_s,
-                      const Deadline& deadline, const Canceller* closing, Canceller* interrupt) {
+                      const Deadline& deadline, const Canceller* closing, Canceller* interrupt,
+                      const std::string& secret) {
+  secret_ = Secret(secret);
   closing_ = closing;
   interrupt_ = interrupt;
   silence_timeout_s_ = silence_timeout_s;
@@ -29,6 +32,28 @@ void MasterLink::open(const std::string& host, uint16_t port, double silence_tim
   } catch (const PcclError& e) {
     if (e.kind() == ErrorKind::kCancelled) throw;
     throw MasterUnreachable("master " + where_ + " unreachable: " + e.what());
+  }
+  try {
+    authenticate(sock_, deadline, closing);
+  } catch (const PcclError&) {
+    sock_.close();
+    throw;
+  }
+}
+
+void MasterLink::authenticate(Socket& s, const Deadline& deadline, const Canceller* cancel) {
+  try {
+    client_handshake(s, secret_, kAuthContextMaster, deadline, cancel);
+  } catch (const PcclError& e) {
+    switch (e.kind()) {
+      case ErrorKind::kCancelled: throw;
+      case ErrorKind::kPeerFailure:  // closed or silent before a verdict
+        throw MasterUnreachable("master " + where_ + " unreachable: " + e.what());
+      case ErrorKind::kProtocol:
+        throw ProtocolViolation("authentication with master " + where_ + " failed: " + e.what());
+      default:
+        throw PcclError("authentication with master " + where_ + " failed: " + e.what());
+    }
   }
 }
 
@@ -111,12 +136,14 @@ void MasterLink::reader_loop() {
 }
 
 bool MasterLink::reconnect() {
+  std::string last_refusal;
   while (!stop_.cancelled()) {
     if (stop_.cancelled() || wait_ready(stop_.fd(), POLLIN, Deadline::after(0.5), nullptr)) {
       return false;
     }
     try {
       Socket s = Socket::connect_to(host_, port_, Deadline::after(2.0), &stop_);
+      authenticate(s, Deadline::after(silence_timeout_s_), &stop_);
       HelloMsg hello = hello_;
       hello.resume_peer_id = peer_id_.load();
       hello.resume_epoch = epoch_.load();
@@ -134,7 +161,14 @@ bool MasterLink::reconnect() {
       return true;
     } catch (const PcclError& e) {
       if (e.kind() == ErrorKind::kCancelled) return false;
-      PCCL_LOG(kDebug, "master " << where_ << " still unreachable: " << e.what());
+      if (e.kind() == ErrorKind::kMasterUnreachable || e.kind() == ErrorKind::kPeerFailure) {
+        PCCL_LOG(kDebug, "master " << where_ << " still unreachable: " << e.what());
+      } else if (last_refusal != e.what()) {
+        // A restarted master that refuses us (e.g. another secret) is a
+        // configuration problem: say so once, and keep trying.
+        last_refusal = e.what();
+        PCCL_LOG(kWarn, "re-registration with master " << where_ << " refused: " << e.what());
+      }
     }
   }
   return false;

@@ -15,6 +15,7 @@
 #include "common/canceller.h"
 #include "common/deadline.h"
 #include "protocol/messages.h"
+#include "security/handshake.h"
 #include "transport/frame.h"
 #include "transport/socket.h"
 
@@ -32,10 +33,15 @@ class MasterLink {
   MasterLink(const MasterLink&) = delete;
   MasterLink& operator=(const MasterLink&) = delete;
 
-  // Connects to the master. `closing` aborts waits for good (close());
-  // `interrupt` is fired on master loss and on drop notices. Throws MasterUnreachable.
+  // Connects to the master and runs the authentication handshake (context
+  // "master"; an empty secret: none, and the master must have none either).
+  // `closing` aborts waits for good (close()); `interrupt` is fired on master
+  // loss and on drop notices. Throws MasterUnreachable when the master cannot
+  // be reached, PcclError("authentication with master H:P failed: ...") when
+  // the handshake refuses (kProtocol when the remote does not speak it).
   void open(const std::string& host, uint16_t port, double silence_timeout_s,
-            const Deadline& deadline, const Canceller* closing, Canceller* interrupt);
+            const Deadline& deadline, const Canceller* closing, Canceller* interrupt,
+            const std::string& secret);
   // Sends HELLO, returns our peer id, starts the reader thread.
   uint64_t register_peer(const HelloMsg& hello, const Deadline& deadline);
   // After losing the master (but not after being evicted) the reader thread
@@ -61,6 +67,8 @@ class MasterLink {
   void reader_loop();
   void serve();  // reads until the master is lost or we stop
   bool reconnect();  // true once re-registered with a (restarted) master
+  // The handshake on a fresh connection to the master, errors as for open().
+  void authenticate(Socket& s, const Deadline& deadline, const Canceller* cancel);
   uint64_t hello_exchange(Socket& s, const HelloMsg& hello, const Deadline& deadline);
   void handle(const Frame& f);
   void send_frame(MsgType type, const std::vector<uint8_t>& payload, const Deadline& deadline);
@@ -73,6 +81,7 @@ class MasterLink {
   std::string host_;
   uint16_t port_ = 0;
   HelloMsg hello_;
+  Secret secret_;
   std::atomic<uint64_t> registrations_{0};
   std::atomic<uint64_t> peer_id_{0};
   std::atomic<uint64_t> epoch_{0};

@@ -6,6 +6,7 @@
 
 #include "common/errors.h"
 #include "common/log.h"
+#include "security/handshake_io.h"
 #include "transport/frame.h"
 
 namespace pccl {
@@ -17,19 +18,16 @@ constexpr uint32_t kMaxPeerHello = 64;
 
 }  // namespace
 
-void RingLinks::listen(const std::string& bind_host, uint32_t group) {
+void RingLinks::listen(const std::string& bind_host, uint32_t group, const std::string& secret) {
   group_ = group;
+  secret_ = Secret(secret);
   listener_ = Socket::listen_on(bind_host, 0, 64);
   port_ = listener_.local_port();
   acceptor_ = std::thread([this] { acceptor_loop(); });
 }
 
 void RingLinks::acceptor_loop() {
-  struct Handshaking {
-    Socket sock;
-    Deadline deadline;
-  };
-  std::vector<Handshaking> waiting;
+  std::vector<Incoming> waiting;
   std::vector<pollfd> fds;
   while (!stop_.cancelled()) {
     fds.clear();
@@ -38,12 +36,16 @@ void RingLinks::acceptor_loop() {
     for (auto& h : waiting) fds.push_back({h.sock.fd(), POLLIN, 0});
     if (::poll(fds.data(), fds.size(), 200) < 0) continue;
     if (stop_.cancelled()) return;
-    std::vector<Handshaking> still;
+    std::vector<Incoming> still;
     for (size_t i = 0; i < waiting.size(); ++i) {
       if (fds[i + 2].revents != 0) {
-        finish_handshake(std::move(waiting[i].sock));
+        if (!waiting[i].auth) {
+          finish_handshake(std::move(waiting[i].sock));
+        } else if (authenticate(waiting[i])) {
+          still.push_back(std::move(waiting[i]));  // PEER_HELLO comes next
+        }
       } else if (waiting[i].deadline.expired()) {
-        PCCL_LOG(kWarn, "ring: dropping silent connection from " << waiting[i].sock.remote_ip());
+        PCCL_LOG(kWarn, "ring: dropping silent connection from " << waiting[i].where);
       } else {
         still.push_back(std::move(waiting[i]));
       }
@@ -54,12 +56,42 @@ void RingLinks::acceptor_loop() {
         Socket s = listener_.accept_now();
         if (!s.valid()) break;
         if (waiting.size() >= kMaxHandshaking) {
-          PCCL_LOG(kWarn, "ring: too many unidentified connections, dropping " << s.remote_ip());
+          PCCL_LOG(kWarn, "ring: too many unidentified connections, dropping "
+                              << s.remote_endpoint());
           continue;
         }
-        waiting.push_back({std::move(s), Deadline::after(kHandshakeSeconds)});
+        Incoming in{std::move(s), Deadline::after(kHandshakeSeconds), nullptr, ""};
+        in.where = in.sock.remote_endpoint();
+        try {
+          in.auth = std::make_unique<ServerHandshake>(secret_, kAuthContextRing);
+          write_frame(in.sock, static_cast<uint16_t>(MsgType::kAuthChallenge),
+                      in.auth->challenge(), Deadline::after(1.0), &stop_);
+        } catch (const PcclError& e) {
+          PCCL_LOG(kWarn, "ring: dropping connection from " << in.where << ": " << e.what());
+          continue;
+        }
+        waiting.push_back(std::move(in));
       }
     }
+  }
+}
+
+bool RingLinks::authenticate(Incoming& in) {
+  try {
+    ServerHandshake::Result r =
+        server_handshake_finish(in.sock, *in.auth, Deadline::after(1.0), &stop_);
+    in.auth.reset();
+    if (!r.ok) {
+      PCCL_LOG(kWarn, "ring: refused connection from " << in.where << ": " << r.error);
+      return false;
+    }
+    return true;
+  } catch (const PcclError& e) {
+    if (e.kind() != ErrorKind::kCancelled) {
+      PCCL_LOG(kWarn, "ring: dropping connection from " << in.where
+                                                       << " during authentication: " << e.what());
+    }
+    return false;
   }
 }
 
@@ -94,6 +126,13 @@ void RingLinks::establish(uint64_t my_id, uint64_t epoch, const RingMember& righ
   }
   Socket out = Socket::connect_to(right.host, right.port, deadline, cancel);
   out.tune_for_bulk();
+  try {
+    client_handshake(out, secret_, kAuthContextRing, deadline, cancel);
+  } catch (const PcclError& e) {
+    if (e.kind() == ErrorKind::kCancelled) throw;
+    throw PeerFailure("ring link to peer " + std::to_string(right.peer_id) + " at " + right.host +
+                      ":" + std::to_string(right.port) + ": " + e.what());
+  }
   PeerHelloMsg hello{my_id, epoch, group_};
   write_frame(out, static_cast<uint16_t>(MsgType::kPeerHello), hello.encode(), deadline, cancel);
   std::unique_lock<std::mutex> lock(mu_);

@@ -2,10 +2,14 @@
 // connection it opened to its right neighbour and receives on the connection
 // its left neighbour opened to it; an acceptor thread files incoming links by
 // (peer id, epoch) so that a stale link can never be mistaken for a new one.
+// Every link starts with the authentication handshake (context "ring"): the
+// acceptor is its server side, establish() its client side. A connection
+// that fails it, or sends anything before it, is dropped with a logged reason.
 #pragma once
 #include <condition_variable>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -14,6 +18,7 @@
 #include "common/canceller.h"
 #include "common/deadline.h"
 #include "protocol/messages.h"
+#include "security/handshake.h"
 #include "transport/socket.h"
 
 namespace pccl {
@@ -25,10 +30,12 @@ class RingLinks {
   RingLinks(const RingLinks&) = delete;
   RingLinks& operator=(const RingLinks&) = delete;
 
-  void listen(const std::string& bind_host, uint32_t group);
+  // `secret` (empty: none) is used for both directions of every link.
+  void listen(const std::string& bind_host, uint32_t group, const std::string& secret);
   uint16_t port() const { return port_; }
 
-  // Replaces the current links with those of `epoch`. Throws PeerFailure.
+  // Replaces the current links with those of `epoch`. Throws PeerFailure
+  // (also when the right neighbour refuses or fails the handshake).
   void establish(uint64_t my_id, uint64_t epoch, const RingMember& right, uint64_t left_id,
                  const Deadline& deadline, const Canceller* cancel);
   Socket& right() { return right_; }
@@ -39,10 +46,18 @@ class RingLinks {
   void close();
 
  private:
+  struct Incoming {  // an accepted connection that has not said who it is yet
+    Socket sock;
+    Deadline deadline;
+    std::unique_ptr<ServerHandshake> auth;  // non-null until authenticated
+    std::string where;
+  };
   void acceptor_loop();
+  bool authenticate(Incoming& in);  // false: refused or failed, drop it
   void finish_handshake(Socket s);
 
   uint32_t group_ = 0;
+  Secret secret_;
   Socket listener_;
   uint16_t port_ = 0;
   Canceller stop_;

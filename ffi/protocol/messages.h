@@ -19,6 +19,11 @@ enum class MsgType : uint16_t {
   kCollective = 8,     // ring neighbours: collective header (all-gathered)
   kHeartbeat = 9,      // either way over the master link: I am alive
   kPeerDropped = 10,   // master -> ring members: a member left or was dropped
+  // The shared-secret handshake that opens every connection, before any other
+  // frame (security/handshake.h; payloads have fixed sizes, checked on receipt).
+  kAuthChallenge = 11,  // accepting side -> connecting side: M1
+  kAuthResponse = 12,   // connecting side -> accepting side: M2
+  kAuthResult = 13,     // accepting side -> connecting side: M3 (accepted or refused)
 };
 
 constexpr uint32_t kMaxRingMembers = 4096;

@@ -12,6 +12,7 @@
 #include "common/errors.h"
 #include "master/master.h"
 #include "peer/communicator.h"
+#include "security/handshake_io.h"
 #include "tests/check.h"
 #include "transport/frame.h"
 
@@ -24,19 +25,21 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-std::unique_ptr<Communicator> make_peer(uint16_t master_port, double timeout = 10.0) {
+std::unique_ptr<Communicator> make_peer(uint16_t master_port, double timeout = 10.0,
+                                        const std::string& secret = "") {
   CommunicatorConfig cfg;
   cfg.master_host = "127.0.0.1";
   cfg.master_port = master_port;
   cfg.timeout_s = timeout;
+  cfg.secret = secret;
   return std::make_unique<Communicator>(cfg);
 }
 
 // Runs fn(rank_hint, comm) on n threads after all n peers are admitted.
 void with_ring(Master& master, int n, const std::function<void(int, Communicator&)>& fn,
-               double timeout = 10.0) {
+               double timeout = 10.0, const std::string& secret = "") {
   std::vector<std::unique_ptr<Communicator>> comms;
-  for (int i = 0; i < n; ++i) comms.push_back(make_peer(master.port(), timeout));
+  for (int i = 0; i < n; ++i) comms.push_back(make_peer(master.port(), timeout, secret));
   std::vector<std::thread> threads;
   for (int i = 0; i < n; ++i) {
     threads.emplace_back([&, i] {
@@ -206,6 +209,7 @@ void test_silent_peer_dropped_by_heartbeat_timeout() {
   master.start();
   // A raw client that registers and then says nothing: a frozen process.
   Socket silent = Socket::connect_to("127.0.0.1", master.port(), Deadline::after(2), nullptr);
+  client_handshake(silent, Secret(), kAuthContextMaster, Deadline::after(2), nullptr);
   HelloMsg hello{9, 1234, ""};
   write_frame(silent, static_cast<uint16_t>(MsgType::kHello), hello.encode(), Deadline::after(2),
               nullptr);
@@ -262,6 +266,314 @@ void test_calls_after_master_loss_raise_master_unreachable() {
   }
 }
 
+// ---- authentication on the wire ----
+
+MasterConfig master_with_secret(const std::string& secret) {
+  MasterConfig cfg;
+  cfg.secret = secret;
+  return cfg;
+}
+
+bool status_has(const Master& master, const std::string& needle) {
+  return master.status_json().find(needle) != std::string::npos;
+}
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+// connect() of a peer with `secret` to `master`: the error it raised ("" if none)
+// and how long it took.
+std::string connect_error(const Master& master, const std::string& secret, double* took,
+                          ErrorKind* kind = nullptr) {
+  auto c = make_peer(master.port(), 10.0, secret);
+  auto t0 = Clock::now();
+  std::string error;
+  try {
+    c->connect(10.0);
+  } catch (const PcclError& e) {
+    error = e.what();
+    if (kind != nullptr) *kind = e.kind();
+  }
+  *took = seconds_since(t0);
+  return error;
+}
+
+// Reads frames until the remote closes; returns the frame types seen, -1 on
+// a deadline instead of EOF.
+std::vector<int> frames_until_eof(Socket& s, double seconds, std::vector<Frame>* frames = nullptr) {
+  std::vector<int> types;
+  Deadline deadline = Deadline::after(seconds);
+  for (;;) {
+    try {
+      Frame f = read_frame(s, kMaxControlPayload, deadline, nullptr);
+      types.push_back(f.type);
+      if (frames != nullptr) frames->push_back(f);
+    } catch (const PcclError& e) {
+      if (deadline.expired()) types.push_back(-1);
+      return types;
+    }
+  }
+}
+
+void test_auth_right_secret_end_to_end() {
+  Master master(master_with_secret("correct horse battery staple"));
+  master.start();
+  CHECK(status_has(master, "\"authentication\":\"shared_secret\""));
+  const int n = 2;
+  with_ring(master, n, [&](int, Communicator& c) {
+    std::vector<float> in(1001, 1.0f + c.rank()), out(1001);
+    CHECK_EQ(c.all_reduce(in.data(), out.data(), in.size(), DType::kFloat32, ReduceOp::kSum, {}),
+             n);
+    CHECK_EQ(out[1000], 3.0f);
+  }, 10.0, "correct horse battery staple");
+  CHECK(status_has(master, "\"auth_refusals\":0,"));
+  master.stop();
+}
+
+void test_auth_wrong_secret_refused_master_keeps_serving() {
+  Master master(master_with_secret("the right secret"));
+  master.start();
+  double took = 0;
+  ErrorKind kind = ErrorKind::kCancelled;
+  std::string error = connect_error(master, "a wrong secret", &took, &kind);
+  if (!CHECK(contains(error, "authentication with master 127.0.0.1:" +
+                                 std::to_string(master.port()) + " failed")) ||
+      !CHECK(contains(error, "wrong secret"))) {
+    std::fprintf(stderr, "    error: %s\n", error.c_str());
+  }
+  CHECK(kind == ErrorKind::kGeneric);
+  CHECK(!contains(error, "the right secret") && !contains(error, "a wrong secret"));
+  CHECK(took < 3.0);  // a verdict, not the 10 s timeout
+  CHECK(status_has(master, "\"auth_refusals\":1,"));
+  // The master keeps serving peers that hold the secret.
+  with_ring(master, 2, [&](int, Communicator& c) {
+    std::vector<int32_t> in(7, 5), out(7);
+    c.all_reduce(in.data(), out.data(), in.size(), DType::kInt32, ReduceOp::kSum, {});
+    CHECK_EQ(out[6], 10);
+  }, 10.0, "the right secret");
+  master.stop();
+}
+
+void test_auth_secret_on_one_side_refused_both_ways() {
+  double took = 0;
+  {
+    Master master(master_with_secret("only the master has it"));
+    master.start();
+    std::string error = connect_error(master, "", &took);
+    if (!CHECK(contains(error, "authentication with master")) ||
+        !CHECK(contains(error, "no secret but the remote requires one"))) {
+      std::fprintf(stderr, "    error: %s\n", error.c_str());
+    }
+    CHECK(took < 3.0);
+    CHECK(status_has(master, "\"auth_refusals\":1,"));
+    master.stop();
+  }
+  {
+    Master master(MasterConfig{});
+    master.start();
+    CHECK(status_has(master, "\"authentication\":\"none\""));
+    std::string error = connect_error(master, "only the peer has it", &took);
+    if (!CHECK(contains(error, "authentication with master")) ||
+        !CHECK(contains(error, "has a secret but the remote does not use one"))) {
+      std::fprintf(stderr, "    error: %s\n", error.c_str());
+    }
+    CHECK(took < 3.0);
+    CHECK(status_has(master, "\"auth_refusals\":1,"));
+    // Without secrets on either side, peers still get in.
+    std::string ok = connect_error(master, "", &took);
+    CHECK_EQ(ok, std::string());
+    master.stop();
+  }
+}
+
+void test_master_refuses_replayed_and_skipped_handshakes() {
+  const std::string secret = "replay me if you can";
+  Master master(master_with_secret(secret));
+  master.start();
+  auto d = [] { return Deadline::after(3.0); };  // fresh for every step
+  // A legitimate handshake, recorded.
+  std::vector<uint8_t> recorded;
+  {
+    Socket s = Socket::connect_to("127.0.0.1", master.port(), d(), nullptr);
+    Frame m1 = read_frame(s, kMaxAuthFrame, d(), nullptr);
+    CHECK_EQ(m1.type, static_cast<uint16_t>(MsgType::kAuthChallenge));
+    ClientHandshake hs(Secret(secret), kAuthContextMaster);
+    recorded = hs.on_challenge(m1.payload);
+    write_frame(s, static_cast<uint16_t>(MsgType::kAuthResponse), recorded, d(), nullptr);
+    Frame m3 = read_frame(s, kMaxAuthFrame, d(), nullptr);
+    try {
+      hs.on_result(m3.payload);  // accepted: throws otherwise
+    } catch (const PcclError& e) {
+      std::fprintf(stderr, "    error: %s\n", e.what());
+    }
+    CHECK(hs.authenticated());
+  }
+  // The same response on a new connection meets a new challenge: refused.
+  {
+    Socket s = Socket::connect_to("127.0.0.1", master.port(), d(), nullptr);
+    std::vector<Frame> frames;
+    write_frame(s, static_cast<uint16_t>(MsgType::kAuthResponse), recorded, d(), nullptr);
+    write_frame(s, static_cast<uint16_t>(MsgType::kHello), HelloMsg{5, 4321, ""}.encode(), d(),
+                nullptr);
+    std::vector<int> types = frames_until_eof(s, 3.0, &frames);
+    CHECK(types == std::vector<int>({static_cast<int>(MsgType::kAuthChallenge),
+                                     static_cast<int>(MsgType::kAuthResult)}));
+    if (frames.size() == 2) {
+      ClientHandshake probe(Secret(secret), kAuthContextMaster);
+      probe.on_challenge(frames[0].payload);
+      std::string refusal;
+      try {
+        probe.on_result(frames[1].payload);
+      } catch (const PcclError& e) {
+        refusal = e.what();
+      }
+      CHECK(contains(refusal, "connection refused by the remote: authentication failed"));
+    }
+  }
+  // HELLO with no handshake at all: refused, never registered.
+  {
+    Socket s = Socket::connect_to("127.0.0.1", master.port(), d(), nullptr);
+    write_frame(s, static_cast<uint16_t>(MsgType::kHello), HelloMsg{5, 4321, ""}.encode(), d(),
+                nullptr);
+    std::vector<int> types = frames_until_eof(s, 3.0);
+    CHECK(types == std::vector<int>({static_cast<int>(MsgType::kAuthChallenge),
+                                     static_cast<int>(MsgType::kAuthResult)}));
+  }
+  CHECK(status_has(master, "\"auth_refusals\":2,"));
+  CHECK(!status_has(master, "\"group\":5,"));
+  CHECK(status_has(master, "\"peers\":[]"));
+  master.stop();
+}
+
+void test_unauthenticated_connections_bounded_by_deadline() {
+  MasterConfig cfg = master_with_secret("s");
+  cfg.handshake_timeout_s = 0.5;
+  Master master(cfg);
+  master.start();
+  Socket s = Socket::connect_to("127.0.0.1", master.port(), Deadline::after(2), nullptr);
+  auto t0 = Clock::now();
+  std::vector<int> types = frames_until_eof(s, 3.0);  // says nothing: refused, closed
+  CHECK(types == std::vector<int>({static_cast<int>(MsgType::kAuthChallenge),
+                                   static_cast<int>(MsgType::kAuthResult)}));
+  double took = seconds_since(t0);
+  CHECK(took > 0.3 && took < 2.0);
+  // A frame larger than the handshake response is refused before it is read.
+  Socket big = Socket::connect_to("127.0.0.1", master.port(), Deadline::after(2), nullptr);
+  uint8_t head[kFrameHeaderSize];
+  encode_frame_header(head, static_cast<uint16_t>(MsgType::kAuthResponse), 1u << 20);
+  big.send_all(head, sizeof(head), Deadline::after(2), nullptr);
+  t0 = Clock::now();
+  types = frames_until_eof(big, 3.0);
+  CHECK(types == std::vector<int>({static_cast<int>(MsgType::kAuthChallenge),
+                                   static_cast<int>(MsgType::kAuthResult)}));
+  CHECK(seconds_since(t0) < 0.4);  // at once, not at the deadline
+  master.stop();
+}
+
+// The listen port of one ring member, from the master's status.
+uint16_t some_ring_port(const Master& master) {
+  std::string json = master.status_json();
+  const std::string key = "\"address\":\"127.0.0.1:";
+  size_t at = json.find(key, json.find("\"peers\":["));
+  if (at == std::string::npos) return 0;
+  return static_cast<uint16_t>(std::stoi(json.substr(at + key.size())));
+}
+
+void test_ring_links_refuse_unauthenticated_connections() {
+  const std::string secret = "ring secret";
+  Master master(master_with_secret(secret));
+  master.start();
+  with_ring(master, 2, [&](int i, Communicator& c) {
+    std::vector<float> in(100, 1.0f), out(100);
+    c.all_reduce(in.data(), out.data(), in.size(), DType::kFloat32, ReduceOp::kSum, {});
+    if (i == 0) {
+      uint16_t port = some_ring_port(master);
+      CHECK(port != 0);
+      Deadline d = Deadline::after(3.0);
+      // PEER_HELLO straight away, as an old or hostile process would: dropped.
+      {
+        Socket s = Socket::connect_to("127.0.0.1", port, d, nullptr);
+        PeerHelloMsg hello{c.peer_id() + 1, 1000, 0};
+        write_frame(s, static_cast<uint16_t>(MsgType::kPeerHello), hello.encode(), d, nullptr);
+        std::vector<int> types = frames_until_eof(s, 3.0);
+        CHECK(types == std::vector<int>({static_cast<int>(MsgType::kAuthChallenge),
+                                         static_cast<int>(MsgType::kAuthResult)}));
+      }
+      // A wrong secret, a missing one, and the right one for the wrong context.
+      struct Attempt { std::string secret; const char* context; const char* expect; };
+      for (const Attempt& a : {Attempt{"not the ring secret", kAuthContextRing, "wrong secret"},
+                               Attempt{"", kAuthContextRing, "no secret but the remote requires"},
+                               Attempt{secret, kAuthContextMaster, "wrong secret"}}) {
+        Deadline da = Deadline::after(3.0);
+        Socket s = Socket::connect_to("127.0.0.1", port, da, nullptr);
+        std::string error;
+        try {
+          client_handshake(s, Secret(a.secret), a.context, da, nullptr);
+        } catch (const PcclError& e) {
+          error = e.what();
+        }
+        if (!CHECK(contains(error, a.expect))) std::fprintf(stderr, "    error: %s\n", error.c_str());
+        CHECK(frames_until_eof(s, 3.0).empty());  // and the link is closed
+      }
+      // Control: the right secret and context get through the handshake.
+      Deadline dc = Deadline::after(3.0);
+      Socket s = Socket::connect_to("127.0.0.1", port, dc, nullptr);
+      bool authenticated = false;
+      try {
+        authenticated = client_handshake(s, Secret(secret), kAuthContextRing, dc, nullptr);
+      } catch (const PcclError& e) {
+        std::fprintf(stderr, "    error: %s\n", e.what());
+      }
+      CHECK(authenticated);
+    }
+    // The ring is unaffected.
+    for (int k = 0; k < 3; ++k) {
+      c.all_reduce(in.data(), out.data(), in.size(), DType::kFloat32, ReduceOp::kSum, {});
+      CHECK_EQ(out[99], 2.0f);
+    }
+  }, 10.0, secret);
+  master.stop();
+}
+
+// The background re-registration after a master restart runs the handshake
+// too: a master with the same secret gets the peer back, one with another
+// secret refuses it.
+void test_reconnect_to_restarted_master_authenticates() {
+  const std::string secret = "restart secret";
+  auto master = std::make_unique<Master>(master_with_secret(secret));
+  uint16_t port = master->port();
+  master->start();
+  auto peer = make_peer(port, 10.0, secret);
+  peer->connect(10.0);
+  auto wait_for = [](const Master& m, const std::string& needle) {
+    for (int i = 0; i < 100; ++i) {
+      if (status_has(m, needle)) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  };
+  master->stop();
+  master.reset();
+  {
+    MasterConfig cfg = master_with_secret("another secret");
+    cfg.port = port;
+    Master wrong(cfg);
+    wrong.start();
+    CHECK(wait_for(wrong, "\"auth_refusals\":2,"));  // it keeps trying, and keeps being refused
+    CHECK(status_has(wrong, "\"peers\":[]"));
+    wrong.stop();
+  }
+  MasterConfig cfg = master_with_secret(secret);
+  cfg.port = port;
+  Master right(cfg);
+  right.start();
+  CHECK(wait_for(right, "\"state\":\"accepted\""));
+  CHECK(status_has(right, "\"auth_refusals\":0,"));
+  peer->close();
+  right.stop();
+}
+
 void report_throughput() {
   Master master(MasterConfig{});
   master.start();
@@ -294,6 +606,13 @@ int main(int argc, char** argv) {
   test_admission_timeout_leaves_nothing_behind();
   test_silent_peer_dropped_by_heartbeat_timeout();
   test_calls_after_master_loss_raise_master_unreachable();
+  test_auth_right_secret_end_to_end();
+  test_auth_wrong_secret_refused_master_keeps_serving();
+  test_auth_secret_on_one_side_refused_both_ways();
+  test_master_refuses_replayed_and_skipped_handshakes();
+  test_unauthenticated_connections_bounded_by_deadline();
+  test_ring_links_refuse_unauthenticated_connections();
+  test_reconnect_to_restarted_master_authenticates();
   if (argc > 1 && std::strcmp(argv[1], "--bench") == 0) report_throughput();
   return check_summary("test_engine");
 }

@@ -206,4 +206,20 @@ std::string Socket::remote_ip() const {
   return sockaddr_ip(ss);
 }
 
+uint16_t Socket::remote_port() const {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  if (getpeername(fd_, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return 0;
+  if (ss.ss_family == AF_INET) return ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  if (ss.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
+  return 0;
+}
+
+std::string Socket::remote_endpoint() const {
+  std::string ip = remote_ip();
+  if (ip.empty()) return "(unknown address)";
+  if (ip.find(':') != std::string::npos) ip = "[" + ip + "]";
+  return ip + ":" + std::to_string(remote_port());
+}
+
 }  // namespace pccl

@@ -50,6 +50,9 @@ class Socket {
   uint16_t local_port() const;
   std::string local_ip() const;
   std::string remote_ip() const;
+  uint16_t remote_port() const;  // 0 if unknown
+  // "ip:port" ("[v6]:port") of the remote side, for log lines.
+  std::string remote_endpoint() const;
 
  private:
   int fd_ = -1;
