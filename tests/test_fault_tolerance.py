@@ -63,7 +63,8 @@ class Swarm:
         while time.time() < deadline:
             if predicate():
                 return
-            dead = [i for i, p in self.procs.items() if p.poll() not in (None, 0)]
+            # A crash ends the wait early; a SIGKILL is one the test sent itself.
+            dead = [i for i, p in self.procs.items() if p.poll() not in (None, 0, -signal.SIGKILL)]
             if dead:
                 break
             time.sleep(0.1)

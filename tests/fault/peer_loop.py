@@ -87,7 +87,14 @@ def main() -> int:
                 try:
                     comm.update_topology()
                 except Exception as exc2:  # noqa: BLE001
-                    if not pccl.is_peer_failure(exc2):
+                    # A neighbour that noticed a master outage first breaks the
+                    # ring: the peer failure is then followed by the outage.
+                    if (args.master_grace > 0
+                            and "MasterUnreachableError" in f"{type(exc2).__name__} {exc2}"):
+                        master_lost_at = master_lost_at or time.time()
+                        emit(master_lost=type(exc2).__name__, message=str(exc2)[:200])
+                        time.sleep(0.2)
+                    elif not pccl.is_peer_failure(exc2):
                         emit(fatal=type(exc2).__name__, message=str(exc2)[:300])
                         return 3
                 continue
