@@ -88,6 +88,7 @@ void Master::loop() {
       auto it = conns_.find(fds[i].fd);
       if (it == conns_.end() || fds[i].revents == 0) continue;
       Connection& c = it->second;
+      if (c.closing) continue;
       if (fds[i].revents & POLLIN) read_from(c);
       if (!c.closing && (fds[i].revents & POLLOUT)) flush(c);
       if (!c.closing && (fds[i].revents & (POLLERR | POLLHUP)) && !(fds[i].revents & POLLIN)) {
@@ -104,6 +105,7 @@ void Master::loop() {
       }
     }
     keep_alive();
+    reap();
     for (auto it = conns_.begin(); it != conns_.end();) {
       it = it->second.closing ? conns_.erase(it) : std::next(it);
     }
@@ -210,7 +212,7 @@ void Master::handle_auth(Connection& c, uint16_t type, const std::vector<uint8_t
   if (!r.ok) {
     ++auth_refusals_;
     send_frame(c.sock.fd(), MsgType::kAuthResult, r.reply);
-    drop(c, r.error);  // logs the reason and the remote address; never the secret
+    drop(c, r.error);  // logged with the remote address by reap(); never the secret
     return;
   }
   c.authenticated = true;
@@ -278,7 +280,7 @@ void Master::handle_hello(Connection& c, const std::vector<uint8_t>& payload) {
   }
   g.pending.push_back(p.id);
   for (uint64_t member : g.ring) {
-    send_frame(peers_[member].fd, MsgType::kPendingNotice, {});
+    send_frame(fd_of(member), MsgType::kPendingNotice, {});
   }
 }
 
@@ -337,7 +339,7 @@ void Master::advance_epoch(uint32_t group_id, std::vector<uint64_t> new_ring) {
   std::vector<uint8_t> bytes = topo.encode();
   PCCL_LOG(kInfo, "master: group " << group_id << " epoch " << g.epoch << " ring size "
                                    << g.ring.size());
-  for (uint64_t id : g.ring) send_frame(peers_[id].fd, MsgType::kTopology, bytes);
+  for (uint64_t id : g.ring) send_frame(fd_of(id), MsgType::kTopology, bytes);
 }
 
 uint32_t Master::total_world_size() const {
@@ -368,14 +370,34 @@ void Master::keep_alive() {
 void Master::drop(Connection& c, const std::string& reason) {
   if (c.closing) return;
   c.closing = true;
-  ++dropped_connections_;
-  if (c.peer_id != 0) {
-    PCCL_LOG(kInfo, "master: dropping peer " << c.peer_id << " (" << c.where << "): " << reason);
-    forget_peer(c.peer_id, reason);
-  } else {
-    PCCL_LOG(kWarn, "master: dropping connection from " << c.where << ": " << reason);
+  c.close_reason = reason;
+}
+
+void Master::reap() {
+  // Forgetting one peer notifies others; a failed notice drops them too, so
+  // repeat until no connection is left marked but unreaped.
+  for (bool again = true; again;) {
+    again = false;
+    for (auto& [fd, c] : conns_) {
+      if (!c.closing || c.reaped) continue;
+      c.reaped = again = true;
+      ++dropped_connections_;
+      if (c.peer_id != 0) {
+        PCCL_LOG(kInfo, "master: dropping peer " << c.peer_id << " (" << c.where
+                                                 << "): " << c.close_reason);
+        forget_peer(c.peer_id, c.close_reason);
+      } else {
+        PCCL_LOG(kWarn, "master: dropping connection from " << c.where << ": "
+                                                             << c.close_reason);
+      }
+      c.sock.shutdown_both();
+    }
   }
-  c.sock.shutdown_both();
+}
+
+int Master::fd_of(uint64_t peer_id) const {
+  auto it = peers_.find(peer_id);
+  return it == peers_.end() ? -1 : it->second.fd;
 }
 
 void Master::forget_peer(uint64_t peer_id, const std::string& reason) {
@@ -395,7 +417,7 @@ void Master::forget_peer(uint64_t peer_id, const std::string& reason) {
   // Members may be mid-collective with the lost peer: tell them now, so they
   // fail fast instead of waiting for a stalled link to time out.
   std::vector<uint8_t> notice = PeerDroppedMsg{peer_id, reason}.encode();
-  for (uint64_t member : g.ring) send_frame(peers_[member].fd, MsgType::kPeerDropped, notice);
+  for (uint64_t member : g.ring) send_frame(fd_of(member), MsgType::kPeerDropped, notice);
   if (g.ring.empty() && !g.pending.empty()) {
     // Nobody is left to vote the waiting peers in: admit them directly.
     std::vector<uint64_t> ring = g.pending;

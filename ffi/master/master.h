@@ -67,7 +67,9 @@ class Master {
     std::unique_ptr<ServerHandshake> auth;  // the handshake in progress (M1 sent)
     bool authenticated = false;             // M3 "accepted" sent: HELLO may follow
     uint64_t peer_id = 0;  // 0: not registered yet
-    bool closing = false;
+    bool closing = false;  // marked by drop(); forgotten and closed by reap()
+    bool reaped = false;
+    std::string close_reason;
     std::string remote;  // ip
     std::string where;   // ip:port, for log lines
     Deadline::Clock::time_point last_heard;
@@ -98,7 +100,11 @@ class Master {
   void refuse(Connection& c, const std::string& reason_for_remote, const std::string& log_reason);
   void handle_hello(Connection& c, const std::vector<uint8_t>& payload);
   void handle_vote(Connection& c, const std::vector<uint8_t>& payload);
+  // Marks a connection dead. Never forgets the peer right away: that sends
+  // frames to others, whose failure would re-enter here mid-iteration.
   void drop(Connection& c, const std::string& reason);
+  void reap();  // forgets dropped peers and closes their connections
+  int fd_of(uint64_t peer_id) const;
   void forget_peer(uint64_t peer_id, const std::string& reason);
   void keep_alive();  // heartbeats out, silent peers dropped
   void try_complete_vote(uint32_t group_id);
