@@ -18,11 +18,13 @@ from .errors import (
 )
 from .master import Master
 from .ops.all_reduce import AllReduceInfo, all_reduce
+from .ops.all_reduce_async import AllReduceHandle, all_reduce_start, all_reduce_wait
 from .retry import retry_on_peer_failure
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AllReduceHandle",
     "AllReduceInfo",
     "CancelledError",
     "CollectiveMismatchError",
@@ -33,6 +35,8 @@ __all__ = [
     "PeerFailureError",
     "ProtocolError",
     "all_reduce",
+    "all_reduce_start",
+    "all_reduce_wait",
     "is_peer_failure",
     "retry_on_peer_failure",
 ]

@@ -138,6 +138,51 @@ def quant_input(index: int, dtype: str) -> np.ndarray:
     return np.random.default_rng(1000 + index).normal(size=QUANT_ELEMENTS).astype(cases.np_dtype(dtype))
 
 
+def scenario_async(ctx):
+    """all_reduce_start / all_reduce_wait: eager, jit with compute in between,
+    pytrees, ordering against plain all_reduce, and the update_topology guard."""
+    import jax
+    import jax.numpy as jnp
+    pccl, comm, rec, i = ctx.pccl, ctx.comm, ctx.rec, ctx.index
+    tree = {"f": jnp.asarray(cases.small_ints("async", i, (7,), "float32")),
+            "i": jnp.asarray(cases.small_ints("async-i", i, (3, 2), "int32"))}
+    rec.check("input", lambda: {k: encode(v) for k, v in tree.items()})
+
+    def eager():
+        out = pccl.all_reduce_wait(pccl.all_reduce_start(tree, comm, op="sum"))
+        return {k: encode(ready(v)) for k, v in out.items()}
+    rec.check("eager/sum", eager)
+
+    @jax.jit
+    def overlapped(t, w):
+        h = pccl.all_reduce_start(t, comm, op="max")
+        busy = jnp.tanh(w @ w).sum()  # independent compute while the ring works
+        out, info = pccl.all_reduce_wait(h, return_info=True)
+        return out, info.world_size, busy
+    rec.check("jit/max", lambda: (lambda o: {"out": {k: encode(v) for k, v in o[0].items()},
+                                             "world": int(o[1])})(ready(overlapped(tree, jnp.eye(32)))))
+
+    def interleaved():
+        h1 = pccl.all_reduce_start(tree["f"], comm, op="sum")
+        h2 = pccl.all_reduce_start(tree["f"] * 2, comm, op="sum")
+        plain = pccl.all_reduce(tree["i"], comm, op="sum")  # runs after both starts
+        second, first = pccl.all_reduce_wait(h2), pccl.all_reduce_wait(h1)  # any wait order
+        return {"first": encode(ready(first)), "second": encode(ready(second)),
+                "plain": encode(ready(plain))}
+    rec.check("interleaved", interleaved)
+
+    def guard():
+        h = pccl.all_reduce_start(tree["f"], comm)
+        try:
+            comm.update_topology()
+            outcome = "no error"
+        except pccl.PcclError as exc:
+            outcome = f"{type(exc).__name__}: {exc}"
+        pccl.all_reduce_wait(h)
+        return outcome
+    rec.check("guard", guard)
+
+
 def scenario_quantized(ctx):
     """Every wire format x float dtype: identical bytes everywhere, bounded error, fewer bytes."""
     import jax
@@ -392,6 +437,7 @@ SCENARIOS = {
     "unreachable": (scenario_unreachable, False),
     "join_only": (scenario_join_only, True),
     "quantized": (scenario_quantized, True),
+    "async": (scenario_async, True),
 }
 
 

@@ -10,6 +10,7 @@
 #include "common/errors.h"
 #include "master/master.h"
 #include "peer/communicator.h"
+#include "xla/all_reduce_async_handler.h"
 #include "xla/all_reduce_handler.h"
 #include "xla/comm_registry.h"
 
@@ -148,6 +149,10 @@ NB_MODULE(_pccl, m) {
     nb::dict targets;
     targets["jax_pccl_all_reduce"] =
         nb::capsule(reinterpret_cast<void*>(&AllReduceCpuHandler), "xla._CUSTOM_CALL_TARGET");
+    targets["jax_pccl_all_reduce_start"] =
+        nb::capsule(reinterpret_cast<void*>(&AllReduceStartCpuHandler), "xla._CUSTOM_CALL_TARGET");
+    targets["jax_pccl_all_reduce_wait"] =
+        nb::capsule(reinterpret_cast<void*>(&AllReduceWaitCpuHandler), "xla._CUSTOM_CALL_TARGET");
     return targets;
   });
 }

@@ -146,6 +146,10 @@ ReceivedTopology Communicator::await_vote(const char* what) {
 }
 
 void Communicator::update_topology() {
+  if (async_.outstanding() > 0) {
+    throw PcclError("update_topology() with a started all_reduce not yet waited for: call "
+                    "all_reduce_wait() first");
+  }
   std::lock_guard<std::mutex> lock(op_mu_);
   require_accepted();
   check_master();
@@ -293,6 +297,28 @@ std::vector<CollectiveHeader> Communicator::agree(const CollectiveHeader& mine) 
 
 int Communicator::all_reduce(const void* in, void* out, size_t count, DType dtype, ReduceOp op,
                              const LeafDescriptor& leaf, Quantization quantization) {
+  async_.drain();  // collectives started earlier go first: program order on every peer
+  return run_all_reduce(in, out, count, dtype, op, leaf, quantization);
+}
+
+uint64_t Communicator::start_all_reduce(const void* in, size_t count, DType dtype, ReduceOp op,
+                                        const LeafDescriptor& leaf, Quantization quantization) {
+  require_accepted();
+  return async_.start(in, count * dtype_size(dtype),
+                      [=](const void* src, void* dst) {
+                        return run_all_reduce(src, dst, count, dtype, op, leaf, quantization);
+                      });
+}
+
+int Communicator::wait_all_reduce(uint64_t ticket, void* out, size_t bytes) {
+  // No deadline of its own is needed: every queued collective is bounded by
+  // the stall timeout and heartbeats, and close() fails the rest, so it ends.
+  return async_.wait(ticket, out, bytes, Deadline::never());
+}
+
+int Communicator::run_all_reduce(const void* in, void* out, size_t count, DType dtype,
+                                 ReduceOp op, const LeafDescriptor& leaf,
+                                 Quantization quantization) {
   std::lock_guard<std::mutex> lock(op_mu_);
   require_accepted();
   check_master();
@@ -355,6 +381,7 @@ void Communicator::close() {
   if (closed_.exchange(true)) return;
   cancel_.cancel();  // wakes any operation in flight; it then releases op_mu_
   interrupt_.cancel();
+  async_.close();  // started collectives not yet run fail with CancelledError
   std::lock_guard<std::mutex> lock(op_mu_);
   master_.close();
   links_.close();

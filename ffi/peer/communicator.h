@@ -12,6 +12,7 @@
 #include "common/dtype.h"
 #include "collectives/quantization.h"
 #include "common/errors.h"
+#include "peer/async_collectives.h"
 #include "peer/master_link.h"
 #include "peer/ring_links.h"
 #include "protocol/messages.h"
@@ -74,11 +75,19 @@ class Communicator {
   int all_reduce(const void* in, void* out, size_t count, DType dtype, ReduceOp op,
                  const LeafDescriptor& leaf, Quantization quantization = Quantization::kNone);
 
+  // all_reduce_start / all_reduce_wait: the collective runs on the engine's
+  // own thread, in start order; see async_collectives.h. The input is copied.
+  uint64_t start_all_reduce(const void* in, size_t count, DType dtype, ReduceOp op,
+                            const LeafDescriptor& leaf, Quantization quantization);
+  int wait_all_reduce(uint64_t ticket, void* out, size_t bytes);
+
   CommunicatorStats stats() const;
   void close();
 
  private:
   void register_and_wait(double admit_timeout_s);
+  int run_all_reduce(const void* in, void* out, size_t count, DType dtype, ReduceOp op,
+                     const LeafDescriptor& leaf, Quantization quantization);
   bool master_restarted() const { return master_.registrations() != registrations_seen_; }
   void rejoin();  // after a master restart: wait to be re-admitted
   void require_accepted() const;
@@ -105,6 +114,7 @@ class Communicator {
   uint64_t registrations_seen_ = 1;  // master registrations our ring belongs to
   MasterLink master_;
   RingLinks links_;
+  AsyncCollectives async_;  // declared after the links: destroyed (joined) first
   std::mutex op_mu_;  // serialises collectives and topology changes
   uint64_t peer_id_ = 0;
   uint64_t epoch_ = 0;

@@ -5,45 +5,18 @@
 
 #include "common/errors.h"
 #include "xla/comm_registry.h"
+#include "xla/ffi_support.h"
 
 namespace ffi = xla::ffi;
 
 namespace pccl {
 namespace {
 
-std::optional<DType> to_engine_dtype(ffi::DataType t) {
-  switch (t) {
-    case ffi::DataType::F32: return DType::kFloat32;
-    case ffi::DataType::F64: return DType::kFloat64;
-    case ffi::DataType::F16: return DType::kFloat16;
-    case ffi::DataType::BF16: return DType::kBFloat16;
-    case ffi::DataType::S8: return DType::kInt8;
-    case ffi::DataType::S16: return DType::kInt16;
-    case ffi::DataType::S32: return DType::kInt32;
-    case ffi::DataType::S64: return DType::kInt64;
-    case ffi::DataType::U8: return DType::kUInt8;
-    case ffi::DataType::U16: return DType::kUInt16;
-    case ffi::DataType::U32: return DType::kUInt32;
-    case ffi::DataType::U64: return DType::kUInt64;
-    default: return std::nullopt;
-  }
-}
-
-// The Python side reads the type name back out of JaxRuntimeError messages.
-ffi::Error engine_error(const PcclError& e) {
-  auto code = e.kind() == ErrorKind::kMismatch ? ffi::ErrorCode::kInvalidArgument
-                                               : ffi::ErrorCode::kUnavailable;
-  return ffi::Error(code, std::string(error_kind_name(e.kind())) + ": " + e.what());
-}
-
 ffi::Error all_reduce_impl(ffi::Token, ffi::RemainingArgs args, ffi::Result<ffi::Token>,
                            ffi::RemainingRets rets, int64_t comm_handle, int32_t op,
                            int32_t quantization) {
   std::shared_ptr<Communicator> comm = find_communicator(comm_handle);
-  if (!comm) {
-    return ffi::Error(ffi::ErrorCode::kFailedPrecondition,
-                      "PcclError: the communicator used by this compiled function was closed");
-  }
+  if (!comm) return precondition("the communicator used by this compiled function was closed");
   if (op < 0 || !reduce_op_valid(static_cast<uint8_t>(op))) {
     return ffi::Error::InvalidArgument("PcclError: invalid reduce op");
   }
@@ -64,11 +37,7 @@ ffi::Error all_reduce_impl(ffi::Token, ffi::RemainingArgs args, ffi::Result<ffi:
       }
       std::optional<DType> dtype = to_engine_dtype(in->element_type());
       if (!dtype) return ffi::Error::InvalidArgument("PcclError: unsupported dtype");
-      LeafDescriptor leaf;
-      auto dims = in->dimensions();
-      leaf.dims.assign(dims.begin(), dims.end());
-      leaf.leaf_index = static_cast<uint32_t>(i);
-      leaf.leaf_count = static_cast<uint32_t>(leaves);
+      LeafDescriptor leaf = describe_leaf(*in, i, leaves);
       // Quantization is a per-call choice, applied to the floating leaves only.
       auto q = static_cast<Quantization>(quantization);
       if (!quantization_applies(q, *dtype)) q = Quantization::kNone;
@@ -76,7 +45,7 @@ ffi::Error all_reduce_impl(ffi::Token, ffi::RemainingArgs args, ffi::Result<ffi:
                                *dtype, static_cast<ReduceOp>(op), leaf, q);
     }
   } catch (const PcclError& e) {
-    return engine_error(e);
+    return to_ffi_error(e);
   } catch (const std::exception& e) {
     return ffi::Error::Internal(std::string("PcclError: ") + e.what());
   }

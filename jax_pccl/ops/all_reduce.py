@@ -146,10 +146,13 @@ def all_reduce(x, comm, op: str = "sum", *, quantization=None, return_info: bool
 
 
 def _run_eagerly(leaves, handle, code, quant):
+    return _translate_errors(lambda: _all_reduce_leaves(leaves, handle, code, quant))
+
+
+def _translate_errors(run):
+    """Runs an eager collective to completion; raises typed jax_pccl errors."""
     try:
-        outs, world = _all_reduce_leaves(leaves, handle, code, quant)
-        jax.block_until_ready((outs, world))
-        return outs, world
+        return jax.block_until_ready(run())
     except jax.errors.JaxRuntimeError as exc:
         clear_failed_tokens()  # the failure must not poison later eager calls
         typed = error_from_message(str(exc))

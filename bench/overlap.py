@@ -1,0 +1,121 @@
+"""Overlap: does communication hide behind compute with all_reduce_start/wait?
+
+    python bench/overlap.py --peers 2 --mbytes 32 --iters 7
+
+Each peer times four jitted steps (median over iters, max over peers):
+  comm     all_reduce of the gradient buffer only
+  compute  a matmul chain sized to take about as long as `comm`
+  plain    both in one step with all_reduce (no explicit overlap)
+  overlap  all_reduce_start, then the compute, then all_reduce_wait
+and prints overlap / max(comm, compute) and plain / (comm + compute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+
+def worker(args) -> int:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import jax_pccl as pccl
+
+    comm = pccl.Communicator(args.master, timeout=60).connect(timeout=120)
+    while comm.group_world_size < args.peers:
+        comm.update_topology()
+        time.sleep(0.01)
+    grads = jnp.ones(args.mbytes * 2**20 // 4, jnp.float32)
+    barrier = jax.jit(lambda: pccl.all_reduce(jnp.zeros(1), comm))
+
+    def chain(w, n):
+        for _ in range(n):
+            w = jnp.tanh(w @ w) * 0.5
+        return w.sum()
+
+    def timed(fn, *xs):
+        fn(*xs)
+        samples = []
+        for _ in range(args.iters):
+            barrier().block_until_ready()
+            t = time.perf_counter()
+            jax.block_until_ready(fn(*xs))
+            samples.append(time.perf_counter() - t)
+        return statistics.median(samples)
+
+    comm_only = jax.jit(lambda g: pccl.all_reduce(g, comm, op="avg"))
+    t_comm = timed(comm_only, grads)
+    # size the compute to roughly match the communication time
+    w = jnp.eye(512, dtype=jnp.float32) * 0.5
+    one = timed(jax.jit(lambda w: chain(w, 1)), w)
+    depth = max(1, round(t_comm / max(one, 1e-6)))
+    for _ in range(3):  # a layer alone times differently than inside a chain: refine
+        t_compute = timed(jax.jit(lambda w, d=depth: chain(w, d)), w)
+        better = max(1, round(depth * t_comm / t_compute))
+        if better == depth:
+            break
+        depth = better
+    t_compute = timed(jax.jit(lambda w: chain(w, depth)), w)
+    plain = jax.jit(lambda g, w: (pccl.all_reduce(g, comm, op="avg"), chain(w, depth)))
+    t_plain = timed(plain, grads, w)
+
+    @jax.jit
+    def overlapped(g, w):
+        h = pccl.all_reduce_start(g, comm, op="avg")
+        c = chain(w, depth)
+        return pccl.all_reduce_wait(h), c
+    t_overlap = timed(overlapped, grads, w)
+    print("REPORT " + json.dumps({"comm": t_comm, "compute": t_compute, "plain": t_plain,
+                                  "overlap": t_overlap, "depth": depth}), flush=True)
+    comm.close()
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--peers", type=int, default=2)
+    ap.add_argument("--mbytes", type=int, default=32)
+    ap.add_argument("--iters", type=int, default=7)
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--master", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        return worker(args)
+    import jax_pccl as pccl
+
+    with pccl.Master() as master:
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--master", master.address,
+               "--peers", str(args.peers), "--mbytes", str(args.mbytes), "--iters", str(args.iters)]
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(args.peers)]
+        reports = []
+        for p in procs:
+            try:
+                out, _ = p.communicate(timeout=600)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                out, _ = p.communicate()
+            reports += [json.loads(l[7:]) for l in out.splitlines() if l.startswith("REPORT ")]
+    if len(reports) != args.peers:
+        print("a worker failed", file=sys.stderr)
+        return 1
+    r = {k: max(rep[k] for rep in reports) for k in ("comm", "compute", "plain", "overlap")}
+    print(f"{args.peers} peers, {args.mbytes} MiB avg all_reduce (medians, max over peers):")
+    for k in ("comm", "compute", "plain", "overlap"):
+        print(f"  {k:8s} {r[k] * 1e3:8.1f} ms")
+    ratio_overlap = r["overlap"] / max(r["comm"], r["compute"])
+    ratio_plain = r["plain"] / (r["comm"] + r["compute"])
+    print(f"  overlap / max(comm, compute) = {ratio_overlap:.2f}")
+    print(f"  plain   / (comm + compute)   = {ratio_plain:.2f}")
+    print(json.dumps({**r, "overlap_over_max": ratio_overlap, "plain_over_sum": ratio_plain}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

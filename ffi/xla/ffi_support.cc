@@ -1,0 +1,46 @@
+#include "xla/ffi_support.h"
+
+#include <string>
+
+namespace ffi = xla::ffi;
+
+namespace pccl {
+
+std::optional<DType> to_engine_dtype(ffi::DataType t) {
+  switch (t) {
+    case ffi::DataType::F32: return DType::kFloat32;
+    case ffi::DataType::F64: return DType::kFloat64;
+    case ffi::DataType::F16: return DType::kFloat16;
+    case ffi::DataType::BF16: return DType::kBFloat16;
+    case ffi::DataType::S8: return DType::kInt8;
+    case ffi::DataType::S16: return DType::kInt16;
+    case ffi::DataType::S32: return DType::kInt32;
+    case ffi::DataType::S64: return DType::kInt64;
+    case ffi::DataType::U8: return DType::kUInt8;
+    case ffi::DataType::U16: return DType::kUInt16;
+    case ffi::DataType::U32: return DType::kUInt32;
+    case ffi::DataType::U64: return DType::kUInt64;
+    default: return std::nullopt;
+  }
+}
+
+ffi::Error to_ffi_error(const PcclError& e) {
+  auto code = e.kind() == ErrorKind::kMismatch ? ffi::ErrorCode::kInvalidArgument
+                                               : ffi::ErrorCode::kUnavailable;
+  return ffi::Error(code, std::string(error_kind_name(e.kind())) + ": " + e.what());
+}
+
+ffi::Error precondition(const char* message) {
+  return ffi::Error(ffi::ErrorCode::kFailedPrecondition, std::string("PcclError: ") + message);
+}
+
+LeafDescriptor describe_leaf(const ffi::AnyBuffer& buffer, size_t index, size_t count) {
+  LeafDescriptor leaf;
+  auto dims = buffer.dimensions();
+  leaf.dims.assign(dims.begin(), dims.end());
+  leaf.leaf_index = static_cast<uint32_t>(index);
+  leaf.leaf_count = static_cast<uint32_t>(count);
+  return leaf;
+}
+
+}  // namespace pccl

@@ -1,0 +1,143 @@
+"""all_reduce_start / all_reduce_wait: overlap communication with compute.
+
+    h = pccl.all_reduce_start(grads, comm, op="avg")   # returns at once
+    ...                                               # other work runs meanwhile
+    grads = pccl.all_reduce_wait(h)
+
+Both are primitives with the same ordered effect as all_reduce, so starts,
+waits and plain all_reduces keep program order on every peer. start copies
+its inputs and hands them to the engine's collective thread; the handle is a
+pytree (int32 tickets + static shapes/dtypes) usable inside and outside jit.
+Every started collective must be waited for before update_topology().
+Not differentiable and not batchable (use all_reduce for that).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax._src import dispatch
+from jax._src.interpreters import mlir
+from jax.extend.core import Primitive
+from jax.interpreters.mlir import ir
+
+from .. import _native
+from ..validation import check_communicator, check_dtypes, op_code, quantization_code
+from .all_reduce import AllReduceInfo, _row_major, _translate_errors
+from .effects import COLLECTIVE_EFFECT
+
+START_TARGET = "jax_pccl_all_reduce_start"
+WAIT_TARGET = "jax_pccl_all_reduce_wait"
+
+
+@jax.tree_util.register_pytree_node_class
+class AllReduceHandle:
+    """What all_reduce_start returns: pass it to all_reduce_wait exactly once."""
+
+    def __init__(self, tickets, comm: int, treedef, avals: tuple):
+        self.tickets = tickets  # int32[num_leaves]
+        self.comm = comm
+        self.treedef = treedef
+        self.avals = avals  # ((shape, dtype name), ...) per leaf
+
+    def tree_flatten(self):
+        return (self.tickets,), (self.comm, self.treedef, self.avals)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(children[0], *aux)
+
+
+start_p = Primitive("pccl_all_reduce_start")
+start_p.def_impl(functools.partial(dispatch.apply_primitive, start_p))
+wait_p = Primitive("pccl_all_reduce_wait")
+wait_p.multiple_results = True
+wait_p.def_impl(functools.partial(dispatch.apply_primitive, wait_p))
+
+
+def _start_abstract(*leaves, comm, op, quant):
+    del comm, op, quant
+    return jax.core.ShapedArray((len(leaves),), jnp.int32), {COLLECTIVE_EFFECT}
+
+
+def _wait_abstract(tickets, *, comm, avals):
+    del tickets, comm
+    outs = [jax.core.ShapedArray(shape, np.dtype(dtype)) for shape, dtype in avals]
+    return outs + [jax.core.ShapedArray((), jnp.int32)], {COLLECTIVE_EFFECT}
+
+
+start_p.def_effectful_abstract_eval(_start_abstract)
+wait_p.def_effectful_abstract_eval(_wait_abstract)
+
+
+def _effectful_call(ctx, target, operands, attributes):
+    token = ctx.tokens_in.get(COLLECTIVE_EFFECT)
+    types = [mlir.token_type()] + [mlir.aval_to_ir_type(ctx.module_context, a)
+                                   for a in ctx.avals_out]
+    call = mlir.custom_call(
+        target,
+        result_types=types,
+        operands=[token, *operands],
+        backend_config=attributes,
+        has_side_effect=True,
+        api_version=4,
+        operand_layouts=[()] + [_row_major(a) for a in ctx.avals_in],
+        result_layouts=[()] + [_row_major(a) for a in ctx.avals_out],
+    )
+    results = list(call.results)
+    ctx.set_tokens_out(ctx.tokens_in.update_tokens(mlir.TokenSet({COLLECTIVE_EFFECT: results[0]})))
+    return results[1:]
+
+
+def _i(bits: int, value: int) -> ir.Attribute:
+    return ir.IntegerAttr.get(ir.IntegerType.get_signless(bits), value)
+
+
+def _start_lowering(ctx, *leaves, comm, op, quant):
+    return _effectful_call(ctx, START_TARGET, leaves,
+                           {"comm": _i(64, comm), "op": _i(32, op), "quant": _i(32, quant)})
+
+
+def _wait_lowering(ctx, tickets, *, comm, avals):
+    del avals
+    return _effectful_call(ctx, WAIT_TARGET, [tickets], {"comm": _i(64, comm)})
+
+
+mlir.register_lowering(start_p, _start_lowering, platform="cpu")
+mlir.register_lowering(wait_p, _wait_lowering, platform="cpu")
+
+
+def all_reduce_start(x, comm, op: str = "sum", *, quantization=None) -> AllReduceHandle:
+    """Starts reducing ``x`` (array or pytree) over ``comm``'s group; returns
+    a handle for :func:`all_reduce_wait`. Same arguments as all_reduce."""
+    code = op_code(op)
+    handle = check_communicator(comm)
+    leaves, treedef = jax.tree_util.tree_flatten(x)
+    leaves = [v if isinstance(v, jax.core.Tracer) else jnp.asarray(v) for v in leaves]
+    check_dtypes(leaves)
+    quant = quantization_code(quantization, leaves)
+    if not leaves:
+        raise ValueError("all_reduce_start needs at least one array")
+    _native.ensure_ffi_registered()
+    avals = tuple((tuple(v.shape), np.dtype(v.dtype).name) for v in leaves)
+    traced = any(isinstance(v, jax.core.Tracer) for v in leaves)
+    bind = functools.partial(start_p.bind, *leaves, comm=handle, op=code, quant=quant)
+    tickets = bind() if traced else _translate_errors(bind)
+    return AllReduceHandle(tickets, handle, treedef, avals)
+
+
+def all_reduce_wait(handle: AllReduceHandle, *, return_info: bool = False) -> Any:
+    """Waits for a started all_reduce; returns its result (same structure as
+    the input of all_reduce_start), plus AllReduceInfo with return_info=True."""
+    if not isinstance(handle, AllReduceHandle):
+        raise TypeError(f"all_reduce_wait needs the handle all_reduce_start returned, "
+                        f"got {type(handle).__name__}")
+    bind = functools.partial(wait_p.bind, handle.tickets, comm=handle.comm, avals=handle.avals)
+    traced = isinstance(handle.tickets, jax.core.Tracer)
+    *outs, world = bind() if traced else _translate_errors(bind)
+    result = jax.tree_util.tree_unflatten(handle.treedef, outs)
+    return (result, AllReduceInfo(world_size=world)) if return_info else result
