@@ -71,12 +71,15 @@ def run_peer(address: str, peers: int, steps: int, batch: int, lr: float) -> int
         p = jax.tree_util.tree_map(lambda w, g: w - lr * g, p, grads)
         return p, loss, info.world_size
 
+    # A peer that dies mid-step costs one retry over the survivors, not the run.
+    train_step = pccl.retry_on_peer_failure(comm, train_step)
     xs, ys = _make_data(rank, batch, steps)
     params, loss, _ = train_step(params, xs[0], ys[0])  # compile + warm up
     jax.block_until_ready(params)
     grad_bytes = sum(int(np.asarray(v).nbytes) for v in params.values())
     t0 = time.perf_counter()
     for step in range(1, steps):
+        comm.update_topology()  # admits late joiners; a no-op otherwise
         params, loss, world = train_step(params, xs[step], ys[step])
         if rank == 0 and (step % max(1, steps // 10) == 0 or step == steps - 1):
             print(f"step {step:4d}  loss {float(loss):.5f}  peers {int(world)}", flush=True)

@@ -37,7 +37,7 @@ class Swarm:
         cmd = [sys.executable, PEER_LOOP, "--master", self.address, "--index", str(index),
                "--out", self.log_path(index)]
         for key, value in args.items():
-            cmd += [f"--{key}", str(value)]
+            cmd += [f"--{key}"] if value is True else [f"--{key}", str(value)]
         self.procs[index] = subprocess.Popen(
             cmd, stdout=subprocess.DEVNULL, stderr=open(self.log_path(index) + ".err", "w"),
             start_new_session=True)
@@ -169,6 +169,25 @@ def test_sigkill_mid_collective_survivors_fail_fast_then_continue(swarm_factory,
             assert all(t < DETECTION_BOUND_S for t in times), times
 
 
+def test_retry_helper_absorbs_a_peer_death(swarm_factory):
+    with pccl.Master() as master:
+        swarm = swarm_factory(master.address, seconds=30, elements=1 << 18, timeout=30,
+                              **{"retry-helper": True})
+        for i in range(4):
+            swarm.start(i)
+        swarm.wait_until(lambda: all(swarm.steps_at_world(i, 4) >= 3 for i in range(4)), 120,
+                         "4 peers training")
+        os.killpg(swarm.procs[3].pid, signal.SIGKILL)
+        survivors = [0, 1, 2]
+        swarm.wait_until(lambda: all(swarm.steps_at_world(i, 3) >= 5 for i in survivors), 60,
+                         "survivors training at world 3")
+        for i in survivors:
+            records = swarm.records(i)
+            assert_results_exact(records, i)
+            # The helper retried inside the step: the loop saw no failure at all.
+            assert not [r for r in records if "failure" in r or "fatal" in r], records[-3:]
+
+
 def test_sigstop_detected_within_bound_and_frozen_peer_evicted(swarm_factory):
     with pccl.Master() as master:
         swarm = swarm_factory(master.address, seconds=40, elements=1 << 18, timeout=30)
@@ -185,9 +204,13 @@ def test_sigstop_detected_within_bound_and_frozen_peer_evicted(swarm_factory):
             records = swarm.records(i)
             assert_results_exact(records, i)
             assert_recovered(records, frozen_at, 0b1101)
-            times = failure_times(records, frozen_at)
-            assert times, f"peer {i} never noticed the frozen peer: {records[-3:]}"
-            assert min(times) <= DETECTION_BOUND_S + 0.5, times
+            # Detected either as a failed call, or silently inside
+            # update_topology() (which then votes the frozen peer out): either
+            # way the survivors are back at world 3 within the bound.
+            back = [r["t"] - frozen_at for r in records
+                    if "ok" in r and r["t"] > frozen_at and r["world"] == 3]
+            assert back and back[0] <= DETECTION_BOUND_S + 1.0, (back[:1], records[-3:])
+            assert all(t <= DETECTION_BOUND_S + 0.5 for t in failure_times(records, frozen_at))
         os.killpg(swarm.procs[1].pid, signal.SIGCONT)
         assert swarm.wait_exit(1, 30) == 3  # woke up, got an error, stopped
         fatal = [r for r in swarm.records(1) if "fatal" in r]

@@ -170,11 +170,16 @@ void Communicator::update_topology() {
     } else {
       try {
         agree(make_header(CollectiveKind::kTopologyCheck));
+        pending = consistent_pending_;
       } catch (const PcclError& e) {
-        if (e.kind() != ErrorKind::kMismatch) mark_broken();
-        rethrow_typed(e);
+        if (e.kind() == ErrorKind::kMismatch) throw;
+        mark_broken();
+        // A peer that died during the check is exactly what this call is
+        // for: go on to the vote, which drops it. Only a lost master or a
+        // closed communicator end the call.
+        if (closed_ || master_.failed()) rethrow_typed(e);
+        pending = true;
       }
-      pending = consistent_pending_;
     }
     if (!pending) return;
   }
@@ -205,14 +210,7 @@ void Communicator::check_master() const {
 
 PcclError Communicator::interruption() const {
   if (closed_) return Cancelled("communicator closed");
-  if (master_.failed()) {
-    std::string why = master_.failure();
-    if (why.find("dropped by the master") != std::string::npos) {
-      return PcclError("this peer was removed from the run (" + why +
-                       "); create a new Communicator to rejoin");
-    }
-    return MasterUnreachable(why);
-  }
+  if (master_.failed()) return master_.lost_error();
   if (master_.drops_seen() > drops_baseline_) return PeerFailure(master_.last_drop());
   return Cancelled("operation interrupted");
 }

@@ -94,14 +94,23 @@ void MasterLink::send_frame(MsgType type, const std::vector<uint8_t>& payload,
   write_frame(sock_, static_cast<uint16_t>(type), payload, deadline, &stop_);
 }
 
+PcclError MasterLink::lost_error() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (evicted_) {
+    return PcclError("this peer was removed from the run (" + failure_ +
+                     "); create a new Communicator to rejoin");
+  }
+  return MasterUnreachable(failure_);
+}
+
 void MasterLink::send_vote(uint64_t epoch, const Deadline& deadline) {
-  if (failed()) throw MasterUnreachable(failure());
+  if (failed()) throw lost_error();
   try {
     send_frame(MsgType::kVote, VoteMsg{epoch}.encode(), deadline);
   } catch (const PcclError& e) {
     if (e.kind() == ErrorKind::kCancelled) throw Cancelled("communicator closed");
     fail(std::string("lost the master while voting: ") + e.what());
-    throw MasterUnreachable(failure());
+    throw lost_error();
   }
 }
 
@@ -117,7 +126,10 @@ bool MasterLink::wait_topology(uint64_t after_epoch, const Deadline& deadline,
       topologies_.clear();
       return true;
     }
-    if (!failure_.empty()) throw MasterUnreachable(failure_);
+    if (!failure_.empty()) {
+      lock.unlock();
+      throw lost_error();
+    }
     if (closing_ != nullptr && closing_->cancelled()) throw Cancelled("communicator closed");
     if (deadline.expired()) return false;
     cv_.wait_for(lock, std::chrono::milliseconds(deadline.remaining_ms(200)));

@@ -14,6 +14,7 @@
 
 #include "common/canceller.h"
 #include "common/deadline.h"
+#include "common/errors.h"
 #include "protocol/messages.h"
 #include "security/handshake.h"
 #include "transport/frame.h"
@@ -60,6 +61,9 @@ class MasterLink {
   std::string last_drop() const;
   bool failed() const;
   std::string failure() const;
+  // The error for "no master": MasterUnreachable, or, if the master dropped
+  // us (frozen past the heartbeat bound), a PcclError saying we were removed.
+  PcclError lost_error() const;
   std::string local_ip() const { return local_ip_; }
   void close();
 
