@@ -20,12 +20,12 @@ import numpy as np
 from jax._src import dispatch
 from jax._src.interpreters import batching, mlir
 from jax.extend.core import Primitive
-from jax.interpreters.mlir import ir
 
 from .. import _native
 from ..errors import error_from_message
 from ..validation import REDUCE_OPS, check_communicator, check_dtypes, op_code, quantization_code
 from .effects import COLLECTIVE_EFFECT, clear_failed_tokens
+from .lowering import effectful_ffi_call, int_attr
 
 FFI_TARGET = "jax_pccl_all_reduce"
 
@@ -51,32 +51,9 @@ def _abstract_eval(*leaves, comm, op, quant):
 all_reduce_p.def_effectful_abstract_eval(_abstract_eval)
 
 
-def _row_major(aval) -> tuple[int, ...]:
-    return tuple(range(len(aval.shape) - 1, -1, -1))
-
-
 def _lowering(ctx: mlir.LoweringRuleContext, *leaves, comm, op, quant):
-    token = ctx.tokens_in.get(COLLECTIVE_EFFECT)
-    result_types = [mlir.token_type()] + [mlir.aval_to_ir_type(ctx.module_context, a) for a in ctx.avals_out]
-    i64 = ir.IntegerType.get_signless(64)
-    i32 = ir.IntegerType.get_signless(32)
-    call = mlir.custom_call(
-        FFI_TARGET,
-        result_types=result_types,
-        operands=[token, *leaves],
-        backend_config={
-            "comm": ir.IntegerAttr.get(i64, comm),
-            "op": ir.IntegerAttr.get(i32, op),
-            "quant": ir.IntegerAttr.get(i32, quant),
-        },
-        has_side_effect=True,
-        api_version=4,
-        operand_layouts=[()] + [_row_major(a) for a in ctx.avals_in],
-        result_layouts=[()] + [_row_major(a) for a in ctx.avals_out],
-    )
-    results = list(call.results)
-    ctx.set_tokens_out(ctx.tokens_in.update_tokens(mlir.TokenSet({COLLECTIVE_EFFECT: results[0]})))
-    return results[1:]
+    return effectful_ffi_call(ctx, FFI_TARGET, leaves, {
+        "comm": int_attr(64, comm), "op": int_attr(32, op), "quant": int_attr(32, quant)})
 
 
 mlir.register_lowering(all_reduce_p, _lowering, platform="cpu")

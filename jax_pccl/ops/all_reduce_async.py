@@ -23,12 +23,12 @@ import numpy as np
 from jax._src import dispatch
 from jax._src.interpreters import mlir
 from jax.extend.core import Primitive
-from jax.interpreters.mlir import ir
 
 from .. import _native
 from ..validation import check_communicator, check_dtypes, op_code, quantization_code
-from .all_reduce import AllReduceInfo, _row_major, _translate_errors
+from .all_reduce import AllReduceInfo, _translate_errors
 from .effects import COLLECTIVE_EFFECT
+from .lowering import effectful_ffi_call, int_attr
 
 START_TARGET = "jax_pccl_all_reduce_start"
 WAIT_TARGET = "jax_pccl_all_reduce_wait"
@@ -74,37 +74,14 @@ start_p.def_effectful_abstract_eval(_start_abstract)
 wait_p.def_effectful_abstract_eval(_wait_abstract)
 
 
-def _effectful_call(ctx, target, operands, attributes):
-    token = ctx.tokens_in.get(COLLECTIVE_EFFECT)
-    types = [mlir.token_type()] + [mlir.aval_to_ir_type(ctx.module_context, a)
-                                   for a in ctx.avals_out]
-    call = mlir.custom_call(
-        target,
-        result_types=types,
-        operands=[token, *operands],
-        backend_config=attributes,
-        has_side_effect=True,
-        api_version=4,
-        operand_layouts=[()] + [_row_major(a) for a in ctx.avals_in],
-        result_layouts=[()] + [_row_major(a) for a in ctx.avals_out],
-    )
-    results = list(call.results)
-    ctx.set_tokens_out(ctx.tokens_in.update_tokens(mlir.TokenSet({COLLECTIVE_EFFECT: results[0]})))
-    return results[1:]
-
-
-def _i(bits: int, value: int) -> ir.Attribute:
-    return ir.IntegerAttr.get(ir.IntegerType.get_signless(bits), value)
-
-
 def _start_lowering(ctx, *leaves, comm, op, quant):
-    return _effectful_call(ctx, START_TARGET, leaves,
-                           {"comm": _i(64, comm), "op": _i(32, op), "quant": _i(32, quant)})
+    return effectful_ffi_call(ctx, START_TARGET, leaves, {
+        "comm": int_attr(64, comm), "op": int_attr(32, op), "quant": int_attr(32, quant)})
 
 
 def _wait_lowering(ctx, tickets, *, comm, avals):
     del avals
-    return _effectful_call(ctx, WAIT_TARGET, [tickets], {"comm": _i(64, comm)})
+    return effectful_ffi_call(ctx, WAIT_TARGET, [tickets], {"comm": int_attr(64, comm)})
 
 
 mlir.register_lowering(start_p, _start_lowering, platform="cpu")

@@ -1,0 +1,41 @@
+"""Lowering of our ordered-effect FFI custom calls (shared by every collective).
+
+Each call takes JAX's token for COLLECTIVE_EFFECT as its first operand and
+returns the next token as its first result: that chain is what keeps
+collectives in program order (see effects.py).
+"""
+
+from __future__ import annotations
+
+from jax._src.interpreters import mlir
+from jax.interpreters.mlir import ir
+
+from .effects import COLLECTIVE_EFFECT
+
+
+def row_major(aval) -> tuple[int, ...]:
+    return tuple(range(len(aval.shape) - 1, -1, -1))
+
+
+def int_attr(bits: int, value: int) -> ir.Attribute:
+    return ir.IntegerAttr.get(ir.IntegerType.get_signless(bits), value)
+
+
+def effectful_ffi_call(ctx: mlir.LoweringRuleContext, target: str, operands, attributes: dict):
+    """Emits the custom call, threading the collective token through it."""
+    token = ctx.tokens_in.get(COLLECTIVE_EFFECT)
+    types = [mlir.token_type()] + [mlir.aval_to_ir_type(ctx.module_context, a)
+                                   for a in ctx.avals_out]
+    call = mlir.custom_call(
+        target,
+        result_types=types,
+        operands=[token, *operands],
+        backend_config=attributes,
+        has_side_effect=True,
+        api_version=4,
+        operand_layouts=[()] + [row_major(a) for a in ctx.avals_in],
+        result_layouts=[()] + [row_major(a) for a in ctx.avals_out],
+    )
+    results = list(call.results)
+    ctx.set_tokens_out(ctx.tokens_in.update_tokens(mlir.TokenSet({COLLECTIVE_EFFECT: results[0]})))
+    return results[1:]
