@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdio>
 #include <iostream>
+#include <string>
 #include <type_traits>
 
 namespace pccl_test {
@@ -37,6 +38,25 @@ bool check_eq(const A& a, const B& b, const char* file, int line, const char* ex
 // Both return whether the check passed, so a test can print extra context.
 #define CHECK(cond) ::pccl_test::record(static_cast<bool>(cond), __FILE__, __LINE__, "CHECK", #cond)
 #define CHECK_EQ(a, b) ::pccl_test::check_eq((a), (b), __FILE__, __LINE__, #a " == " #b)
+
+// Bulk loops count their own failures (printing the first few) and then make
+// one CHECK, so a broken kernel or codec does not print thousands of lines.
+inline long g_bulk_cases = 0;  // element-level cases behind the Tally checks, for the log
+
+struct Tally {
+  std::string what;
+  long bad = 0, total = 0;
+  // detail() builds the message only on failure: keeps the bulk loops fast.
+  template <typename F>
+  void expect(bool ok, F&& detail) {
+    ++total;
+    if (!ok && bad++ < 5) std::fprintf(stderr, "  %s: %s\n", what.c_str(), detail().c_str());
+  }
+  void finish() {
+    g_bulk_cases += total;
+    if (!CHECK_EQ(bad, 0L)) std::fprintf(stderr, "  ^ in %s (%ld cases)\n", what.c_str(), total);
+  }
+};
 
 // Prints "<name>: N passed, M failed" and returns the process exit code.
 inline int check_summary(const char* test_name) {

@@ -39,23 +39,6 @@ const Quantization kAllQ[] = {Quantization::kNone, Quantization::kMinMaxUInt8,
                               Quantization::kZeroPointUInt8, Quantization::kBFloat16};
 const DType kFloats[] = {DType::kFloat32, DType::kFloat64, DType::kFloat16, DType::kBFloat16};
 
-// Bulk loops count their own failures (printing the first few) and then make
-// one CHECK, so a broken codec does not print thousands of lines.
-long g_bulk_cases = 0;
-
-struct Tally {
-  std::string what;
-  long bad = 0, total = 0;
-  template <typename F>
-  void expect(bool ok, F&& detail) {
-    ++total;
-    if (!ok && bad++ < 5) std::fprintf(stderr, "  %s: %s\n", what.c_str(), detail().c_str());
-  }
-  void finish() {
-    g_bulk_cases += total;
-    if (!CHECK_EQ(bad, 0L)) std::fprintf(stderr, "  ^ in %s (%ld cases)\n", what.c_str(), total);
-  }
-};
 
 std::string fmt(const char* f, double a, double b = 0, double c = 0) {
   char buf[256];

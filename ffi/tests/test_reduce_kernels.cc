@@ -30,24 +30,6 @@ const double kNaN = std::numeric_limits<double>::quiet_NaN();
 const ReduceOp kOps[] = {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMin, ReduceOp::kMax,
                          ReduceOp::kProd};
 
-// Bulk loops count their own mismatches (printing the first few) and then
-// make one CHECK, so a broken kernel doesn't print 65536 lines.
-long g_bulk_cases = 0;  // element-level cases behind the Tally checks, for the log
-
-struct Tally {
-  std::string what;
-  long bad = 0, total = 0;
-  // detail() builds the message only on failure: keeps the bulk loops fast.
-  template <typename F>
-  void expect(bool ok, F&& detail) {
-    ++total;
-    if (!ok && bad++ < 5) std::fprintf(stderr, "  %s: %s\n", what.c_str(), detail().c_str());
-  }
-  void finish() {
-    g_bulk_cases += total;
-    if (!CHECK_EQ(bad, 0L)) std::fprintf(stderr, "  ^ in %s (%ld cases)\n", what.c_str(), total);
-  }
-};
 
 std::string hex(uint64_t v) {
   char buf[32];
