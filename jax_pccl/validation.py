@@ -56,3 +56,20 @@ def check_communicator(comm) -> int:
     if not isinstance(comm, Communicator):
         raise TypeError(f"comm must be a jax_pccl.Communicator, got {type(comm).__name__}")
     return comm._handle
+
+
+def prepare_collective(x, comm, op, quantization):
+    """Everything a collective checks before touching the network.
+
+    Returns (leaves, treedef, comm handle, op code, quantization code); leaves
+    are jax arrays (tracers are kept as they are).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    code = op_code(op)
+    handle = check_communicator(comm)
+    leaves, treedef = jax.tree_util.tree_flatten(x)
+    leaves = [v if isinstance(v, jax.core.Tracer) else jnp.asarray(v) for v in leaves]
+    check_dtypes(leaves)
+    return leaves, treedef, handle, code, quantization_code(quantization, leaves)

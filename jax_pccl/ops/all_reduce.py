@@ -23,7 +23,7 @@ from jax.extend.core import Primitive
 
 from .. import _native
 from ..errors import error_from_message
-from ..validation import REDUCE_OPS, check_communicator, check_dtypes, op_code, quantization_code
+from ..validation import REDUCE_OPS, prepare_collective
 from .effects import COLLECTIVE_EFFECT, clear_failed_tokens
 from .lowering import effectful_ffi_call, int_attr
 
@@ -104,12 +104,7 @@ def all_reduce(x, comm, op: str = "sum", *, quantization=None, return_info: bool
     stay bit-identical across peers. With ``return_info=True`` returns
     ``(result, AllReduceInfo)``.
     """
-    code = op_code(op)
-    handle = check_communicator(comm)
-    leaves, treedef = jax.tree_util.tree_flatten(x)
-    leaves = [x if isinstance(x, jax.core.Tracer) else jnp.asarray(x) for x in leaves]
-    check_dtypes(leaves)
-    quant = quantization_code(quantization, leaves)
+    leaves, treedef, handle, code, quant = prepare_collective(x, comm, op, quantization)
     if not leaves:
         info = AllReduceInfo(world_size=jnp.asarray(comm.group_world_size, jnp.int32))
         return (x, info) if return_info else x

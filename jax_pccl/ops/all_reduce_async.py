@@ -25,7 +25,7 @@ from jax._src.interpreters import mlir
 from jax.extend.core import Primitive
 
 from .. import _native
-from ..validation import check_communicator, check_dtypes, op_code, quantization_code
+from ..validation import prepare_collective
 from .all_reduce import AllReduceInfo, _translate_errors
 from .effects import COLLECTIVE_EFFECT
 from .lowering import effectful_ffi_call, int_attr
@@ -91,12 +91,7 @@ mlir.register_lowering(wait_p, _wait_lowering, platform="cpu")
 def all_reduce_start(x, comm, op: str = "sum", *, quantization=None) -> AllReduceHandle:
     """Starts reducing ``x`` (array or pytree) over ``comm``'s group; returns
     a handle for :func:`all_reduce_wait`. Same arguments as all_reduce."""
-    code = op_code(op)
-    handle = check_communicator(comm)
-    leaves, treedef = jax.tree_util.tree_flatten(x)
-    leaves = [v if isinstance(v, jax.core.Tracer) else jnp.asarray(v) for v in leaves]
-    check_dtypes(leaves)
-    quant = quantization_code(quantization, leaves)
+    leaves, treedef, handle, code, quant = prepare_collective(x, comm, op, quantization)
     if not leaves:
         raise ValueError("all_reduce_start needs at least one array")
     _native.ensure_ffi_registered()
