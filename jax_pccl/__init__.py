@@ -20,6 +20,7 @@ from .master import Master
 from .ops.all_reduce import AllReduceInfo, all_reduce
 from .ops.all_reduce_async import AllReduceHandle, all_reduce_start, all_reduce_wait
 from .retry import retry_on_peer_failure
+from .shared_state import SyncInfo, content_hash
 
 __version__ = "0.1.0"
 
@@ -38,5 +39,7 @@ __all__ = [
     "all_reduce_start",
     "all_reduce_wait",
     "is_peer_failure",
+    "SyncInfo",
+    "content_hash",
     "retry_on_peer_failure",
 ]

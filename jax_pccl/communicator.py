@@ -74,7 +74,23 @@ class Communicator:
         raise NotImplementedError("optimize_topology() is not implemented yet")
 
     def sync_shared_state(self, state, revision: int, strategy: str = "enforce_popular"):
-        raise NotImplementedError("sync_shared_state() is not implemented yet")
+        """Makes ``state`` (any pytree of arrays) bit-identical on every peer
+        of the group; returns ``(state, SyncInfo)``. Collective: every
+        accepted peer of the group calls it, with the same pytree structure.
+
+        The master elects, per leaf, the content most peers hold at the
+        highest revision; peers that differ receive it peer to peer and
+        verify its hash before accepting it. A newly admitted peer receives
+        the run's state and revision. After the run's first sync the revision
+        must advance by at most 1 per sync; a peer claiming more gets
+        PcclError. ``strategy``: "enforce_popular" (default), "receive_only"
+        (never offers its own content), "send_only" (the declared source: it
+        never receives, and fails if it would have to). See README "Shared
+        state" for the exact rules and errors.
+        """
+        from .shared_state import sync_shared_state
+
+        return sync_shared_state(self._native, state, revision, strategy)
 
     @property
     def world_size(self) -> int:

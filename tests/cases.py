@@ -217,3 +217,26 @@ def scan_reference(xs_all: np.ndarray):
         carry = n * carry + xs_all[:, t].astype(np.float64).sum(axis=0)
         ys.append(carry)
     return carry, np.stack(ys)
+
+
+# --- shared state --------------------------------------------------------------
+
+def shared_state_case(seed: int, big: bool = False):
+    """A params + optimizer-state pytree of mixed leaf kinds, per seed.
+
+    jax and numpy leaves, float32/bfloat16/float64/int32/uint16, a Python
+    int; "frozen" is the same for every seed (it never needs to move).
+    big=True: a 48 MiB weight, so that transfers take many chunks.
+    """
+    import jax.numpy as jnp
+    rng = np.random.default_rng(7000 + seed)
+    rows = 12288 if big else 512
+    return {
+        "params": {
+            "w": jnp.asarray(rng.standard_normal((rows, 1024), dtype=np.float32)),
+            "b": jnp.asarray(rng.standard_normal(300).astype(np.float32)).astype(jnp.bfloat16),
+        },
+        "opt": {"count": jnp.asarray(seed, jnp.int32), "nu": rng.standard_normal(1000)},
+        "frozen": np.arange(4096, dtype=np.uint16),
+        "step": int(seed),
+    }

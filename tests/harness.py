@@ -112,8 +112,13 @@ class ScenarioRun:
 
 def run_peers(master_address: str, scenario: str, n: int = cases.N_PEERS, *, timeout: float,
               comm_timeout: float = 15.0, aux: str | None = None, join_mode: str = "topology",
-              join_timeout: float = 60.0) -> ScenarioRun:
-    """Start n peers of `scenario`, wait at most `timeout` seconds, return their reports."""
+              join_timeout: float = 60.0, peer_env_extra: dict | None = None,
+              expected_deaths: tuple = ()) -> ScenarioRun:
+    """Start n peers of `scenario`, wait at most `timeout` seconds, return their reports.
+
+    peer_env_extra: {index: {VAR: value}} added to that peer's environment
+    (test-only fault injection). expected_deaths: indices of peers that are
+    meant to die (killed by a fault hook): their exit is not a problem."""
     workdir = tempfile.mkdtemp(prefix=f"pccl-{scenario}-")
     procs, outs, logs = [], [], []
     t0 = time.monotonic()
@@ -126,10 +131,12 @@ def run_peers(master_address: str, scenario: str, n: int = cases.N_PEERS, *, tim
             cmd += ["--join-mode", join_mode, "--join-timeout", str(join_timeout)]
             if aux:
                 cmd += ["--aux", aux]
+            env = peer_env()
+            env.update((peer_env_extra or {}).get(i, {}))
             with open(log_path, "wb") as log:
                 procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                               stdin=subprocess.DEVNULL, cwd=REPO_ROOT,
-                                              env=peer_env(), start_new_session=True))
+                                              env=env, start_new_session=True))
             outs.append(out)
             logs.append(log_path)
 
@@ -142,7 +149,9 @@ def run_peers(master_address: str, scenario: str, n: int = cases.N_PEERS, *, tim
                 problems.append(f"hard timeout: peers still running after {timeout:.0f}s: "
                                 f"{[i for i, p in enumerate(procs) if p.poll() is None]} (killed)")
                 break
-            if crash_deadline is None and any(p.poll() not in (None, 0) for p in procs):
+            crashed = [i for i, p in enumerate(procs)
+                       if p.poll() not in (None, 0) and i not in expected_deaths]
+            if crash_deadline is None and crashed:
                 # Give the survivors time to notice via their own timeouts, then stop.
                 crash_deadline = now + 2 * comm_timeout + 10
             if crash_deadline is not None and now > crash_deadline:
@@ -159,6 +168,9 @@ def run_peers(master_address: str, scenario: str, n: int = cases.N_PEERS, *, tim
         with open(log_path, "rb") as f:
             tails.append(f.read().decode(errors="replace")[-LOG_TAIL:])
         rep = None
+        if i in expected_deaths and p.returncode not in (0, None):
+            reports.append(None)  # died as the test intended
+            continue
         try:
             with open(out) as f:
                 rep = json.load(f)

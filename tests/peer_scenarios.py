@@ -32,6 +32,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cases  # noqa: E402
+import state_scenarios  # noqa: E402
 
 SMALL_BYTES = 16384
 
@@ -439,6 +440,7 @@ SCENARIOS = {
     "quantized": (scenario_quantized, True),
     "async": (scenario_async, True),
 }
+SCENARIOS.update(state_scenarios.SCENARIOS)
 
 
 class Ctx:
@@ -473,9 +475,10 @@ def main(argv=None) -> int:
             rec.data["meta"] = {"rank": int(comm.rank), "world_size": int(comm.world_size),
                                 "join_s": time.monotonic() - t0}
             rec.flush()
-        fn(Ctx(args, pccl, comm, rec))
-        if comm is not None:
-            comm.close()
+        ctx = Ctx(args, pccl, comm, rec)
+        fn(ctx)
+        if ctx.comm is not None:
+            ctx.comm.close()
         rec.data["done"] = True
         rec.flush()
         return 0

@@ -2,11 +2,14 @@
 // calls release the GIL; engine errors become the Python exception classes of
 // jax_pccl.errors; the XLA FFI handler is exported as a capsule.
 #include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
 
 #include <memory>
 #include <string>
 
+#include "common/content_hash.h"
 #include "common/errors.h"
 #include "master/master.h"
 #include "peer/communicator.h"
@@ -73,6 +76,46 @@ class PyCommunicator {
   int64_t handle_ = 0;
 };
 
+// A leaf's bytes as Python hands them over: contiguous, read-only is fine.
+using ByteView = nb::ndarray<const uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+
+// Hands a received buffer to numpy without a copy; numpy frees it.
+nb::object to_numpy(HostBuffer bytes) {
+  size_t size = bytes.size;
+  uint8_t* data = bytes.data.release();
+  nb::capsule owner(data, [](void* p) noexcept { std::free(p); });
+  return nb::cast(nb::ndarray<nb::numpy, uint8_t, nb::ndim<1>>(data, {size}, owner));
+}
+
+nb::dict sync_shared_state(PyCommunicator& c, const std::vector<ByteView>& leaves,
+                           const std::vector<uint8_t>& dtypes,
+                           const std::vector<std::vector<int64_t>>& dims, uint64_t revision,
+                           uint8_t strategy) {
+  if (dtypes.size() != leaves.size() || dims.size() != leaves.size()) {
+    throw nb::value_error("leaves, dtypes and dims must have the same length");
+  }
+  if (strategy > static_cast<uint8_t>(SyncStrategy::kSendOnly)) throw nb::value_error("bad strategy");
+  std::vector<SharedStateLeaf> in(leaves.size());
+  for (size_t i = 0; i < leaves.size(); ++i) {
+    if (!dtype_valid(dtypes[i])) throw nb::value_error("bad dtype code");
+    in[i] = {leaves[i].data(), leaves[i].shape(0), static_cast<DType>(dtypes[i]), dims[i]};
+  }
+  SyncOutcome out;
+  {
+    nb::gil_scoped_release unlocked;
+    out = c.comm_->sync_shared_state(in, revision, static_cast<SyncStrategy>(strategy));
+  }
+  nb::list received;
+  for (ReceivedLeaf& r : out.received) received.append(nb::make_tuple(r.index, to_numpy(std::move(r.bytes))));
+  nb::dict d;
+  d["revision"] = out.revision;
+  d["tx_bytes"] = out.tx_bytes;
+  d["rx_bytes"] = out.rx_bytes;
+  d["refetched_leaves"] = out.refetched_leaves;
+  d["received"] = received;
+  return d;
+}
+
 nb::dict stats_dict(const CommunicatorStats& s) {
   nb::dict d;
   d["bytes_sent"] = s.bytes_sent;
@@ -80,6 +123,10 @@ nb::dict stats_dict(const CommunicatorStats& s) {
   d["collectives_done"] = s.collectives_done;
   d["collectives_failed"] = s.collectives_failed;
   d["topology_updates"] = s.topology_updates;
+  d["shared_state_syncs"] = s.shared_state_syncs;
+  d["shared_state_bytes_sent"] = s.shared_state_bytes_sent;
+  d["shared_state_bytes_received"] = s.shared_state_bytes_received;
+  d["shared_state_refetches"] = s.shared_state_refetches;
   d["epoch"] = s.epoch;
   d["seq"] = s.seq;
   return d;
@@ -143,7 +190,17 @@ NB_MODULE(_pccl, m) {
       .def_prop_ro("connected", [](PyCommunicator& c) { return c.comm_->connected(); })
       .def_prop_ro("handle", [](PyCommunicator& c) { return c.handle_; })
       .def("stats", [](PyCommunicator& c) { return stats_dict(c.comm_->stats()); })
+      .def("sync_shared_state", &sync_shared_state, "leaves"_a, "dtypes"_a, "dims"_a,
+           "revision"_a, "strategy"_a)
       .def("close", &PyCommunicator::close, nb::call_guard<nb::gil_scoped_release>());
+
+  m.def(
+      "content_hash",
+      [](const ByteView& bytes) {
+        nb::gil_scoped_release unlocked;
+        return xxh64(bytes.data(), bytes.shape(0));
+      },
+      "bytes"_a, "xxh64 of a contiguous byte view (the shared-state leaf hash)");
 
   m.def("ffi_targets", []() {
     nb::dict targets;

@@ -244,6 +244,8 @@ void Master::handle_frame(Connection& c, uint16_t type, const std::vector<uint8_
   }
   switch (msg) {
     case MsgType::kVote: handle_vote(c, payload); return;
+    case MsgType::kSyncRequest: handle_sync_request(c, payload); return;
+    case MsgType::kSyncDone: handle_sync_done(c, payload); return;
     case MsgType::kHeartbeat: return;  // last_heard was refreshed on receipt
     default:
       throw ProtocolViolation("unexpected message type " + std::to_string(type) + " from peer " +
@@ -414,6 +416,7 @@ void Master::forget_peer(uint64_t peer_id, const std::string& reason) {
   erase_id(g.pending);
   g.votes.erase(peer_id);
   if (!was_member) return;
+  forget_sync_peer(group_id, peer_id);
   // Members may be mid-collective with the lost peer: tell them now, so they
   // fail fast instead of waiting for a stalled link to time out.
   std::vector<uint8_t> notice = PeerDroppedMsg{peer_id, reason}.encode();
@@ -452,9 +455,11 @@ std::string Master::status_json() const {
     if (!first) os << ",";
     first = false;
     os << "{\"group\":" << gid << ",\"epoch\":" << g.epoch << ",\"world_size\":" << g.ring.size()
-       << ",\"pending\":" << g.pending.size() << "}";
+       << ",\"pending\":" << g.pending.size() << ",\"shared_state_revision\":";
+    if (g.has_revision) os << g.revision; else os << "null";
+    os << "}";
   }
-  os << "],\"shared_state_revision\":null}";
+  os << "]}";
   return os.str();
 }
 

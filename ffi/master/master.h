@@ -26,7 +26,9 @@
 
 #include "common/canceller.h"
 #include "common/deadline.h"
+#include "master/shared_state_election.h"
 #include "protocol/messages.h"
+#include "protocol/shared_state_messages.h"
 #include "security/handshake.h"
 #include "transport/socket.h"
 
@@ -83,11 +85,28 @@ class Master {
     PeerState state = PeerState::kPending;
     int fd = -1;
   };
+  // One shared-state sync of a group: gathered until every member asked,
+  // then planned (shared_state_election.h), then open until every
+  // participant reported done or died. Requests arriving meanwhile queue for
+  // the next round.
+  struct SyncRound {
+    uint64_t id = 0;
+    bool planned = false;
+    std::map<uint64_t, SyncRequestMsg> requests;
+    std::map<uint64_t, SyncRequestMsg> queued;
+    std::set<uint64_t> participants;  // planned: told the plan, not refused
+    std::set<uint64_t> waiting;       // participants that have not reported
+    std::string failure;              // the first failure a participant reported
+    uint64_t revision = 0;
+  };
   struct Group {
     uint64_t epoch = 0;
     std::vector<uint64_t> ring;     // accepted, in ring order
     std::vector<uint64_t> pending;  // registered, waiting to be admitted
     std::set<uint64_t> votes;
+    SyncRound sync;
+    bool has_revision = false;  // the shared state's revision, once a sync succeeded
+    uint64_t revision = 0;
   };
 
   void loop();
@@ -100,6 +119,12 @@ class Master {
   void refuse(Connection& c, const std::string& reason_for_remote, const std::string& log_reason);
   void handle_hello(Connection& c, const std::vector<uint8_t>& payload);
   void handle_vote(Connection& c, const std::vector<uint8_t>& payload);
+  void handle_sync_request(Connection& c, const std::vector<uint8_t>& payload);
+  void handle_sync_done(Connection& c, const std::vector<uint8_t>& payload);
+  void try_plan_sync(uint32_t group_id);   // plans once every member has asked
+  void send_sync_plan(Group& g, const Election& e);
+  void try_finish_sync(uint32_t group_id);  // completes once nobody is left to report
+  void forget_sync_peer(uint32_t group_id, uint64_t peer_id);
   // Marks a connection dead. Never forgets the peer right away: that sends
   // frames to others, whose failure would re-enter here mid-iteration.
   void drop(Connection& c, const std::string& reason);
@@ -125,6 +150,7 @@ class Master {
   std::map<uint64_t, PeerRecord> peers_;
   std::map<uint32_t, Group> groups_;
   uint64_t new_peer_id();
+  uint64_t next_sync_round_ = 1;
   std::mt19937_64 id_rng_{std::random_device{}()};
   Deadline::Clock::time_point started_at_;
   uint64_t dropped_connections_ = 0;

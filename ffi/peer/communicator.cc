@@ -46,7 +46,8 @@ std::string differing_fields(const CollectiveHeader& a, const CollectiveHeader& 
 
 }  // namespace
 
-Communicator::Communicator(CommunicatorConfig config) : config_(std::move(config)) {}
+Communicator::Communicator(CommunicatorConfig config)
+    : config_(std::move(config)), server_(config_.timeout_s) {}
 
 Communicator::~Communicator() { close(); }
 
@@ -71,7 +72,8 @@ void Communicator::register_and_wait(double admit_timeout_s) {
   Deadline net = Deadline::after(config_.timeout_s);
   master_.open(config_.master_host, config_.master_port, config_.timeout_s, net, &cancel_,
                &interrupt_, config_.secret);
-  links_.listen(master_.local_ip(), config_.group, config_.secret);
+  links_.listen(master_.local_ip(), config_.group, config_.secret,
+                [this](Socket sock, uint64_t peer) { server_.accept(std::move(sock), peer); });
   HelloMsg hello{config_.group, links_.port(), config_.advertise_host};
   peer_id_ = master_.register_peer(hello, net);
   ReceivedTopology topo;
@@ -367,6 +369,32 @@ int Communicator::run_all_reduce(const void* in, void* out, size_t count, DType 
   return n;
 }
 
+SyncOutcome Communicator::sync_shared_state(const std::vector<SharedStateLeaf>& leaves,
+                                            uint64_t revision, SyncStrategy strategy) {
+  std::lock_guard<std::mutex> lock(op_mu_);
+  require_accepted();
+  check_master();
+  if (master_restarted()) {
+    throw PeerFailure("the master restarted: call update_topology() to rejoin the run");
+  }
+  SyncContext ctx{&master_, &links_, &server_, peer_id_, config_.timeout_s, &cancel_,
+                  ++sync_requests_};
+  SyncOutcome out;
+  try {
+    out = run_shared_state_sync(ctx, leaves, revision, strategy);
+  } catch (const PcclError& e) {
+    rethrow_typed(e);
+  }
+  std::lock_guard<std::mutex> s(stats_mu_);
+  ++stats_.shared_state_syncs;
+  stats_.shared_state_bytes_sent += out.tx_bytes;
+  stats_.shared_state_bytes_received += out.rx_bytes;
+  stats_.shared_state_refetches += out.refetched_leaves;
+  stats_.bytes_sent += out.tx_bytes;
+  stats_.bytes_received += out.rx_bytes;
+  return out;
+}
+
 CommunicatorStats Communicator::stats() const {
   std::lock_guard<std::mutex> lock(stats_mu_);
   CommunicatorStats s = stats_;
@@ -382,7 +410,8 @@ void Communicator::close() {
   async_.close();  // started collectives not yet run fail with CancelledError
   std::lock_guard<std::mutex> lock(op_mu_);
   master_.close();
-  links_.close();
+  links_.close();  // its acceptor hands links to the server: stop it first
+  server_.close();
   connected_ = false;
 }
 

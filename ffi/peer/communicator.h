@@ -16,6 +16,9 @@
 #include "peer/master_link.h"
 #include "peer/ring_links.h"
 #include "protocol/messages.h"
+#include "protocol/shared_state_messages.h"
+#include "state/shared_state_sync.h"
+#include "state/state_server.h"
 
 namespace pccl {
 
@@ -44,6 +47,10 @@ struct CommunicatorStats {
   uint64_t collectives_done = 0;
   uint64_t collectives_failed = 0;
   uint64_t topology_updates = 0;
+  uint64_t shared_state_syncs = 0;
+  uint64_t shared_state_bytes_sent = 0;      // also counted in bytes_sent
+  uint64_t shared_state_bytes_received = 0;  // also counted in bytes_received
+  uint64_t shared_state_refetches = 0;       // leaves that arrived corrupted, fetched again
   uint64_t epoch = 0;  // ring epoch; (epoch, seq) names one collective run-wide
   uint64_t seq = 0;    // collectives started in this epoch
 };
@@ -81,6 +88,12 @@ class Communicator {
                             const LeafDescriptor& leaf, Quantization quantization);
   int wait_all_reduce(uint64_t ticket, void* out, size_t bytes);
 
+  // Makes every peer's copy of the shared state identical (see
+  // state/shared_state_sync.h and master/shared_state_election.h). Returns
+  // the leaves that changed, in new buffers; the caller's are only read.
+  SyncOutcome sync_shared_state(const std::vector<SharedStateLeaf>& leaves, uint64_t revision,
+                                SyncStrategy strategy);
+
   CommunicatorStats stats() const;
   void close();
 
@@ -113,12 +126,14 @@ class Communicator {
   uint64_t drops_baseline_ = 0;  // drop notices already accounted for by our topology
   uint64_t registrations_seen_ = 1;  // master registrations our ring belongs to
   MasterLink master_;
+  StateServer server_;  // declared before the links: their acceptor feeds it
   RingLinks links_;
   AsyncCollectives async_;  // declared after the links: destroyed (joined) first
   std::mutex op_mu_;  // serialises collectives and topology changes
   uint64_t peer_id_ = 0;
   uint64_t epoch_ = 0;
   uint64_t seq_ = 0;
+  uint64_t sync_requests_ = 0;
   std::vector<RingMember> ring_;
   bool ring_broken_ = false;
   // A topology was just applied and no collective or update_topology() ran

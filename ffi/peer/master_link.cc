@@ -13,6 +13,7 @@ namespace pccl {
 namespace {
 
 constexpr double kHeartbeatIntervalS = 1.0;
+constexpr size_t kMaxQueuedSyncMessages = 8;  // a peer waits for one at a time
 
 }  // namespace
 
@@ -136,6 +137,63 @@ bool MasterLink::wait_topology(uint64_t after_epoch, const Deadline& deadline,
   }
 }
 
+template <typename Found>
+bool MasterLink::wait_mailbox(const Deadline& deadline, Found found) {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    if (found()) return true;
+    if (!failure_.empty()) {
+      lock.unlock();
+      throw lost_error();
+    }
+    if (closing_ != nullptr && closing_->cancelled()) throw Cancelled("communicator closed");
+    if (deadline.expired()) return false;
+    cv_.wait_for(lock, std::chrono::milliseconds(deadline.remaining_ms(200)));
+  }
+}
+
+void MasterLink::send_sync(MsgType type, const std::vector<uint8_t>& payload,
+                           const Deadline& deadline) {
+  if (failed()) throw lost_error();
+  try {
+    send_frame(type, payload, deadline);
+  } catch (const PcclError& e) {
+    if (e.kind() == ErrorKind::kCancelled) throw Cancelled("communicator closed");
+    fail(std::string("lost the master during a shared-state sync: ") + e.what());
+    throw lost_error();
+  }
+}
+
+bool MasterLink::wait_sync_plan(uint64_t request_id, const Deadline& deadline,
+                                SyncPlanMsg* out) {
+  return wait_mailbox(deadline, [&] {
+    while (!sync_plans_.empty()) {
+      SyncPlanMsg plan = std::move(sync_plans_.front());
+      sync_plans_.pop_front();
+      if (plan.request_id == request_id) {
+        *out = std::move(plan);
+        return true;
+      }  // else: the answer to a request we withdrew
+    }
+    return false;
+  });
+}
+
+bool MasterLink::wait_sync_complete(uint64_t round, const Deadline& deadline,
+                                    SyncCompleteMsg* out) {
+  return wait_mailbox(deadline, [&] {
+    while (!sync_outcomes_.empty()) {
+      SyncCompleteMsg done = std::move(sync_outcomes_.front());
+      sync_outcomes_.pop_front();
+      if (done.round == round) {
+        *out = std::move(done);
+        return true;
+      }
+    }
+    return false;
+  });
+}
+
 void MasterLink::reader_loop() {
   for (;;) {
     serve();
@@ -166,6 +224,8 @@ bool MasterLink::reconnect() {
       peer_id_ = id;
       failure_.clear();
       topologies_.clear();
+      sync_plans_.clear();
+      sync_outcomes_.clear();
       pending_seen_ = false;
       registrations_.fetch_add(1, std::memory_order_acq_rel);
       cv_.notify_all();
@@ -244,6 +304,22 @@ void MasterLink::handle(const Frame& f) {
     case MsgType::kPendingNotice:
       pending_seen_.store(true, std::memory_order_release);
       return;
+    case MsgType::kSyncPlan: {
+      SyncPlanMsg plan = SyncPlanMsg::decode(f.payload);
+      std::lock_guard<std::mutex> lock(mu_);
+      if (sync_plans_.size() >= kMaxQueuedSyncMessages) sync_plans_.pop_front();
+      sync_plans_.push_back(std::move(plan));
+      cv_.notify_all();
+      return;
+    }
+    case MsgType::kSyncComplete: {
+      SyncCompleteMsg done = SyncCompleteMsg::decode(f.payload);
+      std::lock_guard<std::mutex> lock(mu_);
+      if (sync_outcomes_.size() >= kMaxQueuedSyncMessages) sync_outcomes_.pop_front();
+      sync_outcomes_.push_back(std::move(done));
+      cv_.notify_all();
+      return;
+    }
     case MsgType::kHeartbeat:
       return;
     case MsgType::kPeerDropped: {

@@ -16,6 +16,7 @@
 #include "common/deadline.h"
 #include "common/errors.h"
 #include "protocol/messages.h"
+#include "protocol/shared_state_messages.h"
 #include "security/handshake.h"
 #include "transport/frame.h"
 #include "transport/socket.h"
@@ -56,6 +57,13 @@ class MasterLink {
   // Returns false on deadline. Throws MasterUnreachable / Cancelled.
   bool wait_topology(uint64_t after_epoch, const Deadline& deadline, ReceivedTopology* out);
 
+  // Shared-state sync: requests and reports go out as frames; plans and
+  // outcomes arrive in a mailbox. Both waits return false on deadline and
+  // throw as wait_topology() does when the master is lost or we close.
+  void send_sync(MsgType type, const std::vector<uint8_t>& payload, const Deadline& deadline);
+  bool wait_sync_plan(uint64_t request_id, const Deadline& deadline, SyncPlanMsg* out);
+  bool wait_sync_complete(uint64_t round, const Deadline& deadline, SyncCompleteMsg* out);
+
   bool pending_seen() const { return pending_seen_.load(std::memory_order_acquire); }
   uint64_t drops_seen() const { return drops_seen_.load(std::memory_order_acquire); }
   std::string last_drop() const;
@@ -78,6 +86,9 @@ class MasterLink {
   void send_frame(MsgType type, const std::vector<uint8_t>& payload, const Deadline& deadline);
   void fail(const std::string& reason);
   void drain_last_words();
+  // Waits until `found` (called with mu_ held) returns true.
+  template <typename Found>
+  bool wait_mailbox(const Deadline& deadline, Found found);
 
   Socket sock_;
   std::string local_ip_;
@@ -99,6 +110,8 @@ class MasterLink {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<ReceivedTopology> topologies_;
+  std::deque<SyncPlanMsg> sync_plans_;          // newest few; stale ones are skipped
+  std::deque<SyncCompleteMsg> sync_outcomes_;
   std::string failure_;  // non-empty once the master is gone
   std::string last_drop_;
   std::atomic<bool> pending_seen_{false};

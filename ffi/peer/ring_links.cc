@@ -18,8 +18,10 @@ constexpr uint32_t kMaxPeerHello = 64;
 
 }  // namespace
 
-void RingLinks::listen(const std::string& bind_host, uint32_t group, const std::string& secret) {
+void RingLinks::listen(const std::string& bind_host, uint32_t group, const std::string& secret,
+                       StateLinkHandler on_state_link) {
   group_ = group;
+  on_state_link_ = std::move(on_state_link);
   secret_ = Secret(secret);
   listener_ = Socket::listen_on(bind_host, 0, 64);
   port_ = listener_.local_port();
@@ -103,6 +105,12 @@ void RingLinks::finish_handshake(Socket s) {
     }
     PeerHelloMsg hello = PeerHelloMsg::decode(f.payload);
     if (hello.group != group_) throw ProtocolViolation("link from another peer group");
+    if (hello.purpose == static_cast<uint8_t>(LinkPurpose::kStateFetch)) {
+      if (!on_state_link_) throw ProtocolViolation("this peer serves no shared state");
+      s.tune_for_bulk();
+      on_state_link_(std::move(s), hello.peer_id);
+      return;
+    }
     std::lock_guard<std::mutex> lock(mu_);
     if (hello.epoch < current_epoch_) return;  // stale: dropped
     s.tune_for_bulk();
@@ -111,6 +119,22 @@ void RingLinks::finish_handshake(Socket s) {
   } catch (const PcclError& e) {
     PCCL_LOG(kWarn, "ring: dropping connection from " << s.remote_ip() << ": " << e.what());
   }
+}
+
+Socket RingLinks::open_state_link(uint64_t my_id, const RingMember& holder,
+                                  const Deadline& deadline, const Canceller* cancel) const {
+  Socket s = Socket::connect_to(holder.host, holder.port, deadline, cancel);
+  s.tune_for_bulk();
+  try {
+    client_handshake(s, secret_, kAuthContextRing, deadline, cancel);
+  } catch (const PcclError& e) {
+    if (e.kind() == ErrorKind::kCancelled) throw;
+    throw PeerFailure("state link to peer " + std::to_string(holder.peer_id) + " at " +
+                      holder.host + ":" + std::to_string(holder.port) + ": " + e.what());
+  }
+  PeerHelloMsg hello{my_id, 0, group_, static_cast<uint8_t>(LinkPurpose::kStateFetch)};
+  write_frame(s, static_cast<uint16_t>(MsgType::kPeerHello), hello.encode(), deadline, cancel);
+  return s;
 }
 
 void RingLinks::establish(uint64_t my_id, uint64_t epoch, const RingMember& right,

@@ -8,6 +8,7 @@
 #pragma once
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -30,14 +31,23 @@ class RingLinks {
   RingLinks(const RingLinks&) = delete;
   RingLinks& operator=(const RingLinks&) = delete;
 
+  // Authenticated connections that come to fetch shared state are handed to
+  // this (see state/state_server.h); without one they are dropped.
+  using StateLinkHandler = std::function<void(Socket sock, uint64_t peer_id)>;
+
   // `secret` (empty: none) is used for both directions of every link.
-  void listen(const std::string& bind_host, uint32_t group, const std::string& secret);
+  void listen(const std::string& bind_host, uint32_t group, const std::string& secret,
+              StateLinkHandler on_state_link = nullptr);
   uint16_t port() const { return port_; }
 
   // Replaces the current links with those of `epoch`. Throws PeerFailure
   // (also when the right neighbour refuses or fails the handshake).
   void establish(uint64_t my_id, uint64_t epoch, const RingMember& right, uint64_t left_id,
                  const Deadline& deadline, const Canceller* cancel);
+  // A connection to `holder`'s listener for fetching shared state: same
+  // handshake as a ring link, then PEER_HELLO with LinkPurpose::kStateFetch.
+  Socket open_state_link(uint64_t my_id, const RingMember& holder, const Deadline& deadline,
+                         const Canceller* cancel) const;
   Socket& right() { return right_; }
   Socket& left() { return left_; }
   bool connected() const { return right_.valid() && left_.valid(); }
@@ -58,6 +68,7 @@ class RingLinks {
 
   uint32_t group_ = 0;
   Secret secret_;
+  StateLinkHandler on_state_link_;
   Socket listener_;
   uint16_t port_ = 0;
   Canceller stop_;

@@ -92,7 +92,7 @@ PeerDroppedMsg PeerDroppedMsg::decode(const std::vector<uint8_t>& b) {
 }
 
 std::vector<uint8_t> PeerHelloMsg::encode() const {
-  return WireWriter().u64(peer_id).u64(epoch).u32(group).take();
+  return WireWriter().u64(peer_id).u64(epoch).u32(group).u8(purpose).take();
 }
 PeerHelloMsg PeerHelloMsg::decode(const std::vector<uint8_t>& b) {
   WireReader r(b);
@@ -100,6 +100,10 @@ PeerHelloMsg PeerHelloMsg::decode(const std::vector<uint8_t>& b) {
   m.peer_id = r.u64();
   m.epoch = r.u64();
   m.group = r.u32();
+  m.purpose = r.u8();
+  if (m.purpose > static_cast<uint8_t>(LinkPurpose::kStateFetch)) {
+    throw ProtocolViolation("unknown link purpose " + std::to_string(m.purpose));
+  }
   r.expect_end();
   return m;
 }

@@ -24,6 +24,13 @@ enum class MsgType : uint16_t {
   kAuthChallenge = 11,  // accepting side -> connecting side: M1
   kAuthResponse = 12,   // connecting side -> accepting side: M2
   kAuthResult = 13,     // accepting side -> connecting side: M3 (accepted or refused)
+  // Shared-state sync (protocol/shared_state_messages.h).
+  kSyncRequest = 14,   // peer -> master: my revision, strategy and leaf hashes
+  kSyncPlan = 15,      // master -> participants: elected hashes and their holders
+  kSyncDone = 16,      // peer -> master: my transfers ended (or I withdraw)
+  kSyncComplete = 17,  // master -> participants: everyone ended; the outcome
+  kStateFetch = 18,    // peer -> holder: send me these byte ranges
+  kStateData = 19,     // holder -> peer: one range's header; its raw bytes follow
 };
 
 constexpr uint32_t kMaxRingMembers = 4096;
@@ -82,10 +89,15 @@ struct PeerDroppedMsg {
   static PeerDroppedMsg decode(const std::vector<uint8_t>& b);
 };
 
+// What a peer-to-peer connection is for: one of the two ring links of an
+// epoch, or fetching shared state from a holder.
+enum class LinkPurpose : uint8_t { kRing = 0, kStateFetch = 1 };
+
 struct PeerHelloMsg {
   uint64_t peer_id = 0;
   uint64_t epoch = 0;
   uint32_t group = 0;
+  uint8_t purpose = 0;  // LinkPurpose
   std::vector<uint8_t> encode() const;
   static PeerHelloMsg decode(const std::vector<uint8_t>& b);
 };

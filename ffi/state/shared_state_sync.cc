@@ -1,0 +1,144 @@
+#include "state/shared_state_sync.h"
+
+#include <exception>
+#include <string>
+
+#include "common/content_hash.h"
+#include "common/errors.h"
+#include "common/log.h"
+#include "protocol/wire.h"
+#include "state/state_fetcher.h"
+#include "transport/frame.h"
+
+namespace pccl {
+namespace {
+
+// Keeps our leaves published exactly as long as the sync runs.
+class Publication {
+ public:
+  Publication(StateServer* server, const std::vector<SharedStateLeaf>& leaves) : server_(server) {
+    std::vector<ConstSpan> spans;
+    for (const auto& l : leaves) spans.push_back({static_cast<const uint8_t*>(l.data), l.nbytes});
+    server_->publish(std::move(spans));
+  }
+  ~Publication() { end(); }
+  uint64_t end() {
+    if (ended_) return 0;
+    ended_ = true;
+    return server_->unpublish();
+  }
+
+ private:
+  StateServer* server_;
+  bool ended_ = false;
+};
+
+SyncRequestMsg make_request(const SyncContext& ctx, const std::vector<SharedStateLeaf>& leaves,
+                            uint64_t revision, SyncStrategy strategy) {
+  if (leaves.size() > kMaxSharedStateLeaves) {
+    throw PcclError("shared state has " + std::to_string(leaves.size()) + " leaves; at most " +
+                    std::to_string(kMaxSharedStateLeaves) + " are supported");
+  }
+  SyncRequestMsg req;
+  req.request_id = ctx.request_id;
+  req.revision = revision;
+  req.strategy = static_cast<uint8_t>(strategy);
+  for (const auto& l : leaves) {
+    if (l.dims.size() > kMaxDims) throw PcclError("shared-state leaf has too many dimensions");
+    req.leaves.push_back({xxh64(l.data, l.nbytes), l.nbytes, static_cast<uint8_t>(l.dtype), l.dims});
+  }
+  return req;
+}
+
+SyncPlanMsg await_plan(const SyncContext& ctx) {
+  SyncPlanMsg plan;
+  if (ctx.master->wait_sync_plan(ctx.request_id, Deadline::after(2 * ctx.timeout_s), &plan)) {
+    return plan;
+  }
+  try {  // let the others go on without us
+    ctx.master->send_sync(MsgType::kSyncDone, SyncDoneMsg{0, 0, "gave up waiting"}.encode(),
+                          Deadline::after(ctx.timeout_s));
+  } catch (const PcclError&) {
+    // the master is gone too: our caller learns that on its next call
+  }
+  throw PeerFailure("shared-state sync: not every peer of the group called sync_shared_state() "
+                    "within " + std::to_string(2 * ctx.timeout_s) + " s");
+}
+
+// Throws the error the plan holds for this peer, if any.
+void check_plan(const SyncContext& ctx, const SyncPlanMsg& plan, size_t leaves) {
+  for (const SyncRefusal& f : plan.refusals) {
+    if (f.peer_id == ctx.peer_id) {
+      throw PcclError(static_cast<ErrorKind>(f.kind), "shared-state sync refused: " + f.message);
+    }
+  }
+  if (plan.failed != 0) {
+    throw PcclError(static_cast<ErrorKind>(plan.error_kind), "shared-state sync failed: " + plan.message);
+  }
+  if (plan.leaf_hash.size() != leaves) throw ProtocolViolation("shared-state plan for another pytree");
+}
+
+std::vector<FetchTarget> plan_fetches(const SyncPlanMsg& plan, const SyncRequestMsg& mine,
+                                      std::vector<ReceivedLeaf>* buffers) {
+  std::vector<FetchTarget> targets;
+  for (uint32_t i = 0; i < plan.leaf_hash.size(); ++i) {
+    if (plan.leaf_hash[i] == mine.leaves[i].hash) continue;
+    ReceivedLeaf r{i, allocate_host_buffer(mine.leaves[i].nbytes)};
+    FetchTarget t{i, r.bytes.data.get(), mine.leaves[i].nbytes, plan.leaf_hash[i], {}};
+    for (uint16_t h : plan.holder_sets[plan.leaf_holder_set[i]]) t.holders.push_back(plan.holders[h]);
+    buffers->push_back(std::move(r));
+    targets.push_back(std::move(t));
+  }
+  return targets;
+}
+
+}  // namespace
+
+SyncOutcome run_shared_state_sync(const SyncContext& ctx, const std::vector<SharedStateLeaf>& leaves,
+                                  uint64_t revision, SyncStrategy strategy) {
+  SyncRequestMsg mine = make_request(ctx, leaves, revision, strategy);
+  std::vector<uint8_t> request = mine.encode();
+  if (request.size() > kMaxControlPayload) {
+    throw PcclError("shared-state description too large for one frame: too many leaves or dimensions");
+  }
+  Publication publication(ctx.server, leaves);
+  ctx.master->send_sync(MsgType::kSyncRequest, request, Deadline::after(ctx.timeout_s));
+  SyncPlanMsg plan = await_plan(ctx);
+  check_plan(ctx, plan, leaves.size());
+
+  SyncOutcome out;
+  out.revision = plan.revision;
+  std::vector<FetchTarget> targets = plan_fetches(plan, mine, &out.received);
+  std::exception_ptr failure;
+  std::string failure_text;
+  try {
+    if (strategy == SyncStrategy::kSendOnly && !targets.empty()) {
+      throw PcclError("send_only peer would have to receive (the master should have refused it)");
+    }
+    FetchSettings settings;
+    settings.connect = [&](const RingMember& holder, const Deadline& d) {
+      return ctx.links->open_state_link(ctx.peer_id, holder, d, ctx.cancel);
+    };
+    settings.stall_timeout_s = ctx.timeout_s;
+    settings.cancel = ctx.cancel;
+    FetchReport report = fetch_shared_state(targets, settings);
+    out.rx_bytes = report.rx_bytes;
+    out.refetched_leaves = report.refetched_leaves;
+  } catch (const PcclError& e) {
+    if (e.kind() == ErrorKind::kCancelled) throw;
+    failure = std::current_exception();
+    failure_text = e.what();
+  }
+  SyncDoneMsg done{plan.round, static_cast<uint8_t>(failure ? 0 : 1),
+                   failure_text.substr(0, kMaxWireString)};
+  ctx.master->send_sync(MsgType::kSyncDone, done.encode(), Deadline::after(ctx.timeout_s));
+  // Others may still be fetching from us: stay published until all are done.
+  SyncCompleteMsg complete;
+  ctx.master->wait_sync_complete(plan.round, Deadline::never(), &complete);
+  out.tx_bytes = publication.end();
+  if (failure) std::rethrow_exception(failure);
+  if (complete.ok == 0) throw PeerFailure("shared-state sync failed on another peer: " + complete.message);
+  return out;
+}
+
+}  // namespace pccl

@@ -1,0 +1,57 @@
+// One peer's side of a shared-state sync (Communicator::sync_shared_state):
+//   hash every leaf -> publish the leaves for others to fetch -> send the
+//   request to the master -> wait for the plan -> fetch and verify the leaves
+//   whose hash lost the election -> report done -> wait until every
+//   participant is done (others may still be fetching from us) -> unpublish.
+// The waits are bounded: the plan by 2 x timeout (then the request is
+// withdrawn), transfers by the stall timeout per chunk, the final barrier by
+// the master, which settles it once every participant reported or died, and
+// by the loss of the master or close().
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "common/canceller.h"
+#include "common/dtype.h"
+#include "common/host_buffer.h"
+#include "peer/master_link.h"
+#include "peer/ring_links.h"
+#include "protocol/shared_state_messages.h"
+#include "state/state_server.h"
+
+namespace pccl {
+
+struct SharedStateLeaf {
+  const void* data = nullptr;
+  uint64_t nbytes = 0;
+  DType dtype = DType::kFloat32;
+  std::vector<int64_t> dims;
+};
+
+struct ReceivedLeaf {
+  uint32_t index = 0;
+  HostBuffer bytes;
+};
+
+struct SyncOutcome {
+  uint64_t revision = 0;
+  uint64_t tx_bytes = 0;  // leaf bytes this peer served to others
+  uint64_t rx_bytes = 0;  // leaf bytes this peer received (refetches included)
+  uint32_t refetched_leaves = 0;
+  std::vector<ReceivedLeaf> received;  // the leaves that changed, in new buffers
+};
+
+struct SyncContext {
+  MasterLink* master = nullptr;
+  RingLinks* links = nullptr;
+  StateServer* server = nullptr;
+  uint64_t peer_id = 0;
+  double timeout_s = 30.0;
+  const Canceller* cancel = nullptr;
+  uint64_t request_id = 0;  // unique per peer and sync
+};
+
+SyncOutcome run_shared_state_sync(const SyncContext& ctx, const std::vector<SharedStateLeaf>& leaves,
+                                  uint64_t revision, SyncStrategy strategy);
+
+}  // namespace pccl
