@@ -3,10 +3,10 @@
 #include <exception>
 #include <string>
 
-#include "common/content_hash.h"
 #include "common/errors.h"
 #include "common/log.h"
 #include "protocol/wire.h"
+#include "state/leaf_hashes.h"
 #include "state/state_fetcher.h"
 #include "transport/frame.h"
 
@@ -43,9 +43,15 @@ SyncRequestMsg make_request(const SyncContext& ctx, const std::vector<SharedStat
   req.request_id = ctx.request_id;
   req.revision = revision;
   req.strategy = static_cast<uint8_t>(strategy);
+  std::vector<ConstSpan> spans;
   for (const auto& l : leaves) {
     if (l.dims.size() > kMaxDims) throw PcclError("shared-state leaf has too many dimensions");
-    req.leaves.push_back({xxh64(l.data, l.nbytes), l.nbytes, static_cast<uint8_t>(l.dtype), l.dims});
+    spans.push_back({static_cast<const uint8_t*>(l.data), l.nbytes});
+  }
+  std::vector<uint64_t> hashes = hash_leaves(spans);
+  for (size_t i = 0; i < leaves.size(); ++i) {
+    const auto& l = leaves[i];
+    req.leaves.push_back({hashes[i], l.nbytes, static_cast<uint8_t>(l.dtype), l.dims});
   }
   return req;
 }

@@ -12,6 +12,7 @@
 #include "common/errors.h"
 #include "common/log.h"
 #include "protocol/shared_state_messages.h"
+#include "state/leaf_hashes.h"
 #include "transport/frame.h"
 
 namespace pccl {
@@ -286,10 +287,13 @@ FetchReport fetch_shared_state(const std::vector<FetchTarget>& targets,
   FetchReport report;
   if (targets.empty()) return report;
   report.rx_bytes = fetch_pass(targets, settings);
-  for (const FetchTarget& t : targets) {
-    if (intact(t)) continue;
+  std::vector<ConstSpan> received;
+  for (const FetchTarget& t : targets) received.push_back({t.dest, t.nbytes});
+  std::vector<uint64_t> hashes = hash_leaves(received);
+  for (size_t i = 0; i < targets.size(); ++i) {
+    if (hashes[i] == targets[i].expected_hash) continue;
     ++report.refetched_leaves;
-    refetch(t, settings, &report);
+    refetch(targets[i], settings, &report);
   }
   return report;
 }
