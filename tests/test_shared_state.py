@@ -157,3 +157,48 @@ def test_only_holder_killed_mid_transfer_fails_cleanly_then_retry_works(pccl):
     retry = r.values("retry", peers=[1, 2])
     assert_state(retry, fingerprint(pccl, cases.shared_state_case(2, big=True)), "after retry")
     assert all(v["world"] == 2 and v["revision"] == 1 and v["rx"] == 0 for v in retry)
+
+
+@pytest.fixture
+def lone_peer(pccl):
+    """A master and one peer in this process: syncs with nobody to talk to."""
+    with pccl.Master(host="127.0.0.1", port=0) as master:
+        comm = pccl.Communicator(master.address, timeout=10).connect(timeout=10)
+        try:
+            yield comm
+        finally:
+            comm.close()
+
+
+def test_lone_peer_gets_its_own_objects_back(pccl, lone_peer):
+    state = cases.shared_state_case(4)
+    new, info = lone_peer.sync_shared_state(state, revision=3)
+    for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(new)):
+        assert a is b
+    assert (info.revision, info.tx_bytes, info.rx_bytes) == (3, 0, 0)
+    assert jax.tree_util.tree_structure(new) == jax.tree_util.tree_structure(state)
+    new, info = lone_peer.sync_shared_state(state, revision=4)
+    assert info.revision == 4
+    with pytest.raises(pccl.PcclError, match="has not been reached"):
+        lone_peer.sync_shared_state(state, revision=6)
+    assert lone_peer.stats()["shared_state_syncs"] == 2
+
+
+@pytest.mark.parametrize("kwargs, exc, pattern", [
+    ({"revision": 1, "strategy": "popular"}, ValueError, "strategy must be one of"),
+    ({"revision": -1}, ValueError, "revision must be in"),
+    ({"revision": 1.5}, TypeError, "revision must be an int"),
+])
+def test_bad_arguments_are_refused_before_any_traffic(pccl, lone_peer, kwargs, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        lone_peer.sync_shared_state({"w": np.ones(3, np.float32)}, **kwargs)
+    assert lone_peer.stats()["shared_state_syncs"] == 0
+
+
+@pytest.mark.parametrize("leaf, pattern", [
+    (np.ones(3, np.complex64), "dtype complex64"),
+    ("text", "leaves must be jax or numpy arrays"),
+])
+def test_unsupported_leaves_are_refused(pccl, lone_peer, leaf, pattern):
+    with pytest.raises(TypeError, match=pattern):
+        lone_peer.sync_shared_state({"ok": np.ones(2), "bad": leaf}, revision=1)

@@ -49,7 +49,10 @@ void Master::handle_sync_done(Connection& c, const std::vector<uint8_t>& payload
     return;
   }
   if (!round.planned || done.round != round.id || round.waiting.erase(p.id) == 0) {
-    throw ProtocolViolation("unexpected SYNC_DONE for round " + std::to_string(done.round));
+    // E.g. a report meant for a master that has since restarted: harmless,
+    // and dropping the peer for it would turn a restart into an eviction.
+    PCCL_LOG(kInfo, "master: ignoring SYNC_DONE for round " << done.round << " from peer " << p.id);
+    return;
   }
   if (!done.ok && round.failure.empty()) {
     round.failure = "peer " + std::to_string(p.id) + ": " + done.message;
