@@ -2,6 +2,7 @@
 // A failed check prints file:line and the values, counts, and carries on, so
 // one run reports every failure; check_summary() turns the tally into an exit code.
 #pragma once
+#include <atomic>
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -9,8 +10,9 @@
 
 namespace pccl_test {
 
-inline long g_passed = 0;
-inline long g_failed = 0;
+// Atomic: tests check from several peer threads at once (a race TSan reports).
+inline std::atomic<long> g_passed{0};
+inline std::atomic<long> g_failed{0};
 
 // Print chars as numbers: int8_t/uint8_t are char types to iostreams.
 template <typename T>
@@ -60,6 +62,7 @@ struct Tally {
 
 // Prints "<name>: N passed, M failed" and returns the process exit code.
 inline int check_summary(const char* test_name) {
-  std::printf("%s: %ld passed, %ld failed\n", test_name, pccl_test::g_passed, pccl_test::g_failed);
+  std::printf("%s: %ld passed, %ld failed\n", test_name, pccl_test::g_passed.load(),
+              pccl_test::g_failed.load());
   return pccl_test::g_failed == 0 ? 0 : 1;
 }
