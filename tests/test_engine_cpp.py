@@ -43,7 +43,7 @@ def engine_build(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("name", ["test_reduce_kernels", "test_wire", "test_engine", "test_handshake",
-                                  "test_quantization", "test_shared_state"])
+                                  "test_quantization", "test_shared_state", "test_ring_acceptor"])
 def test_engine_cpp_suite(engine_build: Path, name: str):
     env = dict(os.environ, JAX_PCCL_LOG="error")
     result = subprocess.run([str(engine_build / name)], capture_output=True, text=True,

@@ -40,16 +40,25 @@ void RingLinks::acceptor_loop() {
     if (stop_.cancelled()) return;
     std::vector<Incoming> still;
     for (size_t i = 0; i < waiting.size(); ++i) {
+      Incoming& in = waiting[i];
       if (fds[i + 2].revents != 0) {
-        if (!waiting[i].auth) {
-          finish_handshake(std::move(waiting[i].sock));
-        } else if (authenticate(waiting[i])) {
-          still.push_back(std::move(waiting[i]));  // PEER_HELLO comes next
+        Frame f;
+        Read r = receive(in, f);
+        if (r == Read::kFailed) continue;
+        if (r == Read::kFrame) {
+          if (!in.auth) {
+            finish_handshake(std::move(in.sock), f);
+          } else if (authenticate(in, f)) {
+            still.push_back(std::move(in));  // PEER_HELLO comes next
+          }
+          continue;
         }
-      } else if (waiting[i].deadline.expired()) {
-        PCCL_LOG(kWarn, "ring: dropping silent connection from " << waiting[i].where);
+      }
+      if (in.deadline.expired()) {
+        PCCL_LOG(kWarn, "ring: dropping connection from "
+                            << in.where << ": silent or stalled past the handshake deadline");
       } else {
-        still.push_back(std::move(waiting[i]));
+        still.push_back(std::move(in));
       }
     }
     waiting = std::move(still);
@@ -62,7 +71,7 @@ void RingLinks::acceptor_loop() {
                               << s.remote_endpoint());
           continue;
         }
-        Incoming in{std::move(s), Deadline::after(kHandshakeSeconds), nullptr, ""};
+        Incoming in{std::move(s), Deadline::after(kHandshakeSeconds), nullptr, "", {}};
         in.where = in.sock.remote_endpoint();
         try {
           in.auth = std::make_unique<ServerHandshake>(secret_, kAuthContextRing);
@@ -78,10 +87,24 @@ void RingLinks::acceptor_loop() {
   }
 }
 
-bool RingLinks::authenticate(Incoming& in) {
+RingLinks::Read RingLinks::receive(Incoming& in, Frame& out) {
+  try {
+    if (!in.reader.read_available(in.sock, in.auth ? kMaxAuthFrame : kMaxPeerHello)) {
+      return Read::kWaiting;
+    }
+    out = in.reader.take();
+    return Read::kFrame;
+  } catch (const PcclError& e) {
+    if (in.auth && e.kind() == ErrorKind::kProtocol) refuse_malformed_response(in.sock, &stop_);
+    PCCL_LOG(kWarn, "ring: dropping connection from " << in.where << ": " << e.what());
+    return Read::kFailed;
+  }
+}
+
+bool RingLinks::authenticate(Incoming& in, const Frame& m2) {
   try {
     ServerHandshake::Result r =
-        server_handshake_finish(in.sock, *in.auth, Deadline::after(1.0), &stop_);
+        server_handshake_answer(in.sock, *in.auth, m2, Deadline::after(1.0), &stop_);
     in.auth.reset();
     if (!r.ok) {
       PCCL_LOG(kWarn, "ring: refused connection from " << in.where << ": " << r.error);
@@ -97,9 +120,8 @@ bool RingLinks::authenticate(Incoming& in) {
   }
 }
 
-void RingLinks::finish_handshake(Socket s) {
+void RingLinks::finish_handshake(Socket s, const Frame& f) {
   try {
-    Frame f = read_frame(s, kMaxPeerHello, Deadline::after(1.0), &stop_);
     if (f.type != static_cast<uint16_t>(MsgType::kPeerHello)) {
       throw ProtocolViolation("expected PEER_HELLO");
     }

@@ -20,6 +20,7 @@
 #include "common/deadline.h"
 #include "protocol/messages.h"
 #include "security/handshake.h"
+#include "transport/frame.h"
 #include "transport/socket.h"
 
 namespace pccl {
@@ -61,10 +62,15 @@ class RingLinks {
     Deadline deadline;
     std::unique_ptr<ServerHandshake> auth;  // non-null until authenticated
     std::string where;
+    // Never a blocking read: a client stalled mid-frame must not hold up the
+    // acceptor, and with it every other neighbour (it waits for its deadline).
+    FrameReader reader;
   };
+  enum class Read { kFrame, kWaiting, kFailed };
   void acceptor_loop();
-  bool authenticate(Incoming& in);  // false: refused or failed, drop it
-  void finish_handshake(Socket s);
+  Read receive(Incoming& in, Frame& out);  // kFailed: dropped, with a log line
+  bool authenticate(Incoming& in, const Frame& m2);  // false: refused or failed, drop it
+  void finish_handshake(Socket s, const Frame& hello);
 
   uint32_t group_ = 0;
   Secret secret_;

@@ -80,25 +80,40 @@ ServerHandshake::Result server_handshake_finish(Socket& s, ServerHandshake& hs,
   Frame f;
   try {
     f = read_frame(s, kMaxAuthFrame, deadline, cancel);
-    check_auth_frame(f.type, f.payload, MsgType::kAuthResponse, kResponseSize);
   } catch (const PcclError& e) {
     if (e.kind() == ErrorKind::kProtocol || e.kind() == ErrorKind::kGeneric) {
-      try {
-        send_msg(s, MsgType::kAuthResult, ServerHandshake::refusal("malformed handshake response"),
-                 Deadline::after(0.2), cancel);
-      } catch (const PcclError&) {
-        // best effort: the connection is dropped either way
-      }
+      refuse_malformed_response(s, cancel);
     }
     throw;
   }
-  ServerHandshake::Result r = hs.on_response(f.payload);
+  return server_handshake_answer(s, hs, f, deadline, cancel);
+}
+
+ServerHandshake::Result server_handshake_answer(Socket& s, ServerHandshake& hs, const Frame& m2,
+                                                const Deadline& deadline,
+                                                const Canceller* cancel) {
+  try {
+    check_auth_frame(m2.type, m2.payload, MsgType::kAuthResponse, kResponseSize);
+  } catch (const PcclError&) {
+    refuse_malformed_response(s, cancel);
+    throw;
+  }
+  ServerHandshake::Result r = hs.on_response(m2.payload);
   try {
     send_msg(s, MsgType::kAuthResult, r.reply, deadline, cancel);
   } catch (const PcclError&) {
     if (r.ok) throw;  // a refusal stays a refusal, whether or not it was delivered
   }
   return r;
+}
+
+void refuse_malformed_response(Socket& s, const Canceller* cancel) {
+  try {
+    send_msg(s, MsgType::kAuthResult, ServerHandshake::refusal("malformed handshake response"),
+             Deadline::after(0.2), cancel);
+  } catch (const PcclError&) {
+    // best effort: the connection is dropped either way
+  }
 }
 
 }  // namespace pccl

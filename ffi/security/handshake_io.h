@@ -26,6 +26,7 @@
 #include "common/deadline.h"
 #include "protocol/messages.h"
 #include "security/handshake.h"
+#include "transport/frame.h"
 #include "transport/socket.h"
 
 namespace pccl {
@@ -64,5 +65,16 @@ bool client_handshake(Socket& s, const Secret& secret, const std::string& contex
 ServerHandshake::Result server_handshake_finish(Socket& s, ServerHandshake& hs,
                                                 const Deadline& deadline,
                                                 const Canceller* cancel);
+
+// The same, for a caller that has already read the M2 frame without blocking
+// (a poll loop, with FrameReader): checks it, sends M3 and returns the outcome.
+// A malformed frame is answered with a refusal and thrown as ProtocolViolation.
+ServerHandshake::Result server_handshake_answer(Socket& s, ServerHandshake& hs, const Frame& m2,
+                                                const Deadline& deadline,
+                                                const Canceller* cancel);
+
+// Sends an AUTH_RESULT refusing a malformed handshake response (best effort:
+// the connection is dropped either way).
+void refuse_malformed_response(Socket& s, const Canceller* cancel);
 
 }  // namespace pccl

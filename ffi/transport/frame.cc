@@ -1,5 +1,8 @@
 #include "transport/frame.h"
 
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <cstring>
 #include <string>
 
@@ -62,6 +65,32 @@ Frame read_frame(Socket& s, uint32_t max_payload, const Deadline& deadline,
   f.type = h.type;
   f.payload.resize(h.length);
   if (h.length > 0) s.recv_all(f.payload.data(), h.length, deadline, cancel);
+  return f;
+}
+
+bool FrameReader::read_available(Socket& s, uint32_t max_payload) {
+  for (;;) {
+    size_t want = kFrameHeaderSize;
+    if (buf_.size() >= kFrameHeaderSize) want += decode_frame_header(buf_.data(), max_payload).length;
+    if (buf_.size() == want) return true;
+    const size_t have = buf_.size();
+    buf_.resize(want);
+    ssize_t n = ::recv(s.fd(), buf_.data() + have, want - have, MSG_DONTWAIT);
+    buf_.resize(have + (n > 0 ? static_cast<size_t>(n) : 0));
+    if (n > 0) continue;
+    if (n == 0) throw PeerFailure("connection closed by the remote");
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return false;
+    throw PeerFailure(std::string("receive failed: ") + std::strerror(errno));
+  }
+}
+
+Frame FrameReader::take() {
+  if (buf_.size() < kFrameHeaderSize) throw PcclError("FrameReader::take() before a whole frame");
+  Frame f;
+  f.type = get_u16(buf_.data() + 6);
+  f.payload.assign(buf_.begin() + kFrameHeaderSize, buf_.end());
+  buf_.clear();
   return f;
 }
 

@@ -35,4 +35,22 @@ void write_frame(Socket& s, uint16_t type, const std::vector<uint8_t>& payload,
 Frame read_frame(Socket& s, uint32_t max_payload, const Deadline& deadline,
                  const Canceller* cancel);
 
+// Frame reading for poll loops, which must never block on one remote: a client
+// that stalls mid-frame then costs a small buffer, not the loop's time. It
+// takes only the bytes of the frame in progress off the socket, never beyond
+// it, so the socket can be handed on afterwards with its stream intact.
+class FrameReader {
+ public:
+  // Reads what has arrived, without blocking. Returns true once a whole frame
+  // is buffered. Throws ProtocolViolation on a bad header (decode_frame_header
+  // checks it, against max_payload, before anything is allocated) and
+  // PeerFailure when the remote has closed the connection or failed.
+  bool read_available(Socket& s, uint32_t max_payload);
+  // The completed frame; the reader then starts on the next one.
+  Frame take();
+
+ private:
+  std::vector<uint8_t> buf_;
+};
+
 }  // namespace pccl
