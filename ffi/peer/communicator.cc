@@ -377,6 +377,11 @@ SyncOutcome Communicator::sync_shared_state(const std::vector<SharedStateLeaf>& 
   if (master_restarted()) {
     throw PeerFailure("the master restarted: call update_topology() to rejoin the run");
   }
+  // A sync is a group operation like a collective: afterwards the next
+  // update_topology() must check the ring on every member alike. A member
+  // may die during the sync, and its drop notice reaches the others at
+  // different times; a "fresh topology" no-op on some would split them.
+  topology_fresh_ = false;
   SyncContext ctx{&master_, &links_, &server_, peer_id_, config_.timeout_s, &cancel_,
                   ++sync_requests_};
   SyncOutcome out;

@@ -1,0 +1,47 @@
+// Fuzz targets for the parsers that read bytes from the network: frames
+// (transport/frame.h), messages (protocol/messages.h), the field reader
+// (protocol/wire.h) and the authentication handshake (security/handshake*.h).
+//
+// A target takes arbitrary bytes, feeds them to one parser and checks its
+// contract: it either decodes or throws PcclError, never anything else, and
+// what it does decode obeys the properties listed with each target (exact
+// round trips, limits respected, no forged authentication). A broken property
+// aborts, which both drivers report as a crash:
+//   fuzz_parsers.cc    plain main with a seeded mutator (any compiler)
+//   fuzz_libfuzzer.cc  libFuzzer entry point (clang, -DJAX_PCCL_LIBFUZZER=ON)
+// Run them under -DJAX_PCCL_SANITIZE=address so an over-read is a crash too.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace pccl_fuzz {
+
+using Bytes = std::vector<uint8_t>;
+
+struct FuzzTarget {
+  const char* name;
+  // Returns whether the parser accepted the input (for the drivers' tallies).
+  bool (*one_input)(const uint8_t* data, size_t size);
+  // Valid encodings (in the target's input format) that mutation starts from.
+  std::vector<Bytes> (*seeds)();
+};
+
+FuzzTarget frame_target();
+FuzzTarget messages_target();
+FuzzTarget wire_target();
+FuzzTarget handshake_target();
+
+// Every target, in a fixed order.
+std::vector<FuzzTarget> all_targets();
+
+// Prints the broken property and aborts: the fuzzer keeps the input as a crash.
+[[noreturn]] void fail(const char* target, const char* property);
+
+}  // namespace pccl_fuzz
+
+#define FUZZ_CHECK(target, cond) \
+  do {                           \
+    if (!(cond)) ::pccl_fuzz::fail((target), #cond); \
+  } while (0)
