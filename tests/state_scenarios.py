@@ -110,7 +110,7 @@ def scenario_state_joiner(ctx):
             revision += 1
             time.sleep(0.1)
         state, _ = sync_check(ctx, "join_sync", state, revision)
-    ctx.comm.update_topology()  # admitted just now: a no-op on every member
+    ctx.comm.update_topology()  # nothing pending: a ring check on every member
     sync_check(ctx, "after_join", evolve(state), revision + 1)
 
 
