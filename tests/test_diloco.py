@@ -134,7 +134,7 @@ def comm(pccl):
 def run_single(comm, steps: int, **config):
     """Trains problem's peer 0 alone; returns the driver and {t sent: flat global after}."""
     run = diloco.DiLoCo(comm, diloco.nesterov(problem.OUTER_LR, problem.OUTER_MOMENTUM),
-                        shared_state=False, **config)
+                        shared_state=True, **config)
     local = run.init(problem.initial_params())
     target = problem.target(0)
     step = jax.jit(lambda p: jax.tree_util.tree_map(

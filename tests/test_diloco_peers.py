@@ -24,7 +24,7 @@ RTOL, ATOL = 2e-5, 2e-6
 def run(pccl):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(harness, "PEER_SCRIPT", PEER_SCRIPT)
-        return harness.run_scenario(pccl, "all", N, timeout=240, comm_timeout=20)
+        return harness.run_scenario(pccl, "all", N, timeout=240, comm_timeout=20, aux="shared_state")
 
 
 def test_peers_finished_cleanly(run):
@@ -67,6 +67,13 @@ def test_state_bit_identical_on_every_peer_after_every_outer_step(run, mode):
     # the state really changes at every sync
     assert len({d for _, _, d in per_peer[0]}) == len(per_peer[0])
     harness.assert_identical_across_peers([r["global"] for r in results], f"{mode} final global params")
+    # The shared-state sync at every outer-step boundary found nothing to move:
+    # the peers already agreed on every leaf (and the revision went up by 1 each time).
+    for r in results:
+        revisions = [rev for rev, _, _ in r["state_syncs"]]
+        assert len(revisions) == problem.STEPS // problem.MODES[mode]["inner_steps"] + 1
+        assert revisions == list(range(revisions[0], revisions[0] + len(revisions)))
+        assert all(tx == 0 and rx == 0 for _, tx, rx in r["state_syncs"]), r["state_syncs"]
 
 
 def test_quantized_pseudo_gradients_stay_close_and_send_fewer_bytes(run):

@@ -69,3 +69,8 @@ def mean(total, contributors):
     """total / contributors, leaf by leaf (zeros when nobody contributed)."""
     n = jnp.maximum(contributors, 1)
     return jax.tree_util.tree_map(lambda s: s / n.astype(s.dtype), total)
+
+
+def barrier(comm) -> None:
+    """Returns once every peer has reached it: an all_reduce needs everyone's input."""
+    jax.block_until_ready(all_reduce(np.zeros((), np.int32), comm, op="sum"))

@@ -158,9 +158,17 @@ class DiLoCo:
     def finish(self, local_params):
         """Completes the syncs still in flight; returns (global params, local params).
 
-        Every peer must call it at the same inner step."""
+        Every peer must call it at the same inner step. It ends with a
+        barrier (a tiny all_reduce whose failure is ignored): a peer that
+        leaves right after its last sync could otherwise cut a neighbour off
+        while that one still receives the end of it."""
         for p in sorted(self._pending, key=lambda p: self._pending[p].sent_at):
             local_params = self._complete(self.t, -1, p, local_params)
+        try:
+            reduce.barrier(self.comm)
+        except Exception as exc:  # noqa: BLE001 - everyone already holds the final state
+            if not is_peer_failure(exc):
+                raise
         return self.state.params, local_params
 
     @property
