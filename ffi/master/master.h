@@ -92,6 +92,7 @@ class Master {
   struct SyncRound {
     uint64_t id = 0;
     bool planned = false;
+    bool settled_by_plan = false;  // nothing to transfer: no SYNC_DONE / SYNC_COMPLETE
     std::map<uint64_t, SyncRequestMsg> requests;
     std::map<uint64_t, SyncRequestMsg> queued;
     std::set<uint64_t> participants;  // planned: told the plan, not refused

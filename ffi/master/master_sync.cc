@@ -75,7 +75,9 @@ void Master::try_plan_sync(uint32_t group_id) {
   round.revision = e.revision;
   round.participants.clear();
   if (!e.failed) round.participants.insert(e.participants.begin(), e.participants.end());
-  round.waiting = round.participants;
+  // Nothing to move: the plan itself ends the round (one round trip in all).
+  round.settled_by_plan = !e.transfers_needed;
+  round.waiting = e.transfers_needed ? round.participants : std::set<uint64_t>{};
   round.failure.clear();
   PCCL_LOG(kInfo, "master: group " << group_id << " shared-state sync round " << round.id
                                    << (e.failed ? " failed: " + e.message
@@ -91,6 +93,7 @@ void Master::send_sync_plan(Group& g, const Election& e) {
   plan.round = g.sync.id;
   plan.revision = e.revision;
   plan.failed = e.failed ? 1 : 0;
+  plan.settled = !e.failed && !e.transfers_needed ? 1 : 0;
   plan.error_kind = static_cast<uint8_t>(e.kind);
   plan.message = clip(e.message);
   std::map<uint64_t, uint16_t> holder_index;
@@ -140,7 +143,9 @@ void Master::try_finish_sync(uint32_t group_id) {
   bool ok = round.failure.empty();
   SyncCompleteMsg done{round.id, static_cast<uint8_t>(ok ? 1 : 0), clip(round.failure)};
   std::vector<uint8_t> bytes = done.encode();
-  for (uint64_t id : round.participants) send_frame(fd_of(id), MsgType::kSyncComplete, bytes);
+  if (!round.settled_by_plan) {
+    for (uint64_t id : round.participants) send_frame(fd_of(id), MsgType::kSyncComplete, bytes);
+  }
   if (ok && !round.participants.empty()) {
     g.has_revision = true;
     g.revision = round.revision;

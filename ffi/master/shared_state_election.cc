@@ -135,7 +135,11 @@ Election elect_shared_state(const std::vector<SyncCandidate>& peers, bool has_ru
     if (refused.count(p->peer_id) != 0) continue;
     e.participants.push_back(p->peer_id);
     for (size_t i = 0; i < leaves; ++i) {
-      if (p->request.leaves[i].hash == e.leaf_hash[i]) e.leaf_holders[i].push_back(p->peer_id);
+      if (p->request.leaves[i].hash == e.leaf_hash[i]) {
+        e.leaf_holders[i].push_back(p->peer_id);
+      } else {
+        e.transfers_needed = true;
+      }
     }
   }
   for (size_t i = 0; i < leaves; ++i) {

@@ -41,6 +41,7 @@ struct Election {
   std::vector<std::vector<uint64_t>> leaf_holders;  // peer ids per leaf
   std::vector<SyncRefusal> refusals;
   std::vector<uint64_t> participants;  // not refused: they report when done
+  bool transfers_needed = false;       // some participant lacks some elected leaf
 };
 
 // `run_revision` is meaningful only when `has_run_revision`.

@@ -81,7 +81,7 @@ SyncRequestMsg SyncRequestMsg::decode(const std::vector<uint8_t>& b) {
 
 std::vector<uint8_t> SyncPlanMsg::encode() const {
   WireWriter w;
-  w.u64(request_id).u64(round).u64(revision).u8(failed).u8(error_kind).str(message);
+  w.u64(request_id).u64(round).u64(revision).u8(failed).u8(settled).u8(error_kind).str(message);
   w.u32(static_cast<uint32_t>(holders.size()));
   for (const auto& h : holders) w.u64(h.peer_id).str(h.host).u16(h.port);
   w.u32(static_cast<uint32_t>(holder_sets.size()));
@@ -102,6 +102,7 @@ SyncPlanMsg SyncPlanMsg::decode(const std::vector<uint8_t>& b) {
   m.round = r.u64();
   m.revision = r.u64();
   m.failed = r.u8();
+  m.settled = r.u8();
   m.error_kind = read_kind(r);
   m.message = r.str();
   m.holders.resize(bounded_count(r, kMaxRingMembers, "holders"));

@@ -50,6 +50,7 @@ struct SyncPlanMsg {
   uint64_t round = 0;
   uint64_t revision = 0;  // the run's revision after this sync
   uint8_t failed = 0;     // nonzero: the sync fails for everyone with `message`
+  uint8_t settled = 0;    // nonzero: nobody has to fetch anything; the round is over
   uint8_t error_kind = 0;
   std::string message;
   std::vector<RingMember> holders;                // everyone who may serve

@@ -114,6 +114,7 @@ SyncOutcome run_shared_state_sync(const SyncContext& ctx, const std::vector<Shar
 
   SyncOutcome out;
   out.revision = plan.revision;
+  if (plan.settled != 0) return out;  // every participant already holds the winner
   std::vector<FetchTarget> targets = plan_fetches(plan, mine, &out.received);
   std::exception_ptr failure;
   std::string failure_text;

@@ -3,6 +3,8 @@
 //   request to the master -> wait for the plan -> fetch and verify the leaves
 //   whose hash lost the election -> report done -> wait until every
 //   participant is done (others may still be fetching from us) -> unpublish.
+// When every participant already holds every elected leaf, the plan says so
+// and the sync ends there: hashing plus one master round trip.
 // The waits are bounded: the plan by 2 x timeout (then the request is
 // withdrawn), transfers by the stall timeout per chunk, the final barrier by
 // the master, which settles it once every participant reported or died, and

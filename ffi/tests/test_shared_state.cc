@@ -159,6 +159,11 @@ void test_election_popular_content_wins() {
   CHECK((e.leaf_holders[0] == std::vector<uint64_t>{1, 2}));
   CHECK((e.leaf_holders[1] == std::vector<uint64_t>{2, 3}));
   CHECK_EQ(e.participants.size(), 3u);
+  CHECK(e.transfers_needed);
+  auto same = elect_shared_state({{1, request(4, SyncStrategy::kEnforcePopular, {10, 20})},
+                                  {2, request(4, SyncStrategy::kEnforcePopular, {10, 20})}},
+                                 true, 3);
+  CHECK(!same.transfers_needed);  // the plan alone settles the round
 }
 
 void test_election_ties_go_to_the_smaller_hash() {
