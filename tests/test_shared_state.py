@@ -164,6 +164,7 @@ def lone_peer(pccl):
     """A master and one peer in this process: syncs with nobody to talk to."""
     with pccl.Master(host="127.0.0.1", port=0) as master:
         comm = pccl.Communicator(master.address, timeout=10).connect(timeout=10)
+        comm.test_master = master
         try:
             yield comm
         finally:
@@ -177,8 +178,11 @@ def test_lone_peer_gets_its_own_objects_back(pccl, lone_peer):
         assert a is b
     assert (info.revision, info.tx_bytes, info.rx_bytes) == (3, 0, 0)
     assert jax.tree_util.tree_structure(new) == jax.tree_util.tree_structure(state)
+    assert lone_peer.test_master.status()["shared_state_revision"] == 3
     new, info = lone_peer.sync_shared_state(state, revision=4)
     assert info.revision == 4
+    status = lone_peer.test_master.status()
+    assert status["shared_state_revision"] == 4 and status["groups"][0]["shared_state_revision"] == 4
     with pytest.raises(pccl.PcclError, match="has not been reached"):
         lone_peer.sync_shared_state(state, revision=6)
     assert lone_peer.stats()["shared_state_syncs"] == 2

@@ -459,7 +459,11 @@ std::string Master::status_json() const {
     if (g.has_revision) os << g.revision; else os << "null";
     os << "}";
   }
-  os << "]}";
+  // Top level: the default group's, the one most runs use (per group above).
+  auto g0 = groups_.find(0);
+  os << "],\"shared_state_revision\":";
+  if (g0 != groups_.end() && g0->second.has_revision) os << g0->second.revision; else os << "null";
+  os << "}";
   return os.str();
 }
 
