@@ -115,27 +115,6 @@ void MasterLink::send_vote(uint64_t epoch, const Deadline& deadline) {
   }
 }
 
-bool MasterLink::wait_topology(uint64_t after_epoch, const Deadline& deadline,
-                               ReceivedTopology* out) {
-  std::unique_lock<std::mutex> lock(mu_);
-  for (;;) {
-    while (!topologies_.empty() && topologies_.front().topology.epoch <= after_epoch) {
-      topologies_.pop_front();
-    }
-    if (!topologies_.empty()) {
-      *out = topologies_.back();
-      topologies_.clear();
-      return true;
-    }
-    if (!failure_.empty()) {
-      lock.unlock();
-      throw lost_error();
-    }
-    if (closing_ != nullptr && closing_->cancelled()) throw Cancelled("communicator closed");
-    if (deadline.expired()) return false;
-    cv_.wait_for(lock, std::chrono::milliseconds(deadline.remaining_ms(200)));
-  }
-}
 
 template <typename Found>
 bool MasterLink::wait_mailbox(const Deadline& deadline, Found found) {
@@ -150,6 +129,19 @@ bool MasterLink::wait_mailbox(const Deadline& deadline, Found found) {
     if (deadline.expired()) return false;
     cv_.wait_for(lock, std::chrono::milliseconds(deadline.remaining_ms(200)));
   }
+}
+
+bool MasterLink::wait_topology(uint64_t after_epoch, const Deadline& deadline,
+                               ReceivedTopology* out) {
+  return wait_mailbox(deadline, [&] {
+    while (!topologies_.empty() && topologies_.front().topology.epoch <= after_epoch) {
+      topologies_.pop_front();
+    }
+    if (topologies_.empty()) return false;
+    *out = topologies_.back();
+    topologies_.clear();
+    return true;
+  });
 }
 
 void MasterLink::send_sync(MsgType type, const std::vector<uint8_t>& payload,
