@@ -6,7 +6,9 @@
 Peers may join at any time (they are admitted at update_topology()) and may
 die at any time (the step is retried over the survivors). Each peer trains a
 small linear model on its own shard; gradients are averaged with all_reduce
-inside the jitted step, so every peer holds bit-identical parameters.
+inside the jitted step, so every peer holds bit-identical parameters. The
+parameters are also the run's shared state: a peer that joins late receives
+them, and the step count, in its first sync_shared_state().
 """
 
 from __future__ import annotations
@@ -41,13 +43,20 @@ def main() -> None:
         return w - args.lr * grad, loss, info.world_size
 
     step = pccl.retry_on_peer_failure(comm, step)  # a dead peer costs one retry
-    for i in range(args.steps):
+    sync = pccl.retry_on_peer_failure(comm, comm.sync_shared_state)
+    done = 0  # steps the run has taken: the shared state's revision
+    while done < args.steps:
         comm.update_topology()  # admit whoever is waiting to join
+        # Cheap when nothing changed (hashes + one master round trip); a
+        # newcomer, whatever it claims, gets the run's parameters and count.
+        state, info = sync({"w": w}, revision=done)
+        w, done = state["w"], info.revision
         x = rng.normal(size=(64, 8)).astype(np.float32)
         w, loss, world = step(w, x, x @ true_w)
-        if i % 50 == 0:
+        done += 1
+        if done % 50 == 0:
             digest = hashlib.sha256(np.asarray(w).tobytes()).hexdigest()[:12]
-            print(f"step {i:4d} loss {float(loss):.5f} peers {int(world)} params {digest}")
+            print(f"step {done:4d} loss {float(loss):.5f} peers {int(world)} params {digest}")
         time.sleep(0.01)  # a stand-in for real work
     comm.close()
 
