@@ -9,7 +9,7 @@ very objects that were passed in.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import jax
 import numpy as np
@@ -33,13 +33,17 @@ class SyncInfo:
     ``revision``: the run's revision after the sync (the caller's own when
     nothing newer existed). ``tx_bytes``/``rx_bytes``: leaf payload bytes this
     peer served to others / received. ``refetched_leaves``: leaves that
-    arrived corrupted (hash mismatch) and were fetched again.
+    arrived corrupted (hash mismatch) and were fetched again. ``seconds``:
+    where the time went: "hash" (our leaves), "plan" (waiting for every
+    peer, plus a master round trip), "fetch", "verify" (hashing what
+    arrived) and "finish" (waiting for peers still fetching from us).
     """
 
     revision: int
     tx_bytes: int
     rx_bytes: int
     refetched_leaves: int = 0
+    seconds: dict = field(default_factory=dict, compare=False)
 
 
 def check_revision(revision) -> int:
@@ -106,6 +110,7 @@ def sync_shared_state(native, state, revision, strategy):
         tx_bytes=int(result["tx_bytes"]),
         rx_bytes=int(result["rx_bytes"]),
         refetched_leaves=int(result["refetched_leaves"]),
+        seconds={k: float(v) for k, v in result["seconds"].items()},
     )
     return jax.tree_util.tree_unflatten(treedef, new_leaves), info
 

@@ -112,6 +112,13 @@ nb::dict sync_shared_state(PyCommunicator& c, const std::vector<ByteView>& leave
   d["tx_bytes"] = out.tx_bytes;
   d["rx_bytes"] = out.rx_bytes;
   d["refetched_leaves"] = out.refetched_leaves;
+  nb::dict phases;
+  phases["hash"] = out.hash_s;
+  phases["plan"] = out.plan_s;
+  phases["fetch"] = out.fetch_s;
+  phases["verify"] = out.verify_s;
+  phases["finish"] = out.finish_s;
+  d["seconds"] = phases;
   d["received"] = received;
   return d;
 }

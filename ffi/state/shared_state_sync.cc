@@ -4,6 +4,7 @@
 #include <string>
 
 #include "common/errors.h"
+#include "common/stopwatch.h"
 #include "common/log.h"
 #include "protocol/wire.h"
 #include "state/leaf_hashes.h"
@@ -102,7 +103,9 @@ std::vector<FetchTarget> plan_fetches(const SyncPlanMsg& plan, const SyncRequest
 
 SyncOutcome run_shared_state_sync(const SyncContext& ctx, const std::vector<SharedStateLeaf>& leaves,
                                   uint64_t revision, SyncStrategy strategy) {
+  Stopwatch clock;
   SyncRequestMsg mine = make_request(ctx, leaves, revision, strategy);
+  double hash_s = clock.lap();
   std::vector<uint8_t> request = mine.encode();
   if (request.size() > kMaxControlPayload) {
     throw PcclError("shared-state description too large for one frame: too many leaves or dimensions");
@@ -114,6 +117,8 @@ SyncOutcome run_shared_state_sync(const SyncContext& ctx, const std::vector<Shar
 
   SyncOutcome out;
   out.revision = plan.revision;
+  out.hash_s = hash_s;
+  out.plan_s = clock.lap();
   if (plan.settled != 0) return out;  // every participant already holds the winner
   std::vector<FetchTarget> targets = plan_fetches(plan, mine, &out.received);
   std::exception_ptr failure;
@@ -131,6 +136,8 @@ SyncOutcome run_shared_state_sync(const SyncContext& ctx, const std::vector<Shar
     FetchReport report = fetch_shared_state(targets, settings);
     out.rx_bytes = report.rx_bytes;
     out.refetched_leaves = report.refetched_leaves;
+    out.fetch_s = report.fetch_s;
+    out.verify_s = report.verify_s;
   } catch (const PcclError& e) {
     if (e.kind() == ErrorKind::kCancelled) throw;
     failure = std::current_exception();
@@ -143,6 +150,8 @@ SyncOutcome run_shared_state_sync(const SyncContext& ctx, const std::vector<Shar
   SyncCompleteMsg complete;
   ctx.master->wait_sync_complete(plan.round, Deadline::never(), &complete);
   out.tx_bytes = publication.end();
+  clock.lap();
+  out.finish_s = clock.total() - out.hash_s - out.plan_s - out.fetch_s - out.verify_s;
   if (failure) std::rethrow_exception(failure);
   if (complete.ok == 0) throw PeerFailure("shared-state sync failed on another peer: " + complete.message);
   return out;

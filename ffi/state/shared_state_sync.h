@@ -41,6 +41,10 @@ struct SyncOutcome {
   uint64_t rx_bytes = 0;  // leaf bytes this peer received (refetches included)
   uint32_t refetched_leaves = 0;
   std::vector<ReceivedLeaf> received;  // the leaves that changed, in new buffers
+  // Where the time went, in seconds: hashing our leaves, waiting for the
+  // plan (the slowest peer's arrival plus a master round trip), fetching,
+  // verifying what arrived, and the final barrier (others still fetching).
+  double hash_s = 0, plan_s = 0, fetch_s = 0, verify_s = 0, finish_s = 0;
 };
 
 struct SyncContext {

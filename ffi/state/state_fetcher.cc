@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "common/content_hash.h"
+#include "common/stopwatch.h"
 #include "common/errors.h"
 #include "common/log.h"
 #include "protocol/shared_state_messages.h"
@@ -286,7 +287,9 @@ FetchReport fetch_shared_state(const std::vector<FetchTarget>& targets,
                                const FetchSettings& settings) {
   FetchReport report;
   if (targets.empty()) return report;
+  Stopwatch clock;
   report.rx_bytes = fetch_pass(targets, settings);
+  report.fetch_s = clock.lap();
   std::vector<ConstSpan> received;
   for (const FetchTarget& t : targets) received.push_back({t.dest, t.nbytes});
   std::vector<uint64_t> hashes = hash_leaves(received);
@@ -295,6 +298,7 @@ FetchReport fetch_shared_state(const std::vector<FetchTarget>& targets,
     ++report.refetched_leaves;
     refetch(targets[i], settings, &report);
   }
+  report.verify_s = clock.lap();
   return report;
 }
 

@@ -39,6 +39,8 @@ struct FetchSettings {
 struct FetchReport {
   uint64_t rx_bytes = 0;          // payload received, refetches included
   uint32_t refetched_leaves = 0;  // leaves that arrived corrupted and were fetched again
+  double fetch_s = 0;             // the parallel pass
+  double verify_s = 0;            // hashing what arrived, and any refetches
 };
 
 // Throws PeerFailure when some leaf has no holder left that answers,
