@@ -64,7 +64,8 @@ def worker(args) -> int:
                 mine, claim = state, revision
             new, info, dt = timed_sync(comm, mine, claim)
             if it > 0:
-                times.append({"s": dt, "rx": info.rx_bytes, "tx": info.tx_bytes, "stale": comm.rank in stale})
+                times.append({"s": dt, "rx": info.rx_bytes, "tx": info.tx_bytes,
+                              "stale": comm.rank in stale, "phases": info.seconds})
             state = {k: np.array(v) for k, v in new.items()} if comm.rank in stale else state
         out[case] = times
     unchanged = []
@@ -110,7 +111,10 @@ def run(n: int, args) -> dict:
         stale_n = sum(1 for x in per_iter[0] if x["stale"])
         rx_ok = all(x["rx"] == size for it in per_iter for x in it if x["stale"])
         med = statistics.median(stale_s)
-        result[case] = {"stale_peers": stale_n, "median_s": med,
+        phases = {}
+        for k in ("hash", "plan", "fetch", "verify", "finish"):
+            phases[k] = statistics.median(x["phases"][k] for it in per_iter for x in it if x["stale"])
+        result[case] = {"stale_peers": stale_n, "median_s": med, "stale_phases_s": phases,
                         "gbps_per_stale_peer": size / med / 1e9,
                         "gbps_delivered": stale_n * size / med / 1e9, "rx_is_full_state": rx_ok}
     un = [max(x) for x in zip(*[[u["s"] for u in r["unchanged"]] for r in reports])]
@@ -142,6 +146,8 @@ def main() -> int:
             print(f"  {label:16s}: {c['median_s']:.3f} s  {c['gbps_per_stale_peer']:.2f} GB/s per stale peer, "
                   f"{c['gbps_delivered']:.2f} GB/s delivered ({c['stale_peers']} stale; full state received: "
                   f"{c['rx_is_full_state']})")
+            print("      stale peer's phases (median s): " +
+                  ", ".join(f"{k} {v:.3f}" for k, v in c["stale_phases_s"].items()))
         print(f"  nothing changed : {r['unchanged_median_s'] * 1e3:.1f} ms (bytes moved: {r['unchanged_moved_bytes']})")
         print(f"  xxh64 hashing   : {r['hash_gbps']:.2f} GB/s single-threaded")
     print(json.dumps({"bench": "shared_state", "results": results}))
