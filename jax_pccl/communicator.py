@@ -22,6 +22,10 @@ class Communicator:
     ``secret`` (bytes or str; None: no authentication) must equal the
     master's. A mismatch (including a secret on one side only) makes
     ``connect()`` raise PcclError("authentication with master ... failed: ...").
+
+    ``connections`` (1..32, default 8) is how many TCP connections this peer
+    opens to its ring neighbour; large all-reduces are striped over them, so
+    long fat links (high RTT, some loss) fill up. Peers may differ.
     """
 
     def __init__(
@@ -31,6 +35,7 @@ class Communicator:
         secret: Any = None,
         timeout: float = 30.0,
         advertise_host: str = "",
+        connections: int | None = None,
     ):
         secret = secret_bytes(secret)
         host, port = parse_address(address)
@@ -38,11 +43,18 @@ class Communicator:
             raise ValueError(f"peer_group must be a non-negative int, got {peer_group!r}")
         if not timeout or timeout <= 0:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if connections is None:
+            connections = _pccl.DEFAULT_CONNECTIONS
+        if (not isinstance(connections, int) or isinstance(connections, bool)
+                or not 1 <= connections <= _pccl.MAX_CONNECTIONS):
+            raise ValueError(f"connections must be an int in 1..{_pccl.MAX_CONNECTIONS}, "
+                             f"got {connections!r}")
         self.address = address
         self.peer_group = peer_group
         self.timeout = float(timeout)
+        self.connections = connections
         self._native = _pccl.Communicator(host, port, peer_group, self.timeout, advertise_host,
-                                          secret=secret)
+                                          secret=secret, connections=connections)
         self._closed = False
         _live.add(self)
 

@@ -33,6 +33,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cases  # noqa: E402
 import state_scenarios  # noqa: E402
+import striping_scenarios  # noqa: E402
 
 SMALL_BYTES = 16384
 
@@ -104,7 +105,11 @@ def join(pccl, args):
         with a scalar all_reduce as the step (every accepted peer runs the
         same loop, so the step collectives line up).
     """
-    comm = pccl.Communicator(args.master, timeout=args.timeout)
+    # Striping tests give each peer its own connection count.
+    extra = {}
+    if "PCCL_TEST_CONNECTIONS" in os.environ:
+        extra["connections"] = int(os.environ["PCCL_TEST_CONNECTIONS"])
+    comm = pccl.Communicator(args.master, timeout=args.timeout, **extra)
     comm.connect()
     deadline = time.monotonic() + args.join_timeout
     rounds = 0
@@ -441,6 +446,7 @@ SCENARIOS = {
     "async": (scenario_async, True),
 }
 SCENARIOS.update(state_scenarios.SCENARIOS)
+SCENARIOS.update(striping_scenarios.SCENARIOS)
 
 
 class Ctx:

@@ -53,7 +53,8 @@ std::string secret_from_python(nb::handle secret) {
 class PyCommunicator {
  public:
   PyCommunicator(const std::string& host, uint16_t port, uint32_t group, double timeout,
-                 const std::string& advertise_host, std::string secret = std::string()) {
+                 const std::string& advertise_host, std::string secret = std::string(),
+                 int connections = kDefaultRingConnections) {
     CommunicatorConfig cfg;
     cfg.master_host = host;
     cfg.master_port = port;
@@ -61,6 +62,7 @@ class PyCommunicator {
     cfg.timeout_s = timeout;
     cfg.advertise_host = advertise_host;
     cfg.secret = std::move(secret);
+    cfg.connections = connections;
     comm_ = std::make_shared<Communicator>(std::move(cfg));
     handle_ = register_communicator(comm_);
   }
@@ -172,16 +174,20 @@ NB_MODULE(_pccl, m) {
       .def_prop_ro("port", &Master::port)
       .def("status_json", &Master::status_json);
 
+  m.attr("DEFAULT_CONNECTIONS") = kDefaultRingConnections;
+  m.attr("MAX_CONNECTIONS") = static_cast<int>(kMaxRingStreams);
+
   nb::class_<PyCommunicator>(m, "Communicator")
       .def(
           "__init__",
           [](PyCommunicator* self, const std::string& host, uint16_t port, uint32_t group,
-             double timeout, const std::string& advertise_host, nb::handle secret) {
+             double timeout, const std::string& advertise_host, nb::handle secret,
+             int connections) {
             new (self) PyCommunicator(host, port, group, timeout, advertise_host,
-                                      secret_from_python(secret));
+                                      secret_from_python(secret), connections);
           },
           "host"_a, "port"_a, "group"_a, "timeout"_a, "advertise_host"_a,
-          "secret"_a = nb::none())
+          "secret"_a = nb::none(), "connections"_a = kDefaultRingConnections)
       .def(
           "connect", [](PyCommunicator& c, double t) { c.comm_->connect(t); },
           "admit_timeout"_a, nb::call_guard<nb::gil_scoped_release>())

@@ -1,6 +1,5 @@
 #include "collectives/ring_io.h"
 
-#include <poll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 
@@ -34,28 +33,6 @@ size_t try_recv(int fd, void* data, size_t n, bool* would_block) {
     return 0;
   }
   throw PeerFailure(std::string("lost the link to the left neighbour: ") + std::strerror(errno));
-}
-
-void wait(int send_fd, bool want_send, int recv_fd, bool want_recv, const Canceller* interrupt,
-          const Deadline& stall, double stall_timeout_s) {
-  pollfd fds[3];
-  int n = 0;
-  if (want_send) fds[n++] = {send_fd, POLLOUT, 0};
-  if (want_recv) fds[n++] = {recv_fd, POLLIN, 0};
-  int interrupt_index = -1;
-  if (interrupt != nullptr) {
-    interrupt_index = n;
-    fds[n++] = {interrupt->fd(), POLLIN, 0};
-  }
-  int rc = ::poll(fds, n, stall.remaining_ms(1000));
-  if (rc < 0 && errno != EINTR) throw PeerFailure("poll failed in ring all-reduce");
-  if (interrupt_index >= 0 && (fds[interrupt_index].revents & POLLIN)) {
-    throw Cancelled("all_reduce interrupted");
-  }
-  if (rc == 0 && stall.expired()) {
-    throw PeerFailure("ring all-reduce made no progress for " + std::to_string(stall_timeout_s) +
-                      " s (a neighbour stalled)");
-  }
 }
 
 void advise_huge_pages(void* out, size_t bytes) {

@@ -47,7 +47,12 @@ std::string differing_fields(const CollectiveHeader& a, const CollectiveHeader& 
 }  // namespace
 
 Communicator::Communicator(CommunicatorConfig config)
-    : config_(std::move(config)), server_(config_.timeout_s) {}
+    : config_(std::move(config)), server_(config_.timeout_s) {
+  if (config_.connections < 1 || config_.connections > kMaxRingStreams) {
+    throw PcclError("connections must be between 1 and " + std::to_string(kMaxRingStreams) +
+                    ", got " + std::to_string(config_.connections));
+  }
+}
 
 Communicator::~Communicator() { close(); }
 
@@ -119,7 +124,7 @@ void Communicator::apply_topology(const ReceivedTopology& received) {
   }
   try {
     links_.establish(peer_id_, epoch_, ring_[(r + 1) % n], ring_[(r + n - 1) % n].peer_id,
-                     Deadline::after(config_.timeout_s), &interrupt_);
+                     Deadline::after(config_.timeout_s), &interrupt_, config_.connections);
   } catch (const PcclError& e) {
     mark_broken();
     rethrow_typed(e);
@@ -344,10 +349,11 @@ int Communicator::run_all_reduce(const void* in, void* out, size_t count, DType 
   RingTraffic traffic;
   try {
     agree(mine);
-    RingPeers peers{rank_, n, &links_.right(), &links_.left()};
+    RingPeers peers{rank_, n, links_.right_fds(), links_.left_fds()};
     RingOptions options;
     options.stall_timeout_s = config_.timeout_s;
     options.cancel = &interrupt_;
+    options.closing = &cancel_;
     traffic = quantization == Quantization::kNone
                   ? ring_all_reduce(peers, options, in, out, count, dtype, op)
                   : ring_all_reduce_quantized(peers, options, in, out, count, dtype, op,

@@ -22,6 +22,10 @@
 
 namespace pccl {
 
+// Enough windows for 1 Gbit/s at 80 ms RTT with 4 MiB socket buffers, and
+// costless on loopback, where messages under a chunk use one connection.
+constexpr int kDefaultRingConnections = 8;
+
 struct CommunicatorConfig {
   std::string master_host = "127.0.0.1";
   uint16_t master_port = 0;
@@ -31,6 +35,10 @@ struct CommunicatorConfig {
   // Shared secret for the master and ring handshakes; empty: no authentication
   // (the master and every peer must then have none).
   std::string secret;
+  // TCP connections per ring hop that this peer opens to its right neighbour
+  // (1..kMaxRingStreams). One window cannot fill a long fat pipe; several
+  // can, and they also ride out random loss better. Neighbours may differ.
+  int connections = kDefaultRingConnections;
 };
 
 // Shape information carried in the collective header, so that peers can

@@ -2,6 +2,8 @@
 
 #include <poll.h>
 
+#include <exception>
+#include <thread>
 #include <vector>
 
 #include "common/errors.h"
@@ -15,6 +17,7 @@ namespace {
 constexpr size_t kMaxHandshaking = 64;
 constexpr double kHandshakeSeconds = 5.0;
 constexpr uint32_t kMaxPeerHello = 64;
+constexpr size_t kMaxFiledNeighbours = 16;
 
 }  // namespace
 
@@ -136,7 +139,7 @@ void RingLinks::finish_handshake(Socket s, const Frame& f) {
     std::lock_guard<std::mutex> lock(mu_);
     if (hello.epoch < current_epoch_) return;  // stale: dropped
     s.tune_for_bulk();
-    incoming_[{hello.peer_id, hello.epoch}] = std::move(s);
+    file_link(hello, s);
     cv_.notify_all();
   } catch (const PcclError& e) {
     PCCL_LOG(kWarn, "ring: dropping connection from " << s.remote_ip() << ": " << e.what());
@@ -159,17 +162,31 @@ Socket RingLinks::open_state_link(uint64_t my_id, const RingMember& holder,
   return s;
 }
 
-void RingLinks::establish(uint64_t my_id, uint64_t epoch, const RingMember& right,
-                          uint64_t left_id, const Deadline& deadline, const Canceller* cancel) {
-  right_.close();
-  left_.close();
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    current_epoch_ = epoch;
-    for (auto it = incoming_.begin(); it != incoming_.end();) {
-      it = it->first.second < epoch ? incoming_.erase(it) : std::next(it);
+void RingLinks::file_link(const PeerHelloMsg& hello, Socket& s) {
+  auto key = std::make_pair(hello.peer_id, hello.epoch);
+  auto it = incoming_.find(key);
+  if (it == incoming_.end()) {
+    // Honest neighbours leave at most a few epochs' links here.
+    if (incoming_.size() >= kMaxFiledNeighbours) {
+      throw ProtocolViolation("too many neighbours' links waiting to be used");
     }
+    it = incoming_.emplace(key, IncomingLinks{}).first;
+    it->second.streams.resize(hello.streams);
   }
+  IncomingLinks& in = it->second;
+  if (in.streams.size() != hello.streams) {
+    throw ProtocolViolation("ring link says " + std::to_string(hello.streams) +
+                            " streams, an earlier one of the same hop said " +
+                            std::to_string(in.streams.size()));
+  }
+  if (in.streams[hello.stream].valid()) throw ProtocolViolation("duplicate ring link stream");
+  in.streams[hello.stream] = std::move(s);
+  ++in.filed;
+}
+
+Socket RingLinks::open_link(uint64_t my_id, uint64_t epoch, const RingMember& right, int stream,
+                            int streams, const Deadline& deadline,
+                            const Canceller* cancel) const {
   Socket out = Socket::connect_to(right.host, right.port, deadline, cancel);
   out.tune_for_bulk();
   try {
@@ -180,12 +197,65 @@ void RingLinks::establish(uint64_t my_id, uint64_t epoch, const RingMember& righ
                       ":" + std::to_string(right.port) + ": " + e.what());
   }
   PeerHelloMsg hello{my_id, epoch, group_};
+  hello.stream = static_cast<uint16_t>(stream);
+  hello.streams = static_cast<uint16_t>(streams);
   write_frame(out, static_cast<uint16_t>(MsgType::kPeerHello), hello.encode(), deadline, cancel);
+  return out;
+}
+
+std::vector<Socket> RingLinks::open_links(uint64_t my_id, uint64_t epoch,
+                                          const RingMember& right, int streams,
+                                          const Deadline& deadline,
+                                          const Canceller* cancel) const {
+  std::vector<Socket> out(static_cast<size_t>(streams));
+  std::vector<std::exception_ptr> errors(out.size());
+  auto open_one = [&](size_t i) {
+    try {
+      out[i] = open_link(my_id, epoch, right, static_cast<int>(i), streams, deadline, cancel);
+    } catch (...) {
+      errors[i] = std::current_exception();
+    }
+  };
+  // Each connection costs a few round trips (connect, handshake): open them
+  // all at once, so a long RTT is paid once per topology, not K times. The
+  // threads end by the deadline or the canceller, and are joined here.
+  {
+    std::vector<std::thread> helpers;
+    struct JoinAll {
+      std::vector<std::thread>& threads;
+      ~JoinAll() {
+        for (auto& t : threads) t.join();
+      }
+    } join_all{helpers};
+    for (size_t i = 1; i < out.size(); ++i) helpers.emplace_back(open_one, i);
+    open_one(0);
+  }
+  for (auto& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+  return out;
+}
+
+void RingLinks::establish(uint64_t my_id, uint64_t epoch, const RingMember& right,
+                          uint64_t left_id, const Deadline& deadline, const Canceller* cancel,
+                          int streams) {
+  if (streams < 1 || streams > kMaxRingStreams) {
+    throw PcclError("ring connections must be 1.." + std::to_string(kMaxRingStreams));
+  }
+  break_links();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    current_epoch_ = epoch;
+    for (auto it = incoming_.begin(); it != incoming_.end();) {
+      it = it->first.second < epoch ? incoming_.erase(it) : std::next(it);
+    }
+  }
+  std::vector<Socket> out = open_links(my_id, epoch, right, streams, deadline, cancel);
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
     auto it = incoming_.find({left_id, epoch});
-    if (it != incoming_.end()) {
-      left_ = std::move(it->second);
+    if (it != incoming_.end() && it->second.complete()) {
+      left_ = std::move(it->second.streams);
       incoming_.erase(it);
       break;
     }
@@ -199,11 +269,24 @@ void RingLinks::establish(uint64_t my_id, uint64_t epoch, const RingMember& righ
   right_ = std::move(out);
 }
 
+std::vector<int> RingLinks::right_fds() const {
+  std::vector<int> fds;
+  for (const Socket& s : right_) fds.push_back(s.fd());
+  return fds;
+}
+
+std::vector<int> RingLinks::left_fds() const {
+  std::vector<int> fds;
+  for (const Socket& s : left_) fds.push_back(s.fd());
+  return fds;
+}
+
 void RingLinks::break_links() {
-  right_.shutdown_both();
-  left_.shutdown_both();
-  right_.close();
-  left_.close();
+  // Every connection of the hop: a neighbour blocked on any of them must see EOF.
+  for (Socket& s : right_) s.shutdown_both();
+  for (Socket& s : left_) s.shutdown_both();
+  right_.clear();
+  left_.clear();
 }
 
 void RingLinks::close() {

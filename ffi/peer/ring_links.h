@@ -1,7 +1,9 @@
 // The TCP links of one peer to its ring neighbours. Each peer sends on the
-// connection it opened to its right neighbour and receives on the connection
-// its left neighbour opened to it; an acceptor thread files incoming links by
-// (peer id, epoch) so that a stale link can never be mistaken for a new one.
+// connections it opened to its right neighbour and receives on those its left
+// neighbour opened to it; an acceptor thread files incoming links by (peer id,
+// epoch, stream) so that a stale link can never be mistaken for a new one.
+// A hop is `streams` connections (striping, see collectives/ring_stripes.h):
+// the sender chooses how many and says so in every PEER_HELLO.
 // Every link starts with the authentication handshake (context "ring"): the
 // acceptor is its server side, establish() its client side. A connection
 // that fails it, or sends anything before it, is dropped with a logged reason.
@@ -15,6 +17,7 @@
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "common/canceller.h"
 #include "common/deadline.h"
@@ -41,17 +44,21 @@ class RingLinks {
               StateLinkHandler on_state_link = nullptr);
   uint16_t port() const { return port_; }
 
-  // Replaces the current links with those of `epoch`. Throws PeerFailure
-  // (also when the right neighbour refuses or fails the handshake).
+  // Replaces the current links with those of `epoch`: `streams` connections
+  // to the right neighbour, and as many from the left as it opens. Throws
+  // PeerFailure (also when the right neighbour refuses or fails the handshake).
   void establish(uint64_t my_id, uint64_t epoch, const RingMember& right, uint64_t left_id,
-                 const Deadline& deadline, const Canceller* cancel);
+                 const Deadline& deadline, const Canceller* cancel, int streams = 1);
   // A connection to `holder`'s listener for fetching shared state: same
   // handshake as a ring link, then PEER_HELLO with LinkPurpose::kStateFetch.
   Socket open_state_link(uint64_t my_id, const RingMember& holder, const Deadline& deadline,
                          const Canceller* cancel) const;
-  Socket& right() { return right_; }
-  Socket& left() { return left_; }
-  bool connected() const { return right_.valid() && left_.valid(); }
+  // Stream 0 of each side: it also carries the collective headers.
+  Socket& right() { return right_.empty() ? none_ : right_[0]; }
+  Socket& left() { return left_.empty() ? none_ : left_[0]; }
+  std::vector<int> right_fds() const;
+  std::vector<int> left_fds() const;
+  bool connected() const { return !right_.empty() && !left_.empty(); }
   // Shut the links down so both neighbours see EOF at once (fail fast).
   void break_links();
   void close();
@@ -71,6 +78,20 @@ class RingLinks {
   Read receive(Incoming& in, Frame& out);  // kFailed: dropped, with a log line
   bool authenticate(Incoming& in, const Frame& m2);  // false: refused or failed, drop it
   void finish_handshake(Socket s, const Frame& hello);
+  // Files an incoming ring connection (mu_ held); throws ProtocolViolation
+  // for a duplicate or inconsistent stream, leaving `s` with the caller.
+  void file_link(const PeerHelloMsg& hello, Socket& s);
+  Socket open_link(uint64_t my_id, uint64_t epoch, const RingMember& right, int stream,
+                   int streams, const Deadline& deadline, const Canceller* cancel) const;
+  std::vector<Socket> open_links(uint64_t my_id, uint64_t epoch, const RingMember& right,
+                                 int streams, const Deadline& deadline,
+                                 const Canceller* cancel) const;
+
+  struct IncomingLinks {  // one neighbour's connections for one epoch
+    std::vector<Socket> streams;
+    size_t filed = 0;
+    bool complete() const { return filed == streams.size(); }
+  };
 
   uint32_t group_ = 0;
   Secret secret_;
@@ -81,10 +102,11 @@ class RingLinks {
   std::thread acceptor_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::map<std::pair<uint64_t, uint64_t>, Socket> incoming_;  // (peer id, epoch) -> link
+  std::map<std::pair<uint64_t, uint64_t>, IncomingLinks> incoming_;  // (peer id, epoch)
   uint64_t current_epoch_ = 0;
-  Socket right_;
-  Socket left_;
+  std::vector<Socket> right_;
+  std::vector<Socket> left_;
+  Socket none_;  // what right()/left() return without links
 };
 
 }  // namespace pccl

@@ -92,7 +92,7 @@ PeerDroppedMsg PeerDroppedMsg::decode(const std::vector<uint8_t>& b) {
 }
 
 std::vector<uint8_t> PeerHelloMsg::encode() const {
-  return WireWriter().u64(peer_id).u64(epoch).u32(group).u8(purpose).take();
+  return WireWriter().u64(peer_id).u64(epoch).u32(group).u8(purpose).u16(stream).u16(streams).take();
 }
 PeerHelloMsg PeerHelloMsg::decode(const std::vector<uint8_t>& b) {
   WireReader r(b);
@@ -103,6 +103,12 @@ PeerHelloMsg PeerHelloMsg::decode(const std::vector<uint8_t>& b) {
   m.purpose = r.u8();
   if (m.purpose > static_cast<uint8_t>(LinkPurpose::kStateFetch)) {
     throw ProtocolViolation("unknown link purpose " + std::to_string(m.purpose));
+  }
+  m.stream = r.u16();
+  m.streams = r.u16();
+  if (m.streams == 0 || m.streams > kMaxRingStreams || m.stream >= m.streams) {
+    throw ProtocolViolation("bad ring stream " + std::to_string(m.stream) + " of " +
+                            std::to_string(m.streams));
   }
   r.expect_end();
   return m;

@@ -35,6 +35,8 @@ enum class MsgType : uint16_t {
 
 constexpr uint32_t kMaxRingMembers = 4096;
 constexpr uint32_t kMaxDims = 8;
+// A ring hop is striped over at most this many TCP connections.
+constexpr uint16_t kMaxRingStreams = 32;
 
 struct HelloMsg {
   uint32_t group = 0;
@@ -98,6 +100,10 @@ struct PeerHelloMsg {
   uint64_t epoch = 0;
   uint32_t group = 0;
   uint8_t purpose = 0;  // LinkPurpose
+  // A ring hop is `streams` connections; this is number `stream` of them.
+  // Checked on decode: 1 <= streams <= kMaxRingStreams, stream < streams.
+  uint16_t stream = 0;
+  uint16_t streams = 1;
   std::vector<uint8_t> encode() const;
   static PeerHelloMsg decode(const std::vector<uint8_t>& b);
 };

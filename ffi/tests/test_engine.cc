@@ -26,20 +26,27 @@ double seconds_since(Clock::time_point t0) {
 }
 
 std::unique_ptr<Communicator> make_peer(uint16_t master_port, double timeout = 10.0,
-                                        const std::string& secret = "") {
+                                        const std::string& secret = "",
+                                        int connections = kDefaultRingConnections) {
   CommunicatorConfig cfg;
   cfg.master_host = "127.0.0.1";
   cfg.master_port = master_port;
   cfg.timeout_s = timeout;
   cfg.secret = secret;
+  cfg.connections = connections;
   return std::make_unique<Communicator>(cfg);
 }
 
 // Runs fn(rank_hint, comm) on n threads after all n peers are admitted.
+// `connections[i]` (if given) is peer i's number of connections per ring hop.
 void with_ring(Master& master, int n, const std::function<void(int, Communicator&)>& fn,
-               double timeout = 10.0, const std::string& secret = "") {
+               double timeout = 10.0, const std::string& secret = "",
+               const std::vector<int>& connections = {}) {
   std::vector<std::unique_ptr<Communicator>> comms;
-  for (int i = 0; i < n; ++i) comms.push_back(make_peer(master.port(), timeout, secret));
+  for (int i = 0; i < n; ++i) {
+    int k = i < static_cast<int>(connections.size()) ? connections[i] : kDefaultRingConnections;
+    comms.push_back(make_peer(master.port(), timeout, secret, k));
+  }
   std::vector<std::thread> threads;
   for (int i = 0; i < n; ++i) {
     threads.emplace_back([&, i] {
@@ -150,6 +157,84 @@ void test_closed_peer_fails_others_fast_then_survivors_continue() {
     CHECK_EQ(out[123], 2.0f);
   });
   master.stop();
+}
+
+// Striping: every peer opens its own number of connections to its right
+// neighbour (1, 3, 7), so each hop has a different lane count and the two
+// ends of a hop must agree on which chunk rides which lane. The result must
+// still be exact and bit-identical, for the exact and a quantized format.
+void test_striped_hops_with_different_lane_counts_are_exact() {
+  Master master(MasterConfig{});
+  master.start();
+  const int n = 3;
+  const size_t count = (5u << 20) + 7;  // 20 MiB of float32: many 1 MiB chunks per segment
+  std::vector<std::vector<float>> exact(n), quantized(n);
+  with_ring(master, n, [&](int, Communicator& c) {
+    std::vector<float> in(count), out(count);
+    for (size_t i = 0; i < count; ++i) in[i] = static_cast<float>((i % 1013) * (c.rank() + 1));
+    CHECK_EQ(c.all_reduce(in.data(), out.data(), count, DType::kFloat32, ReduceOp::kSum, {}), n);
+    long bad = 0;
+    for (size_t i = 0; i < count; ++i) bad += out[i] != static_cast<float>(6 * (i % 1013));
+    CHECK_EQ(bad, 0L);
+    exact[c.rank()] = out;
+    c.all_reduce(in.data(), out.data(), count, DType::kFloat32, ReduceOp::kAvg, {},
+                 Quantization::kMinMaxUInt8);
+    quantized[c.rank()] = out;
+  }, 10.0, "", {1, 3, 7});
+  CHECK(exact[0] == exact[1] && exact[1] == exact[2]);
+  CHECK(quantized[0] == quantized[1] && quantized[1] == quantized[2]);
+  master.stop();
+}
+
+// A dead neighbour closes every one of its connections; whichever lane sees
+// it first must end the collective for the survivors at once.
+void test_striped_peer_death_fails_every_survivor_fast() {
+  Master master(MasterConfig{});
+  master.start();
+  const int n = 3;
+  with_ring(master, n, [&](int, Communicator& c) {
+    std::vector<float> in(16u << 20, 1.0f), out(in.size());  // 64 MiB: every lane busy
+    c.all_reduce(in.data(), out.data(), 1024, DType::kFloat32, ReduceOp::kSum, {});
+    std::thread killer;
+    if (c.rank() == 1) {  // leaves while all three are moving data
+      killer = std::thread([&c] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        c.close();
+      });
+    }
+    auto t0 = Clock::now();
+    bool failed = false;
+    try {
+      c.all_reduce(in.data(), out.data(), in.size(), DType::kFloat32, ReduceOp::kSum, {});
+    } catch (const PcclError& e) {
+      failed = c.rank() == 1 ? e.kind() == ErrorKind::kCancelled
+                             : e.kind() == ErrorKind::kPeerFailure;
+    }
+    if (killer.joinable()) {
+      killer.join();
+      CHECK(failed);
+      return;
+    }
+    CHECK(failed);
+    CHECK(seconds_since(t0) < 5.0);  // EOF on a lane, not the 10 s stall timeout
+    c.update_topology();
+    CHECK_EQ(c.group_world_size(), 2);
+    c.all_reduce(in.data(), out.data(), in.size(), DType::kFloat32, ReduceOp::kSum, {});
+    CHECK_EQ(out[in.size() - 1], 2.0f);
+  }, 10.0, "", {4, 4, 4});
+  master.stop();
+}
+
+void test_connections_out_of_range_refused() {
+  for (int k : {0, -1, static_cast<int>(kMaxRingStreams) + 1}) {
+    bool refused = false;
+    try {
+      make_peer(1, 1.0, "", k);
+    } catch (const PcclError&) {
+      refused = true;
+    }
+    CHECK(refused);
+  }
 }
 
 void test_unreachable_master_bounded() {
@@ -574,7 +659,7 @@ void test_reconnect_to_restarted_master_authenticates() {
   right.stop();
 }
 
-void report_throughput() {
+void report_throughput(int connections) {
   Master master(MasterConfig{});
   master.start();
   const size_t count = (64u << 20) / 4;
@@ -588,10 +673,10 @@ void report_throughput() {
     }
     double t = seconds_since(t0) / iters;
     if (c.rank() == 0) {
-      std::printf("engine-only N=2 64 MiB float32: %.1f ms/call, busbw %.2f GB/s\n", t * 1e3,
-                  (64u << 20) / t / 1e9);
+      std::printf("engine-only N=2 64 MiB float32, %d connections: %.1f ms/call, busbw %.2f GB/s\n",
+                  connections, t * 1e3, (64u << 20) / t / 1e9);
     }
-  });
+  }, 10.0, "", {connections, connections});
   master.stop();
 }
 
@@ -602,6 +687,9 @@ int main(int argc, char** argv) {
   test_ops_and_tiny_counts();
   test_mismatch_reported_everywhere_ring_survives();
   test_closed_peer_fails_others_fast_then_survivors_continue();
+  test_striped_hops_with_different_lane_counts_are_exact();
+  test_striped_peer_death_fails_every_survivor_fast();
+  test_connections_out_of_range_refused();
   test_unreachable_master_bounded();
   test_admission_timeout_leaves_nothing_behind();
   test_silent_peer_dropped_by_heartbeat_timeout();
@@ -613,6 +701,8 @@ int main(int argc, char** argv) {
   test_unauthenticated_connections_bounded_by_deadline();
   test_ring_links_refuse_unauthenticated_connections();
   test_reconnect_to_restarted_master_authenticates();
-  if (argc > 1 && std::strcmp(argv[1], "--bench") == 0) report_throughput();
+  if (argc > 1 && std::strcmp(argv[1], "--bench") == 0) {
+    for (int k : {1, kDefaultRingConnections}) report_throughput(k);
+  }
   return check_summary("test_engine");
 }

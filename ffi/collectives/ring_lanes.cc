@@ -1,0 +1,171 @@
+#include "collectives/ring_lanes.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <string>
+
+#include "collectives/ring_io.h"
+#include "common/errors.h"
+
+namespace pccl {
+namespace {
+
+// A partial chunk leaves only in pieces of at least this much, so a sender
+// that keeps up with the reduction still hands TCP big writes.
+constexpr size_t kMinPartialSend = 64 << 10;
+
+}  // namespace
+
+LaneLoop::LaneLoop(const RingPeers& ring, const RingOptions& options, const StripeLayout& layout,
+                   LaneCodec& codec)
+    : opt_(options), layout_(layout), codec_(codec) {
+  if (ring.right.empty() || ring.left.empty()) throw PcclError("ring all-reduce without links");
+  for (size_t i = 0; i < ring.right.size(); ++i) {
+    SendLane lane;
+    lane.fd = ring.right[i];
+    lane.at = layout.first(i, true);
+    send_.push_back(lane);
+  }
+  for (size_t i = 0; i < ring.left.size(); ++i) {
+    RecvLane lane;
+    lane.fd = ring.left[i];
+    lane.at = layout.first(i, false);
+    recv_.push_back(lane);
+  }
+  fds_.reserve(send_.size() + recv_.size() + 1);
+  owners_.reserve(fds_.capacity());
+}
+
+RingTraffic LaneLoop::run() {
+  Deadline stall = Deadline::after(opt_.stall_timeout_s);
+  while (!finished()) {
+    if (opt_.closing != nullptr && opt_.closing->cancelled()) throw Cancelled("communicator closed");
+    bool moved = false;
+    // Receive first: absorbed bytes are what the sends below wait for.
+    for (size_t i = 0; i < recv_.size(); ++i) moved |= serve_recv(i);
+    for (size_t i = 0; i < send_.size(); ++i) moved |= serve_send(i);
+    if (moved) stall = Deadline::after(opt_.stall_timeout_s);
+    if (finished()) break;
+    poll_lanes(moved, stall);
+  }
+  return traffic_;
+}
+
+bool LaneLoop::finished() const {
+  int steps = layout_.steps();
+  for (const SendLane& l : send_) {
+    if (l.at.step < steps) return false;
+  }
+  for (const RecvLane& l : recv_) {
+    if (l.at.step < steps) return false;
+  }
+  return true;
+}
+
+size_t LaneLoop::wire_bytes(int segment, size_t c) const {
+  return codec_.wire_bytes(layout_.chunk(segment, c));
+}
+
+size_t LaneLoop::absorbed(int step, size_t c) const {
+  const RecvLane& l = recv_[c % recv_.size()];
+  if (l.at.before(step, c)) return 0;
+  if (l.at.step == step && l.at.chunk == c) return l.absorbed;
+  return SIZE_MAX;
+}
+
+size_t LaneLoop::sendable(const SendLane& lane) const {
+  int seg = layout_.send_segment(lane.at.step);
+  size_t wire = wire_bytes(seg, lane.at.chunk);
+  // Step k+1 sends the segment received at step k, once absorbed there.
+  size_t ready = lane.at.step == 0 ? wire : std::min(wire, absorbed(lane.at.step - 1, lane.at.chunk));
+  if (ready <= lane.sent) return 0;
+  if (ready < wire && ready - lane.sent < kMinPartialSend) return 0;
+  return ready;
+}
+
+bool LaneLoop::serve_recv(size_t i) {
+  RecvLane& l = recv_[i];
+  if (!l.ready || l.at.step >= layout_.steps()) return false;
+  Segment chunk = layout_.chunk(layout_.recv_segment(l.at.step), l.at.chunk);
+  size_t wire = codec_.wire_bytes(chunk);
+  if (l.data == nullptr) l.data = codec_.recv_target(i, l.at.step, chunk);
+  size_t want = std::min(wire - l.landed, ring_io::kMaxIoBytes);
+  bool would_block = false;
+  size_t k = ring_io::try_recv(l.fd, l.data + l.landed, want, &would_block);
+  if (k < want) l.ready = false;  // drained: let poll say when more is there
+  if (k == 0) return false;
+  traffic_.bytes_received += k;
+  l.landed += k;
+  l.absorbed = codec_.absorb(i, l.at.step, chunk, l.absorbed, l.landed);
+  if (l.absorbed == wire) {
+    l.at = layout_.next(l.at, i, recv_.size(), false);
+    l.data = nullptr;
+    l.landed = l.absorbed = 0;
+  }
+  return true;
+}
+
+bool LaneLoop::serve_send(size_t i) {
+  SendLane& l = send_[i];
+  if (!l.ready || l.at.step >= layout_.steps()) return false;
+  size_t ready = sendable(l);
+  if (ready == 0) return false;
+  Segment chunk = layout_.chunk(layout_.send_segment(l.at.step), l.at.chunk);
+  if (l.data == nullptr) l.data = codec_.send_source(i, l.at.step, chunk);
+  size_t want = std::min(ready - l.sent, ring_io::kMaxIoBytes);
+  bool would_block = false;
+  size_t k = ring_io::try_send(l.fd, l.data + l.sent, want, &would_block);
+  if (k < want) l.ready = false;  // the socket buffer is full
+  if (k == 0) return false;
+  traffic_.bytes_sent += k;
+  l.sent += k;
+  if (l.sent == codec_.wire_bytes(chunk)) {
+    l.at = layout_.next(l.at, i, send_.size(), true);
+    l.data = nullptr;
+    l.sent = 0;
+  }
+  return true;
+}
+
+void LaneLoop::poll_lanes(bool moved, const Deadline& stall) {
+  fds_.clear();
+  owners_.clear();
+  int steps = layout_.steps();
+  for (size_t i = 0; i < recv_.size(); ++i) {
+    if (recv_[i].ready || recv_[i].at.step >= steps) continue;
+    fds_.push_back({recv_[i].fd, POLLIN, 0});
+    owners_.push_back(static_cast<int>(i));
+  }
+  for (size_t i = 0; i < send_.size(); ++i) {
+    if (send_[i].ready || send_[i].at.step >= steps || sendable(send_[i]) == 0) continue;
+    fds_.push_back({send_[i].fd, POLLOUT, 0});
+    owners_.push_back(-1 - static_cast<int>(i));
+  }
+  if (fds_.empty()) {
+    if (!moved) throw PcclError("ring all-reduce: no lane can make progress (internal error)");
+    return;
+  }
+  size_t lanes = fds_.size();
+  // The interrupt is heard only while no lane moves: a neighbour that
+  // finished and left (its drop notice races with its last bytes) must not
+  // fail a collective whose data is all here; a dead one stops the bytes.
+  if (!moved && opt_.cancel != nullptr) fds_.push_back({opt_.cancel->fd(), POLLIN, 0});
+  int rc = ::poll(fds_.data(), fds_.size(), moved ? 0 : stall.remaining_ms(1000));
+  if (rc < 0 && errno != EINTR) throw PeerFailure("poll failed in ring all-reduce");
+  bool any_ready = false;
+  for (size_t j = 0; j < lanes && rc > 0; ++j) {
+    if (fds_[j].revents == 0) continue;  // errors and hang-ups count: the syscall reports them
+    any_ready = true;
+    int who = owners_[j];
+    if (who >= 0) recv_[who].ready = true; else send_[-1 - who].ready = true;
+  }
+  if (any_ready || moved) return;
+  if (fds_.size() > lanes && (fds_[lanes].revents & POLLIN)) throw Cancelled("all_reduce interrupted");
+  if (stall.expired()) {
+    throw PeerFailure("ring all-reduce made no progress for " + std::to_string(opt_.stall_timeout_s) +
+                      " s (a neighbour stalled)");
+  }
+}
+
+}  // namespace pccl
