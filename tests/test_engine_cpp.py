@@ -3,6 +3,12 @@
 This proves the layering rule: ffi/ minus bindings/ and xla/ compiles and works
 without Python. Needs cmake, ninja and a C++17 compiler (the test extras
 install cmake and ninja).
+
+The suite runs twice: in a plain build, and in an AddressSanitizer +
+UndefinedBehaviorSanitizer build (-DJAX_PCCL_SANITIZE=address), where any
+report fails the test. Both include a short run of the parser fuzzer
+(ffi/tests/fuzz_parsers.cc); long fuzzing runs and ThreadSanitizer are by hand
+(docs/SECURITY.md).
 """
 
 from __future__ import annotations
@@ -27,27 +33,61 @@ def _tool(name: str) -> str:
     return found
 
 
-@pytest.fixture(scope="module")
-def engine_build(tmp_path_factory) -> Path:
-    build = tmp_path_factory.mktemp("engine-build")
+SUITES = ["test_reduce_kernels", "test_wire", "test_engine", "test_handshake", "test_quantization",
+          "test_shared_state", "test_ring_acceptor"]
+FUZZ_SECONDS_PER_PARSER = {"plain": 1, "address": 2}
+# A sanitizer report ends the process with a non-zero status (-fno-sanitize-recover);
+# these catch one that somehow did not.
+SANITIZER_REPORTS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+SANITIZER_ENV = {
+    "ASAN_OPTIONS": "detect_leaks=1:halt_on_error=1:strict_string_checks=1",
+    "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
+}
+
+
+def _build(build: Path, *options: str) -> Path:
     configure = [
         _tool("cmake"), "-S", str(ROOT), "-B", str(build), "-G", "Ninja",
         f"-DCMAKE_MAKE_PROGRAM={_tool('ninja')}",
-        "-DJAX_PCCL_BUILD_PYTHON=OFF", "-DJAX_PCCL_BUILD_TESTS=ON",
+        "-DJAX_PCCL_BUILD_PYTHON=OFF", "-DJAX_PCCL_BUILD_TESTS=ON", *options,
     ]
     subprocess.run(configure, check=True, capture_output=True, timeout=300)
     result = subprocess.run([_tool("cmake"), "--build", str(build)], capture_output=True,
-                            text=True, timeout=600)
+                            text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return build
 
 
-@pytest.mark.parametrize("name", ["test_reduce_kernels", "test_wire", "test_engine", "test_handshake",
-                                  "test_quantization", "test_shared_state", "test_ring_acceptor"])
-def test_engine_cpp_suite(engine_build: Path, name: str):
-    env = dict(os.environ, JAX_PCCL_LOG="error")
-    result = subprocess.run([str(engine_build / name)], capture_output=True, text=True,
-                            timeout=180, env=env)
+@pytest.fixture(scope="module")
+def engine_build(tmp_path_factory) -> Path:
+    return _build(tmp_path_factory.mktemp("engine-build"))
+
+
+@pytest.fixture(scope="module")
+def asan_build(tmp_path_factory) -> Path:
+    return _build(tmp_path_factory.mktemp("engine-asan-build"), "-DJAX_PCCL_SANITIZE=address")
+
+
+def _run_suite(build: Path, cmd: list[str], sanitized: bool) -> None:
+    env = dict(os.environ, JAX_PCCL_LOG="error", **(SANITIZER_ENV if sanitized else {}))
+    result = subprocess.run([str(build / cmd[0]), *cmd[1:]], capture_output=True, text=True,
+                            timeout=300, env=env)
     summary = [line for line in result.stdout.splitlines() if " passed, " in line]
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-6000:]
     assert summary and summary[-1].endswith(", 0 failed"), result.stdout[-2000:]
+    reports = [r for r in SANITIZER_REPORTS if r in result.stderr]
+    assert not reports, result.stderr[-6000:]
+
+
+def _fuzz_cmd(kind: str) -> list[str]:
+    return ["fuzz_parsers", "--seconds", str(FUZZ_SECONDS_PER_PARSER[kind]), "--seed", "1"]
+
+
+@pytest.mark.parametrize("name", SUITES + ["fuzz_parsers"])
+def test_engine_cpp_suite(engine_build: Path, name: str):
+    _run_suite(engine_build, _fuzz_cmd("plain") if name == "fuzz_parsers" else [name], False)
+
+
+@pytest.mark.parametrize("name", SUITES + ["fuzz_parsers"])
+def test_engine_cpp_suite_under_asan_ubsan(asan_build: Path, name: str):
+    _run_suite(asan_build, _fuzz_cmd("address") if name == "fuzz_parsers" else [name], True)

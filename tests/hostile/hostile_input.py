@@ -270,7 +270,10 @@ def _run(args, rng, secret: bytes, r: Run, summary: dict, problems: list) -> Non
     # Right after: a correct peer joins and both all_reduce.
     t_join = time.monotonic()
     open(go_file, "w").close()
-    joiner.wait(timeout=START_TIMEOUT_S)
+    try:
+        joiner.wait(timeout=START_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        problems.append(f"the joiner did not finish within {START_TIMEOUT_S:.0f}s")
     join_s = time.monotonic() - t_join
     joined = records(joiner_out)
     with_two = [x for x in joined if x.get("world") == 2]
