@@ -9,7 +9,8 @@ For every mode it starts a master (in this process) and --peers peer processes
 (this script with --peer), which train for the same number of inner steps:
 
   ddp               all_reduce(avg) of the gradients at every step
-  diloco            H inner steps, then the outer step (Nesterov SGD 0.7/0.9)
+  diloco            H inner steps, then the outer step (Nesterov SGD, default
+                    lr 0.7, momentum 0.9: --outer-lr, --outer-momentum)
   streaming         F fragments, each synced every H steps on a staggered
                     schedule, overlapped with 1 inner step of compute
   async             the outer update lands one outer step late (overlap = H)
@@ -107,7 +108,8 @@ def peer_main(args) -> int:
         model, digest_tree, peak = params, (params, opt_state), max(sync_bytes)
         syncs = len(sync_bytes)
     else:
-        run = diloco.DiLoCo(comm, diloco.nesterov(0.7, 0.9), inner_steps=args.inner_steps,
+        run = diloco.DiLoCo(comm, diloco.nesterov(args.outer_lr, args.outer_momentum),
+                            inner_steps=args.inner_steps,
                             fragments=args.fragments if args.mode == "streaming" else 1,
                             overlap={"streaming": args.overlap, "async": args.inner_steps}.get(args.mode, 0),
                             quantization="minmax_uint8" if args.mode == "diloco+quantized" else None,
@@ -177,7 +179,8 @@ def launch_mode(task: str, mode: str, args, workdir: str) -> dict:
                    "--restart", str(restart), "--out", out, "--steps", str(args.steps),
                    "--inner-steps", str(args.inner_steps), "--fragments", str(args.fragments),
                    "--overlap", str(args.overlap), "--lr", str(args.lr), "--seed", str(args.seed),
-                   "--eval-every", str(args.eval_every), "--step-delay", str(args.step_delay)] + (["--no-shared-state"] if args.no_shared_state else [])
+                   "--eval-every", str(args.eval_every), "--step-delay", str(args.step_delay),
+                   "--outer-lr", str(args.outer_lr), "--outer-momentum", str(args.outer_momentum)] + (["--no-shared-state"] if args.no_shared_state else [])
             log = open(out + ".log", "w")
             procs[index] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=peer_env(),
                                             start_new_session=True)
@@ -237,6 +240,7 @@ def launch_mode(task: str, mode: str, args, workdir: str) -> dict:
     return {
         "task": task, "mode": mode, "peers": args.peers, "inner_steps": args.steps,
         "H": None if mode == "ddp" else args.inner_steps,
+        "outer": None if mode == "ddp" else [args.outer_lr, args.outer_momentum],
         "fragments": args.fragments if mode == "streaming" else 1,
         "eval_loss": round(first["eval_loss"], 5), "eval_accuracy": round(first["eval_accuracy"], 4),
         "bytes_sent_per_peer": int(sum(r["bytes_sent"] for r in results) / len(results)),
@@ -287,6 +291,8 @@ def main() -> int:
     ap.add_argument("--overlap", type=int, default=1, help="streaming: inner steps a fragment is in flight")
     ap.add_argument("--lr", type=float, default=None, help="inner AdamW learning rate (task default)")
     ap.add_argument("--eval-every", type=int, default=None)
+    ap.add_argument("--outer-lr", type=float, default=0.7, help="outer Nesterov SGD learning rate")
+    ap.add_argument("--outer-momentum", type=float, default=0.9, help="outer Nesterov momentum")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--churn", action="store_true")
     ap.add_argument("--step-delay", type=float, default=None,
