@@ -16,8 +16,8 @@ For every mode it starts a master (in this process) and --peers peer processes
   async             the outer update lands one outer step late (overlap = H)
   diloco+quantized  diloco with minmax_uint8 pseudo-gradients on the wire
 
-Every peer uses the same inner optimizer (AdamW, warmup + cosine decay), batch size and seed for the
-model; peer i trains on shard i of the data. Printed per mode: final eval loss
+Every peer uses the same inner optimizer (AdamW, warmup + cosine decay),
+batch size and seed for the model; peer i trains on shard i of the data. Printed per mode: final eval loss
 and accuracy of the global params, bytes each peer put on the wire
 (Communicator.stats()["bytes_sent"]), the largest single sync, and whether
 all peers ended with bit-identical state. A PNG plots eval loss against inner

@@ -58,7 +58,6 @@ from .outer import nesterov
 
 log = logging.getLogger("jax_pccl.diloco")
 
-CURSOR_T, CURSOR_ACTION, CURSOR_RETRYING = 0, 1, 2
 
 
 class DiLoCoState(NamedTuple):
@@ -158,7 +157,8 @@ class DiLoCo:
     def finish(self, local_params):
         """Completes the syncs still in flight; returns (global params, local params).
 
-        Every peer must call it at the same inner step. It ends with a
+        Every peer must call it at the same inner step (a peer admitted
+        while the others are in finish() is not supported). It ends with a
         barrier (a tiny all_reduce whose failure is ignored): a peer that
         leaves right after its last sync could otherwise cut a neighbour off
         while that one still receives the end of it."""
