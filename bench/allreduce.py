@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """All-reduce benchmark: jax_pccl (TCP ring engine via XLA FFI) vs JAX's own
-multi-process CPU collectives (gloo).
+multi-process CPU collectives (gloo), and the link ceiling: one plain TCP
+stream between two processes on the same loopback.
 
 Usage:
-    python bench/allreduce.py --peers 2 --sizes 4K,1M,16M,64M,256M --iters 10 [--only pccl|gloo]
+    python bench/allreduce.py --peers 2 --sizes 4K,1M,16M,64M,256M --iters 10 \
+        [--only pccl,gloo,tcp] [--connections K]
 
 For every implementation and message size (bytes of a float32 array held by
 *each* peer) the driver spawns N worker processes (this same file re-invoked
@@ -14,6 +16,11 @@ the per-iteration max over peers and then the median over iterations.
 
     algbw = bytes / t
     busbw = algbw * 2 (N - 1) / N          (nccl-tests definition)
+
+The "tcp" row is one TCP stream (4 MiB socket buffers, 4 MiB writes, receiver
+reads into a preallocated buffer) moving `bytes` from one process to another:
+its busbw is bytes / t, what a single connection of this loopback carries.
+The ratios printed at the end are all from this one run.
 
 Everything runs on 127.0.0.1 with free ports (found by binding port 0); every
 subprocess has a hard timeout and is killed (whole process group) on expiry.
@@ -193,7 +200,7 @@ def worker_pccl(a) -> None:
     import numpy as np
     import jax_pccl as pccl
 
-    comm = pccl.Communicator(a.addr)
+    comm = pccl.Communicator(a.addr, connections=a.connections)
     comm.connect()
     # Admission: first peer is accepted at once; later ones are admitted when
     # already-accepted peers call update_topology() (collective among the
@@ -246,6 +253,63 @@ def worker_pccl(a) -> None:
             break
 
 
+def worker_tcp(a) -> None:
+    """Rank 0 receives, rank 1 sends: one stream, `iters` timed transfers per size."""
+    import numpy as np
+
+    host, port = a.addr.rsplit(":", 1)
+    buf_bytes = 4 << 20
+    if a.rank == 0:
+        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buf_bytes)
+        srv.bind((host, int(port)))
+        srv.listen(1)
+        srv.settimeout(60)
+        conn, _ = srv.accept()
+        srv.close()
+    else:
+        conn = None
+        deadline = time.monotonic() + 60
+        while conn is None:
+            try:
+                conn = socket.create_connection((host, int(port)), timeout=60)
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buf_bytes)
+    conn.settimeout(120)
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    out = {}
+    for nbytes in a.sizes:
+        data = np.ones(nbytes, np.uint8)  # touched: no page faults while timing
+        view = memoryview(data)
+        times = []
+        for it in range(a.warmup + a.iters):
+            if a.rank == 0:
+                conn.sendall(b"g")  # go: the receiver starts the clock
+                t0 = time.perf_counter()
+                got = 0
+                while got < nbytes:
+                    k = conn.recv_into(view[got:], min(buf_bytes, nbytes - got))
+                    if k == 0:
+                        raise SystemExit("tcp: sender closed early")
+                    got += k
+                t = time.perf_counter() - t0
+            else:
+                if conn.recv(1) != b"g":
+                    raise SystemExit("tcp: no go")
+                for off in range(0, nbytes, buf_bytes):
+                    conn.sendall(view[off:off + buf_bytes])
+                t = 0.0
+            if it >= a.warmup:
+                times.append(t)
+        out[nbytes] = times
+    conn.close()
+    if a.rank == 0:  # only the receiver's clock means anything
+        emit({"impl": "tcp", "rank": 0, "times": {str(k): v for k, v in out.items()}})
+
+
 # --------------------------------------------------------------------------
 # driver
 # --------------------------------------------------------------------------
@@ -257,11 +321,14 @@ def run_workers(impl: str, addr: str, a, timeout: float):
     sizes_arg = ",".join(str(s) for s in a.sizes)
     procs = []
     tmp = tempfile.mkdtemp(prefix=f"bench_{impl}_")
-    for i in range(a.peers):
+    nworkers = 2 if impl == "tcp" else a.peers
+    for i in range(nworkers):
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", impl,
-               "--rank", str(i), "--nprocs", str(a.peers), "--addr", addr,
+               "--rank", str(i), "--nprocs", str(nworkers), "--addr", addr,
                "--sizes", sizes_arg, "--iters", str(a.iters), "--warmup", str(a.warmup),
                "--join-timeout", str(a.join_timeout)]
+        if a.connections is not None:
+            cmd += ["--connections", str(a.connections)]
         out = open(os.path.join(tmp, f"{i}.out"), "w+")
         err = open(os.path.join(tmp, f"{i}.err"), "w+")
         p = subprocess.Popen(cmd, stdout=out, stderr=err, env=env,
@@ -308,7 +375,7 @@ def run_workers(impl: str, addr: str, a, timeout: float):
                if l.startswith(RESULT_TAG)]
         if got:
             results.append(got[-1])
-        elif error is None:
+        elif error is None and not (impl == "tcp" and i > 0):  # the tcp sender reports nothing
             error = f"worker {i} reported nothing"
         if error is not None:
             tail = "\n".join(stderr.strip().splitlines()[-15:])
@@ -324,9 +391,11 @@ def run_workers(impl: str, addr: str, a, timeout: float):
 
 def summarize(impl, results, n, sizes):
     rows = []
+    reporters = 1 if impl == "tcp" else n
+    factor = 1.0 if impl == "tcp" else busbw_factor(n)  # one stream: busbw = bytes/t
     for s in sizes:
         per_rank = [r["times"][str(s)] for r in results if str(s) in r["times"]]
-        if len(per_rank) != n:
+        if len(per_rank) != reporters:
             continue
         per_iter_max = [max(ts) for ts in zip(*per_rank)]
         t = statistics.median(per_iter_max)
@@ -334,12 +403,12 @@ def summarize(impl, results, n, sizes):
         rows.append({"impl": impl, "peers": n, "bytes": s, "size": fmt_size(s),
                      "iters": len(per_iter_max), "median_s": t,
                      "min_s": min(per_iter_max),
-                     "algbw_GBps": algbw, "busbw_GBps": algbw * busbw_factor(n)})
+                     "algbw_GBps": algbw, "busbw_GBps": algbw * factor})
     return rows
 
 
 def run_impl(impl, a):
-    if impl == "gloo":
+    if impl in ("gloo", "tcp"):
         addr = f"{LOCALHOST}:{free_port()}"
         master = None
     else:
@@ -378,18 +447,21 @@ def main():
                     help="comma list, suffix K/M/G = KiB/MiB/GiB (default 4K,1M,64M,256M)")
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--only", choices=["pccl", "gloo"])
+    ap.add_argument("--only", type=lambda s: [t for t in s.split(",") if t],
+                    help="comma list of pccl,gloo,tcp (default: all three)")
+    ap.add_argument("--connections", type=int, default=None,
+                    help="jax_pccl connections per ring hop (default: the library's)")
     ap.add_argument("--timeout", type=float, default=None,
                     help="hard timeout per implementation run in s (default: scaled with sizes)")
     ap.add_argument("--join-timeout", type=float, default=60.0, help=argparse.SUPPRESS)
-    ap.add_argument("--worker", choices=["pccl", "gloo"], help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=["pccl", "gloo", "tcp"], help=argparse.SUPPRESS)
     ap.add_argument("--rank", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--nprocs", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--addr", help=argparse.SUPPRESS)
     a = ap.parse_args()
 
     if a.worker:
-        (worker_gloo if a.worker == "gloo" else worker_pccl)(a)
+        {"gloo": worker_gloo, "pccl": worker_pccl, "tcp": worker_tcp}[a.worker](a)
         return
 
     if a.peers < 1:
@@ -398,8 +470,11 @@ def main():
         # Generous: assume >= ~20 MB/s effective, plus startup.
         total = sum(a.sizes) * (a.iters + a.warmup)
         a.timeout = 120.0 + total / 20e6
-    impls = [a.only] if a.only else ["pccl", "gloo"]
+    impls = a.only or ["pccl", "gloo", "tcp"]
+    if set(impls) - {"pccl", "gloo", "tcp"}:
+        ap.error(f"--only: unknown implementation in {impls}")
 
+    print(f"[driver] load average (1, 5, 15 min) at the start: {os.getloadavg()}", file=sys.stderr)
     rows, errors = [], {}
     for impl in impls:
         r, err = run_impl(impl, a)
@@ -423,17 +498,28 @@ def main():
     ratios = []
     by = {(r["impl"], r["bytes"]): r for r in rows}
     for s in a.sizes:
-        p, g = by.get(("pccl", s)), by.get(("gloo", s))
-        if p and g:
-            ratios.append({"impl": "ratio_pccl_over_gloo", "peers": n, "bytes": s,
-                           "size": fmt_size(s),
-                           "busbw_ratio": p["busbw_GBps"] / g["busbw_GBps"],
-                           "latency_ratio": p["median_s"] / g["median_s"]})
+        p, g, t = by.get(("pccl", s)), by.get(("gloo", s)), by.get(("tcp", s))
+        if p and (g or t):
+            r = {"impl": "ratios", "peers": n, "bytes": s, "size": fmt_size(s)}
+            if g:
+                r["busbw_pccl_over_gloo"] = p["busbw_GBps"] / g["busbw_GBps"]
+                r["latency_pccl_over_gloo"] = p["median_s"] / g["median_s"]
+            if t:
+                r["busbw_pccl_over_tcp"] = p["busbw_GBps"] / t["busbw_GBps"]
+            if g and t:
+                r["busbw_gloo_over_tcp"] = g["busbw_GBps"] / t["busbw_GBps"]
+            ratios.append(r)
     if ratios:
-        print("\npccl / gloo   (busbw ratio > 1: pccl faster; latency ratio < 1: pccl faster)")
-        print(f"{'size':>8}{'busbw ratio':>14}{'latency ratio':>16}")
+        print("\nratios, same run (busbw ratio > 1: pccl faster; latency ratio < 1: pccl faster;"
+              " tcp = one plain TCP stream)")
+        print(f"{'size':>8}{'pccl/gloo busbw':>17}{'pccl/gloo latency':>19}"
+              f"{'pccl/tcp busbw':>16}{'gloo/tcp busbw':>16}")
+        fmt = lambda r, k: f"{r[k]:.3f}" if k in r else "-"
         for r in ratios:
-            print(f"{r['size']:>8}{r['busbw_ratio']:>14.3f}{r['latency_ratio']:>16.3f}")
+            print(f"{r['size']:>8}{fmt(r, 'busbw_pccl_over_gloo'):>17}"
+                  f"{fmt(r, 'latency_pccl_over_gloo'):>19}{fmt(r, 'busbw_pccl_over_tcp'):>16}"
+                  f"{fmt(r, 'busbw_gloo_over_tcp'):>16}")
+    print(f"\nload average (1, 5, 15 min) at the end: {os.getloadavg()}")
 
     print()
     for r in rows + ratios:
