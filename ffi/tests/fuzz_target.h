@@ -30,6 +30,7 @@ struct FuzzTarget {
 
 FuzzTarget frame_target();
 FuzzTarget messages_target();
+FuzzTarget state_messages_target();
 FuzzTarget wire_target();
 FuzzTarget handshake_target();
 
