@@ -258,7 +258,8 @@ class DiLoCo:
         assert kind in ("wait", "send"), kind
         _, local_part = self._payload[p](self.state.params, local, 0.0)
         scaled = jax.tree_util.tree_map(jnp.zeros_like, local_part)
-        flight = _InFlight(p, t, (scaled, np.asarray(0, np.int32)), local_part, self._bytes_sent())
+        sent_at = t if kind == "send" else t - self.schedule.overlap
+        flight = _InFlight(p, sent_at, (scaled, np.asarray(0, np.int32)), local_part, self._bytes_sent())
         self._retry_blocking(flight, t, i, None)
         self._pending[p] = flight
         if kind == "wait" or self.schedule.overlap == 0:

@@ -3,7 +3,8 @@
 test writes to --stop-file (the test picks one every peer reads in time).
 Writes JSON lines to --out:
 
-  {"joined": t, "revision": r, "digest": d}      after init() (t: the run's step)
+  {"joined": t, "revision": r, "digest": d, "cursor": [t, action, retrying]}   after init()
+  {"holding": t}                                  waiting at --hold-file
   {"sync": t, "fragment": p, "contributors": n, "world": w, "retries": k, "digest": d}
   {"done": t, "digest": d, "global": [...], "recoveries": n, "state_syncs": [...]}
   {"fatal": type, "message": ...}
@@ -33,6 +34,8 @@ def main() -> int:
     ap.add_argument("--stop-file", required=True,
                     help="the test writes the inner step to stop at here (read every step)")
     ap.add_argument("--step-s", type=float, default=0.02)
+    ap.add_argument("--hold-file", default=None,
+                    help="while this file holds a number t, stop before the inner step that would reach t")
     args = ap.parse_args()
     out = open(args.out, "a", buffering=1)
 
@@ -57,7 +60,18 @@ def main() -> int:
             config["overlap"] = args.inner_steps
         run = diloco.DiLoCo(comm, diloco.nesterov(problem.OUTER_LR, problem.OUTER_MOMENTUM), **config)
         local = run.init(problem.initial_params())
-        emit(joined=run.t, revision=run.revision, digest=run.state_digest(), world=comm.world_size)
+        emit(joined=run.t, revision=run.revision, digest=run.state_digest(), world=comm.world_size,
+             cursor=[int(v) for v in run.state.cursor])
+        emitted = 0
+
+        def emit_syncs():  # syncs completed since the last call (init() may complete one)
+            nonlocal emitted
+            for r in run.tally.syncs[emitted:]:
+                emit(sync=r.t, fragment=r.fragment, contributors=r.contributors, world=comm.world_size,
+                     retries=r.retries, digest=r.digest)
+            emitted = len(run.tally.syncs)
+
+        emit_syncs()
         inner = optax.sgd(problem.INNER_LR)
         opt_state = inner.init(local)
         target = problem.target(args.index)
@@ -75,19 +89,27 @@ def main() -> int:
             except (FileNotFoundError, ValueError):
                 return 1 << 30
 
+        def hold_at() -> int:
+            try:
+                with open(args.hold_file) as f:
+                    return int(f.read())
+            except (TypeError, FileNotFoundError, ValueError):
+                return 1 << 30
+
+        holding = False
         while run.t < stop_at():
+            while run.t + 1 >= hold_at():
+                if not holding:
+                    emit(holding=run.t)
+                    holding = True
+                time.sleep(0.02)
+            holding = False
             local, opt_state = inner_step(local, opt_state)
             time.sleep(args.step_s)
-            before = len(run.tally.syncs)
             local = run.step(local)
-            for r in run.tally.syncs[before:]:
-                emit(sync=r.t, fragment=r.fragment, contributors=r.contributors, world=comm.world_size,
-                     retries=r.retries, digest=r.digest)
-        before = len(run.tally.syncs)
+            emit_syncs()
         global_params, _ = run.finish(local)
-        for r in run.tally.syncs[before:]:
-            emit(sync=r.t, fragment=r.fragment, contributors=r.contributors, world=comm.world_size,
-                 retries=r.retries, digest=r.digest)
+        emit_syncs()
         emit(done=run.t, digest=run.state_digest(), recoveries=run.tally.recoveries,
              global_params=problem.flat(global_params).tolist(),
              state_syncs=run.tally.state_syncs)
