@@ -50,12 +50,15 @@ uint64_t StateServer::unpublish() {
     // at once instead of holding the caller's buffers.
     for (Connection& c : conns_) c.sock.shutdown_both();
     ending.splice(ending.end(), conns_);
-    served = served_bytes_;
-    served_bytes_ = 0;
   }
   for (Connection& c : ending) {
     if (c.thread.joinable()) c.thread.join();
   }
+  // Only now: a thread counts a range after its last byte left, which can
+  // be after the fetcher already has it.
+  std::lock_guard<std::mutex> lock(mu_);
+  served = served_bytes_;
+  served_bytes_ = 0;
   return served;
 }
 

@@ -16,6 +16,7 @@
 #include "peer/communicator.h"
 #include "security/handshake_io.h"
 #include "tests/check.h"
+#include "tests/engine_harness.h"
 #include "transport/frame.h"
 
 using namespace pccl;
@@ -27,43 +28,6 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-std::unique_ptr<Communicator> make_peer(uint16_t master_port, double timeout = 10.0,
-                                        const std::string& secret = "",
-                                        int connections = kDefaultRingConnections) {
-  CommunicatorConfig cfg;
-  cfg.master_host = "127.0.0.1";
-  cfg.master_port = master_port;
-  cfg.timeout_s = timeout;
-  cfg.secret = secret;
-  cfg.connections = connections;
-  return std::make_unique<Communicator>(cfg);
-}
-
-// Runs fn(rank_hint, comm) on n threads after all n peers are admitted.
-// `connections[i]` (if given) is peer i's number of connections per ring hop.
-void with_ring(Master& master, int n, const std::function<void(int, Communicator&)>& fn,
-               double timeout = 10.0, const std::string& secret = "",
-               const std::vector<int>& connections = {}) {
-  std::vector<std::unique_ptr<Communicator>> comms;
-  for (int i = 0; i < n; ++i) {
-    int k = i < static_cast<int>(connections.size()) ? connections[i] : kDefaultRingConnections;
-    comms.push_back(make_peer(master.port(), timeout, secret, k));
-  }
-  std::vector<std::thread> threads;
-  for (int i = 0; i < n; ++i) {
-    threads.emplace_back([&, i] {
-      std::this_thread::sleep_for(std::chrono::milliseconds(30 * i));
-      Communicator& c = *comms[i];
-      c.connect(20.0);
-      while (c.group_world_size() < n) {
-        c.update_topology();
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      }
-      fn(i, c);
-    });
-  }
-  for (auto& t : threads) t.join();
-}
 
 void test_exact_sum_and_bit_identity() {
   Master master(MasterConfig{});
