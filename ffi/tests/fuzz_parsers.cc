@@ -108,7 +108,7 @@ void fuzz(const FuzzTarget& t, const Options& opt) {
     }
   }
   double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("fuzz %-9s %10ld executions in %6.1f s (%6.0f/s), %ld accepted, seed %llu\n",
+  std::printf("fuzz %-14s %10ld executions in %6.1f s (%6.0f/s), %ld accepted, seed %llu\n",
               t.name, execs, took, execs / took, accepted,
               static_cast<unsigned long long>(opt.seed));
   std::fflush(stdout);
@@ -154,7 +154,9 @@ int write_corpus(const Options& opt) {
                "usage: fuzz_parsers [--seconds N] [--seed S] [--target NAME]...\n"
                "       fuzz_parsers --run FILE [--target NAME]\n"
                "       fuzz_parsers --write-corpus DIR [--target NAME]\n"
-               "targets: frame messages wire handshake\n");
+               "targets:");
+  for (const FuzzTarget& t : all_targets()) std::fprintf(stderr, " %s", t.name);
+  std::fprintf(stderr, "\n");
   std::exit(2);
 }
 
