@@ -2,6 +2,8 @@
 // communicators on threads of one process, over 127.0.0.1.
 #pragma once
 #include <chrono>
+#include <cstdio>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <string>
@@ -10,6 +12,7 @@
 
 #include "master/master.h"
 #include "peer/communicator.h"
+#include "tests/check.h"
 
 namespace pccl {
 
@@ -32,14 +35,21 @@ inline void with_ring_of(std::vector<std::unique_ptr<Communicator>>& comms,
   std::vector<std::thread> threads;
   for (int i = 0; i < n; ++i) {
     threads.emplace_back([&, i] {
-      std::this_thread::sleep_for(std::chrono::milliseconds(30 * i));
-      Communicator& c = *comms[i];
-      c.connect(20.0);
-      while (c.group_world_size() < n) {
-        c.update_topology();
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      // An exception must not escape a thread (that aborts the whole suite):
+      // it is a failed check, named, and the other tests still run.
+      try {
+        std::this_thread::sleep_for(std::chrono::milliseconds(30 * i));
+        Communicator& c = *comms[i];
+        c.connect(60.0);  // generous: loaded CI machines are slow to admit
+        while (c.group_world_size() < n) {
+          c.update_topology();
+          std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        fn(i, c);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "  peer thread %d: uncaught %s\n", i, e.what());
+        CHECK(false && "peer thread raised");
       }
-      fn(i, c);
     });
   }
   for (auto& t : threads) t.join();

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -287,14 +288,24 @@ void test_calls_after_master_loss_raise_master_unreachable() {
   auto a = make_peer(master->port(), 5.0);
   auto b = make_peer(master->port(), 5.0);
   std::thread ta([&] {
-    a->connect(10.0);
-    while (a->group_world_size() < 2) {
-      a->update_topology();
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    try {  // never let an exception escape a thread: it would abort the suite
+      a->connect(60.0);
+      while (a->group_world_size() < 2) {
+        a->update_topology();
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+    } catch (const PcclError& e) {
+      std::fprintf(stderr, "  peer a: %s\n", e.what());
+      CHECK(false && "peer a raised");
     }
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  b->connect(10.0);
+  try {
+    b->connect(60.0);
+  } catch (const PcclError& e) {
+    std::fprintf(stderr, "  peer b: %s\n", e.what());
+    CHECK(false && "peer b raised");
+  }
   ta.join();
   master->stop();
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
