@@ -20,12 +20,14 @@ namespace pccl {
 
 // Chunk size for a collective: about 32 chunks per segment (the most lanes a
 // hop can have, kMaxRingStreams), so every lane has work even for mid-sized
-// messages, but at least 64 KiB (syscall cost) and at most `max_chunk_bytes`.
+// messages, but at least 256 KiB and at most `max_chunk_bytes`. Below that a
+// message fits one warm TCP window anyway, and spreading it over more
+// sockets only costs wake-ups.
 // It depends only on the collective's shape: both ends of every hop cut
 // alike whatever their lane counts, and a chunk received at step k is the
 // chunk sent at step k+1.
 inline size_t stripe_chunk_elems(size_t count, int size, size_t esize, size_t max_chunk_bytes) {
-  constexpr size_t kMinChunkBytes = 64 << 10;
+  constexpr size_t kMinChunkBytes = 256 << 10;
   constexpr size_t kChunksPerSegment = 32;
   size_t segment_bytes = (count + static_cast<size_t>(size) - 1) / static_cast<size_t>(size) * esize;
   size_t bytes = std::clamp(segment_bytes / kChunksPerSegment, kMinChunkBytes,

@@ -668,6 +668,29 @@ void report_throughput(int connections) {
   master.stop();
 }
 
+void report_small_latency(int connections) {
+  Master master(MasterConfig{});
+  master.start();
+  const size_t count = 1024;  // 4 KiB of float32
+  with_ring(master, 2, [&](int, Communicator& c) {
+    std::vector<float> in(count, 1.0f), out(count);
+    for (int i = 0; i < 20; ++i) {
+      c.all_reduce(in.data(), out.data(), count, DType::kFloat32, ReduceOp::kSum, {});
+    }
+    const int iters = 200;
+    auto t0 = Clock::now();
+    for (int i = 0; i < iters; ++i) {
+      c.all_reduce(in.data(), out.data(), count, DType::kFloat32, ReduceOp::kSum, {});
+    }
+    double t = seconds_since(t0) / iters;
+    if (c.rank() == 0) {
+      std::printf("engine-only N=2 4 KiB float32, %d connections: %.1f us/call\n", connections,
+                  t * 1e6);
+    }
+  }, 10.0, "", {connections, connections});
+  master.stop();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -691,6 +714,7 @@ int main(int argc, char** argv) {
   test_reconnect_to_restarted_master_authenticates();
   if (argc > 1 && std::strcmp(argv[1], "--bench") == 0) {
     for (int k : {1, kDefaultRingConnections}) report_throughput(k);
+    for (int k : {1, kDefaultRingConnections}) report_small_latency(k);
   }
   return check_summary("test_engine");
 }
