@@ -14,6 +14,9 @@ namespace {
 // A partial chunk leaves only in pieces of at least this much, so a sender
 // that keeps up with the reduction still hands TCP big writes.
 constexpr size_t kMinPartialSend = 64 << 10;
+// After an interrupt, how long the lanes may stay silent before the
+// collective fails (any byte that arrives restarts it).
+constexpr double kInterruptGraceS = 0.25;
 
 }  // namespace
 
@@ -128,6 +131,15 @@ bool LaneLoop::serve_send(size_t i) {
   return true;
 }
 
+void LaneLoop::on_interrupt(bool moved) {
+  if (!interrupted_) return;
+  if (moved) {
+    interrupted_grace_ = Deadline::after(kInterruptGraceS);
+    return;
+  }
+  if (interrupted_grace_.expired()) throw Cancelled("all_reduce interrupted");
+}
+
 void LaneLoop::poll_lanes(bool moved, const Deadline& stall) {
   fds_.clear();
   owners_.clear();
@@ -150,8 +162,12 @@ void LaneLoop::poll_lanes(bool moved, const Deadline& stall) {
   // The interrupt is heard only while no lane moves: a neighbour that
   // finished and left (its drop notice races with its last bytes) must not
   // fail a collective whose data is all here; a dead one stops the bytes.
-  if (!moved && opt_.cancel != nullptr) fds_.push_back({opt_.cancel->fd(), POLLIN, 0});
-  int rc = ::poll(fds_.data(), fds_.size(), moved ? 0 : stall.remaining_ms(1000));
+  if (!moved && !interrupted_ && opt_.cancel != nullptr) {
+    fds_.push_back({opt_.cancel->fd(), POLLIN, 0});
+  }
+  int wait_ms = moved ? 0 : stall.remaining_ms(1000);
+  if (interrupted_) wait_ms = std::min(wait_ms, interrupted_grace_.remaining_ms(1000));
+  int rc = ::poll(fds_.data(), fds_.size(), wait_ms);
   if (rc < 0 && errno != EINTR) throw PeerFailure("poll failed in ring all-reduce");
   bool any_ready = false;
   for (size_t j = 0; j < lanes && rc > 0; ++j) {
@@ -160,8 +176,13 @@ void LaneLoop::poll_lanes(bool moved, const Deadline& stall) {
     int who = owners_[j];
     if (who >= 0) recv_[who].ready = true; else send_[-1 - who].ready = true;
   }
+  on_interrupt(any_ready || moved);
   if (any_ready || moved) return;
-  if (fds_.size() > lanes && (fds_[lanes].revents & POLLIN)) throw Cancelled("all_reduce interrupted");
+  if (fds_.size() > lanes && (fds_[lanes].revents & POLLIN)) {
+    interrupted_ = true;  // heard now; the grace period starts
+    interrupted_grace_ = Deadline::after(kInterruptGraceS);
+    return;
+  }
   if (stall.expired()) {
     throw PeerFailure("ring all-reduce made no progress for " + std::to_string(opt_.stall_timeout_s) +
                       " s (a neighbour stalled)");

@@ -73,6 +73,8 @@ class LaneLoop {
   // Sleeps on the lanes that would block (not at all if `moved`), marks the
   // ready ones. Throws Cancelled on interrupt, PeerFailure on stall.
   void poll_lanes(bool moved, const Deadline& stall);
+  // The interrupt fired while no lane moved: fail, unless bytes still come.
+  void on_interrupt(bool moved);
 
   RingOptions opt_;
   const StripeLayout& layout_;
@@ -82,6 +84,11 @@ class LaneLoop {
   std::vector<pollfd> fds_;  // reused: no allocation per wait
   std::vector<int> owners_;  // fds_[i] belongs to lane owners_[i] (send: -1 - index)
   RingTraffic traffic_;
+  // Set when the interrupt (a member left) was first heard. A neighbour that
+  // finished and exited may have its last bytes still on the way: those
+  // arrive within moments, a frozen neighbour's never do.
+  Deadline interrupted_grace_ = Deadline::never();
+  bool interrupted_ = false;
 };
 
 }  // namespace pccl
