@@ -8,6 +8,8 @@
 #include <string>
 #include <type_traits>
 
+#include "common/errors.h"
+
 namespace pccl_test {
 
 // Atomic: tests check from several peer threads at once (a race TSan reports).
@@ -59,6 +61,18 @@ struct Tally {
     if (!CHECK_EQ(bad, 0L)) std::fprintf(stderr, "  ^ in %s (%ld cases)\n", what.c_str(), total);
   }
 };
+
+// Whether fn() throws a PcclError of `kind` (its message into *what, if given).
+template <typename Fn>
+bool throws_kind(Fn fn, pccl::ErrorKind kind, std::string* what = nullptr) {
+  try {
+    fn();
+  } catch (const pccl::PcclError& e) {
+    if (what) *what = e.what();
+    return e.kind() == kind;
+  }
+  return false;
+}
 
 // Prints "<name>: N passed, M failed" and returns the process exit code.
 inline int check_summary(const char* test_name) {

@@ -62,17 +62,6 @@ Outcome run(const Secret& server_secret, const std::string& server_ctx,
   return o;
 }
 
-template <typename Fn>
-bool throws_kind(Fn fn, ErrorKind kind, std::string* what = nullptr) {
-  try {
-    fn();
-  } catch (const PcclError& e) {
-    if (what) *what = e.what();
-    return e.kind() == kind;
-  }
-  return false;
-}
-
 void test_sizes() {
   ServerHandshake s(Secret("k"), "master");
   ClientHandshake c(Secret("k"), "master");

@@ -17,16 +17,6 @@ using namespace pccl;
 
 namespace {
 
-template <typename Fn>
-bool throws_kind(Fn fn, ErrorKind kind) {
-  try {
-    fn();
-  } catch (const PcclError& e) {
-    return e.kind() == kind;
-  }
-  return false;
-}
-
 std::vector<uint8_t> pattern(size_t n) {
   std::vector<uint8_t> b(n);
   for (size_t i = 0; i < n; ++i) b[i] = static_cast<uint8_t>(i * 31 + 7);

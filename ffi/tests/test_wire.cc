@@ -14,16 +14,6 @@ using namespace pccl;
 
 namespace {
 
-template <typename Fn>
-bool throws_kind(Fn fn, ErrorKind kind) {
-  try {
-    fn();
-  } catch (const PcclError& e) {
-    return e.kind() == kind;
-  }
-  return false;
-}
-
 void test_topology_round_trip() {
   TopologyMsg t;
   t.group = 7;
