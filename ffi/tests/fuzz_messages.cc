@@ -16,14 +16,7 @@ constexpr const char* kName = "messages";
 
 template <typename Msg>
 bool round_trip(const Bytes& payload) {
-  Msg m;
-  try {
-    m = Msg::decode(payload);
-  } catch (const pccl::PcclError&) {
-    return false;
-  }
-  FUZZ_CHECK(kName, m.encode() == payload);
-  return true;
+  return decodes_exactly<Msg>(kName, payload, [](const Msg&) {});
 }
 
 using Decoder = bool (*)(const Bytes&);
@@ -33,18 +26,8 @@ constexpr Decoder kDecoders[] = {
     round_trip<pccl::ErrorMsg>,       round_trip<pccl::PeerDroppedMsg>,
     round_trip<pccl::PeerHelloMsg>,   round_trip<pccl::CollectiveHeader>,
 };
-constexpr size_t kCount = sizeof(kDecoders) / sizeof(kDecoders[0]);
 
-bool one_input(const uint8_t* data, size_t size) {
-  if (size == 0) return false;
-  Bytes payload(data + 1, data + size);  // exact size: an over-read is an ASan report
-  return kDecoders[data[0] % kCount](payload);
-}
-
-Bytes tagged(uint8_t which, Bytes payload) {
-  payload.insert(payload.begin(), which);
-  return payload;
-}
+bool one_input(const uint8_t* data, size_t size) { return dispatch_tagged(kDecoders, data, size); }
 
 std::vector<Bytes> seeds() {
   pccl::HelloMsg hello;

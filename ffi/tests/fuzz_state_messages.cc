@@ -17,29 +17,16 @@ constexpr const char* kName = "state_messages";
 
 template <typename Msg>
 bool round_trip(const Bytes& payload) {
-  Msg m;
-  try {
-    m = Msg::decode(payload);
-  } catch (const pccl::PcclError&) {
-    return false;
-  }
-  FUZZ_CHECK(kName, m.encode() == payload);
-  return true;
+  return decodes_exactly<Msg>(kName, payload, [](const Msg&) {});
 }
 
 bool plan_round_trip(const Bytes& payload) {
-  pccl::SyncPlanMsg m;
-  try {
-    m = pccl::SyncPlanMsg::decode(payload);
-  } catch (const pccl::PcclError&) {
-    return false;
-  }
-  FUZZ_CHECK(kName, m.encode() == payload);
-  for (uint32_t set : m.leaf_holder_set) FUZZ_CHECK(kName, set < m.holder_sets.size());
-  for (const auto& set : m.holder_sets) {
-    for (uint16_t h : set) FUZZ_CHECK(kName, h < m.holders.size());
-  }
-  return true;
+  return decodes_exactly<pccl::SyncPlanMsg>(kName, payload, [](const pccl::SyncPlanMsg& m) {
+    for (uint32_t set : m.leaf_holder_set) FUZZ_CHECK(kName, set < m.holder_sets.size());
+    for (const auto& set : m.holder_sets) {
+      for (uint16_t h : set) FUZZ_CHECK(kName, h < m.holders.size());
+    }
+  });
 }
 
 using Decoder = bool (*)(const Bytes&);
@@ -48,18 +35,8 @@ constexpr Decoder kDecoders[] = {
     round_trip<pccl::SyncDoneMsg>,    round_trip<pccl::SyncCompleteMsg>,
     round_trip<pccl::StateFetchMsg>,  round_trip<pccl::StateDataMsg>,
 };
-constexpr size_t kCount = sizeof(kDecoders) / sizeof(kDecoders[0]);
 
-bool one_input(const uint8_t* data, size_t size) {
-  if (size == 0) return false;
-  Bytes payload(data + 1, data + size);  // exact size: an over-read is an ASan report
-  return kDecoders[data[0] % kCount](payload);
-}
-
-Bytes tagged(uint8_t which, Bytes payload) {
-  payload.insert(payload.begin(), which);
-  return payload;
-}
+bool one_input(const uint8_t* data, size_t size) { return dispatch_tagged(kDecoders, data, size); }
 
 std::vector<Bytes> seeds() {
   pccl::SyncRequestMsg req;

@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "common/errors.h"
+
 namespace pccl_fuzz {
 
 using Bytes = std::vector<uint8_t>;
@@ -46,3 +48,38 @@ std::vector<FuzzTarget> all_targets();
   do {                           \
     if (!(cond)) ::pccl_fuzz::fail((target), #cond); \
   } while (0)
+
+namespace pccl_fuzz {
+
+// For message targets: decode() returns or throws PcclError, and parsing is
+// strict, so whatever decodes re-encodes to exactly the same bytes. Returns
+// whether it decoded; `check(msg)` adds the message's own properties.
+template <typename Msg, typename Check>
+bool decodes_exactly(const char* target, const Bytes& payload, Check check) {
+  Msg m;
+  try {
+    m = Msg::decode(payload);
+  } catch (const pccl::PcclError&) {
+    return false;
+  }
+  FUZZ_CHECK(target, m.encode() == payload);
+  check(m);
+  return true;
+}
+
+// Message target inputs: one byte choosing the decoder, then the payload.
+inline Bytes tagged(uint8_t which, Bytes payload) {
+  payload.insert(payload.begin(), which);
+  return payload;
+}
+
+// Runs the decoder the first byte chooses on the rest (an exact-size copy,
+// so an over-read is an ASan report).
+template <size_t N>
+bool dispatch_tagged(bool (*const (&decoders)[N])(const Bytes&), const uint8_t* data, size_t size) {
+  if (size == 0) return false;
+  Bytes payload(data + 1, data + size);
+  return decoders[data[0] % N](payload);
+}
+
+}  // namespace pccl_fuzz
