@@ -120,10 +120,12 @@ SyncOutcome run_shared_state_sync(const SyncContext& ctx, const std::vector<Shar
   out.hash_s = hash_s;
   out.plan_s = clock.lap();
   if (plan.settled != 0) return out;  // every participant already holds the winner
-  std::vector<FetchTarget> targets = plan_fetches(plan, mine, &out.received);
+  // From here on the others count on our report: whatever fails (even
+  // allocating the buffers) is reported as done-with-failure, never skipped.
   std::exception_ptr failure;
   std::string failure_text;
   try {
+    std::vector<FetchTarget> targets = plan_fetches(plan, mine, &out.received);
     if (strategy == SyncStrategy::kSendOnly && !targets.empty()) {
       throw PcclError("send_only peer would have to receive (the master should have refused it)");
     }
@@ -142,6 +144,9 @@ SyncOutcome run_shared_state_sync(const SyncContext& ctx, const std::vector<Shar
     if (e.kind() == ErrorKind::kCancelled) throw;
     failure = std::current_exception();
     failure_text = e.what();
+  } catch (const std::exception& e) {  // e.g. std::bad_alloc
+    failure_text = std::string("shared-state transfer failed: ") + e.what();
+    failure = std::make_exception_ptr(PcclError(failure_text));
   }
   SyncDoneMsg done{plan.round, static_cast<uint8_t>(failure ? 0 : 1),
                    failure_text.substr(0, kMaxWireString)};
