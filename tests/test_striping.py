@@ -8,10 +8,7 @@ close first.
 """
 from __future__ import annotations
 
-import os
-import signal
 import tempfile
-import time
 
 import numpy as np
 import pytest
@@ -65,20 +62,6 @@ def test_sigkill_mid_striped_collective_survivors_fail_fast_then_continue(pccl):
     with pccl.Master() as master, tempfile.TemporaryDirectory() as workdir:
         swarm = ft.Swarm(master.address, workdir, seconds=40, elements=1 << 22, timeout=30)
         try:
-            for i in range(4):
-                swarm.start(i)
-            swarm.wait_until(lambda: all(swarm.steps_at_world(i, 4) >= 3 for i in range(4)), 120,
-                             "4 peers training")
-            killed_at = time.time()
-            os.killpg(swarm.procs[2].pid, signal.SIGKILL)
-            survivors = [0, 1, 3]
-            swarm.wait_until(lambda: all(swarm.steps_at_world(i, 3) >= 2 for i in survivors), 90,
-                             "survivors training at world 3")
-            for i in survivors:
-                records = swarm.records(i)
-                ft.assert_results_exact(records, i)
-                ft.assert_recovered(records, killed_at, 0b1011)
-                times = ft.failure_times(records, killed_at)
-                assert all(t < ft.DETECTION_BOUND_S for t in times), times
+            ft.kill_one_of_four_and_check(swarm, survivor_steps=2, survivors_wait_s=90)
         finally:
             swarm.kill_all()
