@@ -367,6 +367,12 @@ def scenario_mismatch(ctx):
     rec.check("eager/shape_same_count", lambda: encode(ready(pccl.all_reduce(jnp.asarray(x), comm, op=op))))
     recover(ctx, "eager/shape_same_count")
 
+    # 128 KiB on the odd peer, 64 bytes elsewhere: the odd one takes the ring
+    # path, the others attach their input to the header (inline path).
+    x = np.zeros(32 << 10, np.float32) if odd else base
+    rec.check("eager/shape_across_paths", lambda: encode(ready(pccl.all_reduce(jnp.asarray(x), comm))))
+    recover(ctx, "eager/shape_across_paths")
+
 
 def recover(ctx, name):
     import jax.numpy as jnp

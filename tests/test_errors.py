@@ -76,8 +76,19 @@ def test_shape_mismatch_with_equal_element_count_is_detected(mismatch_run):
         assert elapsed < MISMATCH_COMM_TIMEOUT + SLACK_S, f"{name}: peer {i} took {elapsed:.1f}s to fail"
 
 
+def test_shape_mismatch_between_small_and_large_inputs_is_detected(mismatch_run):
+    """Small inputs travel with the header, large ones over the ring: a peer
+    on each path must still make everyone fail with the shape named."""
+    name = "eager/shape_across_paths"
+    for i, (err, elapsed) in enumerate(mismatch_run.errors(name)):
+        assert err["type"] == "CollectiveMismatchError", f"{name}: peer {i}: {err['type']}: {err['message']}"
+        assert harness.message_mentions(err["message"], *NAMES["shape"]), (
+            f"{name}: peer {i} message does not name the shape: {err['message']!r}")
+        assert elapsed < MISMATCH_COMM_TIMEOUT + SLACK_S, f"{name}: peer {i} took {elapsed:.1f}s to fail"
+
+
 @pytest.mark.parametrize("case", ["eager/shape", "eager/dtype", "eager/op", "jit/shape", "jit/dtype",
-                                  "jit/op", "eager/shape_same_count"])
+                                  "jit/op", "eager/shape_same_count", "eager/shape_across_paths"])
 def test_communicator_still_works_after_a_mismatch(mismatch_run, case):
     name = f"recover/{case}"
     stacked = np.stack([cases.small_ints(("recover", case), i, (MISMATCH_LEN,), "float32")

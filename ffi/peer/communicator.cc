@@ -4,6 +4,7 @@
 #include <exception>
 #include <sstream>
 
+#include "collectives/inline_allreduce.h"
 #include "collectives/ring_allreduce.h"
 #include "collectives/ring_quantized.h"
 #include "common/errors.h"
@@ -14,6 +15,8 @@ namespace pccl {
 namespace {
 
 constexpr uint32_t kMaxHeaderFrame = 512;
+// As in the ring's lane loop: how long a drop notice waits for bytes still on the way.
+constexpr double kInterruptGraceS = 0.25;
 
 std::string describe(const CollectiveHeader& h) {
   if (h.kind == static_cast<uint8_t>(CollectiveKind::kTopologyCheck)) return "update_topology()";
@@ -237,22 +240,43 @@ void Communicator::mark_broken() {
   links_.break_links();  // neighbours see EOF now instead of waiting for a timeout
 }
 
-std::vector<CollectiveHeader> Communicator::exchange_headers(const CollectiveHeader& mine) {
+std::vector<CollectiveHeader> Communicator::exchange_headers(
+    const CollectiveHeader& mine, const void* attached, size_t bytes,
+    std::vector<std::vector<uint8_t>>* inputs) {
   int n = static_cast<int>(ring_.size());
   int r = rank_;
-  std::vector<CollectiveHeader> all(n);
-  all[r] = mine;
+  // Frames are forwarded verbatim, attachment and all: a peer that attached
+  // nothing (it disagrees about the call) still passes the others' on, and
+  // the mismatch is then found alike everywhere.
+  std::vector<Frame> frames(n);
+  frames[r].type = static_cast<uint16_t>(attached ? MsgType::kCollectiveInline : MsgType::kCollective);
+  frames[r].payload = attached ? InlineCollective::encode(mine, attached, bytes) : mine.encode();
   Deadline deadline = Deadline::after(config_.timeout_s);
-  // All-gather around the ring: at hop s forward the header of rank r-s.
+  // All-gather around the ring: at hop s forward the frame of rank r-s.
   for (int s = 0; s < n - 1; ++s) {
-    const CollectiveHeader& fwd = all[(r - s + n) % n];
-    write_frame(links_.right(), static_cast<uint16_t>(MsgType::kCollective), fwd.encode(),
-                deadline, &interrupt_);
-    Frame f = read_frame(links_.left(), kMaxHeaderFrame, deadline, &interrupt_);
-    if (f.type != static_cast<uint16_t>(MsgType::kCollective)) {
+    const Frame& fwd = frames[(r - s + n) % n];
+    write_frame(links_.right(), fwd.type, fwd.payload, deadline, &interrupt_);
+    // On the inline path these are a collective's last frames (see read_frame_draining).
+    Frame f = read_frame_draining(links_.left(), kMaxHeaderFrame + 4 + kMaxInlineCollectiveData,
+                                  deadline, interrupt_, cancel_, kInterruptGraceS);
+    if (f.type != static_cast<uint16_t>(MsgType::kCollective) &&
+        f.type != static_cast<uint16_t>(MsgType::kCollectiveInline)) {
       throw ProtocolViolation("expected a collective header from the left neighbour");
     }
-    all[(r - s - 1 + n) % n] = CollectiveHeader::decode(f.payload);
+    frames[(r - s - 1 + n) % n] = std::move(f);
+  }
+  std::vector<CollectiveHeader> all(n);
+  if (inputs) inputs->assign(n, {});
+  for (int i = 0; i < n; ++i) {
+    if (i == r) {
+      all[i] = mine;
+    } else if (frames[i].type == static_cast<uint16_t>(MsgType::kCollectiveInline)) {
+      InlineCollective m = InlineCollective::decode(frames[i].payload);
+      all[i] = std::move(m.header);
+      if (inputs) (*inputs)[i] = std::move(m.data);
+    } else {
+      all[i] = CollectiveHeader::decode(frames[i].payload);
+    }
   }
   return all;
 }
@@ -287,10 +311,13 @@ CollectiveHeader Communicator::make_header(CollectiveKind kind) const {
   return h;
 }
 
-std::vector<CollectiveHeader> Communicator::agree(const CollectiveHeader& mine) {
+std::vector<CollectiveHeader> Communicator::agree(const CollectiveHeader& mine,
+                                                  const void* attached, size_t bytes,
+                                                  std::vector<std::vector<uint8_t>>* inputs) {
   topology_fresh_ = false;
-  std::vector<CollectiveHeader> all =
-      ring_.size() > 1 ? exchange_headers(mine) : std::vector<CollectiveHeader>{mine};
+  std::vector<CollectiveHeader> all = ring_.size() > 1
+                                          ? exchange_headers(mine, attached, bytes, inputs)
+                                          : std::vector<CollectiveHeader>{mine};
   ++seq_;
   seq_seen_ = seq_;
   bool pending = false;
@@ -298,6 +325,31 @@ std::vector<CollectiveHeader> Communicator::agree(const CollectiveHeader& mine) 
   consistent_pending_ = pending;
   check_agreement(all, mine);
   return all;
+}
+
+void Communicator::reduce_inline(const void* in, void* out, size_t count, DType dtype,
+                                 ReduceOp op, std::vector<std::vector<uint8_t>>& inputs,
+                                 RingTraffic& traffic) const {
+  size_t bytes = count * dtype_size(dtype);
+  std::vector<const uint8_t*> ordered(inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (static_cast<int>(i) == rank_) {
+      ordered[i] = static_cast<const uint8_t*>(in);
+      continue;
+    }
+    // The headers agreed, so every peer attached exactly its input.
+    if (inputs[i].size() != bytes) {
+      throw ProtocolViolation("inline all_reduce: rank " + std::to_string(i) + " attached " +
+                              std::to_string(inputs[i].size()) + " bytes, expected " +
+                              std::to_string(bytes));
+    }
+    ordered[i] = inputs[i].data();
+  }
+  reduce_in_rank_order(ordered, out, count, dtype, op);
+  // Each peer's frame passes every other peer's right link once.
+  size_t peers = inputs.size();
+  traffic.bytes_sent = (peers - 1) * bytes;
+  traffic.bytes_received = (peers - 1) * bytes;
 }
 
 int Communicator::all_reduce(const void* in, void* out, size_t count, DType dtype, ReduceOp op,
@@ -348,16 +400,23 @@ int Communicator::run_all_reduce(const void* in, void* out, size_t count, DType 
   mine.quantization = static_cast<uint8_t>(quantization);
   RingTraffic traffic;
   try {
-    agree(mine);
-    RingPeers peers{rank_, n, links_.right_fds(), links_.left_fds()};
-    RingOptions options;
-    options.stall_timeout_s = config_.timeout_s;
-    options.cancel = &interrupt_;
-    options.closing = &cancel_;
-    traffic = quantization == Quantization::kNone
-                  ? ring_all_reduce(peers, options, in, out, count, dtype, op)
-                  : ring_all_reduce_quantized(peers, options, in, out, count, dtype, op,
-                                              quantization);
+    size_t bytes = count * dtype_size(dtype);
+    if (use_inline_all_reduce(bytes, n, quantization)) {
+      std::vector<std::vector<uint8_t>> inputs;
+      agree(mine, in, bytes, &inputs);
+      reduce_inline(in, out, count, dtype, op, inputs, traffic);
+    } else {
+      agree(mine);
+      RingPeers peers{rank_, n, links_.right_fds(), links_.left_fds()};
+      RingOptions options;
+      options.stall_timeout_s = config_.timeout_s;
+      options.cancel = &interrupt_;
+      options.closing = &cancel_;
+      traffic = quantization == Quantization::kNone
+                    ? ring_all_reduce(peers, options, in, out, count, dtype, op)
+                    : ring_all_reduce_quantized(peers, options, in, out, count, dtype, op,
+                                                quantization);
+    }
   } catch (const PcclError& e) {
     {
       std::lock_guard<std::mutex> s(stats_mu_);

@@ -11,6 +11,7 @@
 #include "common/canceller.h"
 #include "common/dtype.h"
 #include "collectives/quantization.h"
+#include "collectives/ring_allreduce.h"
 #include "common/errors.h"
 #include "peer/async_collectives.h"
 #include "peer/master_link.h"
@@ -123,8 +124,17 @@ class Communicator {
   CollectiveHeader make_header(CollectiveKind kind) const;
   // All-gathers headers around the ring and checks that everyone agrees.
   // Updates consistent_pending_. Throws Mismatch, or PeerFailure (ring broken).
-  std::vector<CollectiveHeader> agree(const CollectiveHeader& mine);
-  std::vector<CollectiveHeader> exchange_headers(const CollectiveHeader& mine);
+  // `attached` (bytes of it) rides along with our header: the inline path
+  // of small all-reduces. The others' attachments come back in `inputs`.
+  std::vector<CollectiveHeader> agree(const CollectiveHeader& mine, const void* attached = nullptr,
+                                      size_t bytes = 0,
+                                      std::vector<std::vector<uint8_t>>* inputs = nullptr);
+  std::vector<CollectiveHeader> exchange_headers(const CollectiveHeader& mine,
+                                                 const void* attached, size_t bytes,
+                                                 std::vector<std::vector<uint8_t>>* inputs);
+  // The inline path: inputs arrived with the headers; reduce them here.
+  void reduce_inline(const void* in, void* out, size_t count, DType dtype, ReduceOp op,
+                     std::vector<std::vector<uint8_t>>& inputs, RingTraffic& traffic) const;
   void check_agreement(const std::vector<CollectiveHeader>& all, const CollectiveHeader& mine);
   void mark_broken();
 

@@ -144,4 +144,31 @@ CollectiveHeader CollectiveHeader::decode(const std::vector<uint8_t>& b) {
   return h;
 }
 
+std::vector<uint8_t> InlineCollective::encode(const CollectiveHeader& header, const void* data,
+                                              size_t bytes) {
+  if (bytes > kMaxInlineCollectiveData) throw PcclError("inline collective data too large");
+  std::vector<uint8_t> head = header.encode();
+  WireWriter w;
+  w.u32(static_cast<uint32_t>(head.size()));
+  std::vector<uint8_t> out = w.take();
+  out.reserve(out.size() + head.size() + bytes);
+  out.insert(out.end(), head.begin(), head.end());
+  const auto* p = static_cast<const uint8_t*>(data);
+  out.insert(out.end(), p, p + bytes);
+  return out;
+}
+
+InlineCollective InlineCollective::decode(const std::vector<uint8_t>& b) {
+  WireReader r(b);
+  uint32_t head = r.u32();
+  if (head > b.size() - 4) throw ProtocolViolation("inline collective header overruns the frame");
+  if (b.size() - 4 - head > kMaxInlineCollectiveData) {
+    throw ProtocolViolation("inline collective data too large");
+  }
+  InlineCollective m;
+  m.header = CollectiveHeader::decode(std::vector<uint8_t>(b.begin() + 4, b.begin() + 4 + head));
+  m.data.assign(b.begin() + 4 + head, b.end());
+  return m;
+}
+
 }  // namespace pccl

@@ -31,6 +31,7 @@ enum class MsgType : uint16_t {
   kSyncComplete = 17,  // master -> participants: everyone ended; the outcome
   kStateFetch = 18,    // peer -> holder: send me these byte ranges
   kStateData = 19,     // holder -> peer: one range's header; its raw bytes follow
+  kCollectiveInline = 20,  // ring neighbours: a collective header with its data attached
 };
 
 constexpr uint32_t kMaxRingMembers = 4096;
@@ -128,6 +129,21 @@ struct CollectiveHeader {
   std::vector<int64_t> dims;
   std::vector<uint8_t> encode() const;
   static CollectiveHeader decode(const std::vector<uint8_t>& b);
+};
+
+// The largest input that travels inside the header exchange itself (see
+// collectives/inline_allreduce.h). Far below any socket buffer, so a peer's
+// blocking write of it never waits for its neighbour to read.
+constexpr uint32_t kMaxInlineCollectiveData = 64 << 10;
+
+// A collective header with the sender's whole input attached (small
+// messages): u32 header length, the header, then the raw data.
+struct InlineCollective {
+  CollectiveHeader header;
+  std::vector<uint8_t> data;
+  static std::vector<uint8_t> encode(const CollectiveHeader& header, const void* data,
+                                     size_t bytes);
+  static InlineCollective decode(const std::vector<uint8_t>& b);
 };
 
 }  // namespace pccl

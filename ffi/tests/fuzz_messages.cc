@@ -19,12 +19,25 @@ bool round_trip(const Bytes& payload) {
   return decodes_exactly<Msg>(kName, payload, [](const Msg&) {});
 }
 
+// The header with a caller's input attached (a static encode, so by hand).
+bool inline_round_trip(const Bytes& payload) {
+  pccl::InlineCollective m;
+  try {
+    m = pccl::InlineCollective::decode(payload);
+  } catch (const pccl::PcclError&) {
+    return false;
+  }
+  FUZZ_CHECK(kName, pccl::InlineCollective::encode(m.header, m.data.data(), m.data.size()) == payload);
+  return true;
+}
+
 using Decoder = bool (*)(const Bytes&);
 constexpr Decoder kDecoders[] = {
     round_trip<pccl::HelloMsg>,       round_trip<pccl::WelcomeMsg>,
     round_trip<pccl::TopologyMsg>,    round_trip<pccl::VoteMsg>,
     round_trip<pccl::ErrorMsg>,       round_trip<pccl::PeerDroppedMsg>,
     round_trip<pccl::PeerHelloMsg>,   round_trip<pccl::CollectiveHeader>,
+    inline_round_trip,
 };
 
 bool one_input(const uint8_t* data, size_t size) { return dispatch_tagged(kDecoders, data, size); }
@@ -55,6 +68,7 @@ std::vector<Bytes> seeds() {
       tagged(5, pccl::PeerDroppedMsg{9, "no heartbeat"}.encode()),
       tagged(6, pccl::PeerHelloMsg{1, 12, 3}.encode()),
       tagged(7, coll.encode()),
+      tagged(8, pccl::InlineCollective::encode(coll, "abcdefgh", 8)),
   };
 }
 

@@ -74,6 +74,47 @@ void test_ops_and_tiny_counts() {
   master.stop();
 }
 
+// Inputs up to kMaxInlineCollectiveData ride with the header and are reduced
+// by every peer in rank order; larger ones take the ring. Both must give
+// every peer the same bits, and sums within float32 rounding of the exact one.
+void test_inline_and_ring_paths_are_bit_identical() {
+  Master master(MasterConfig{});
+  master.start();
+  const int n = 3;
+  const size_t at_limit = kMaxInlineCollectiveData / 4;
+  const std::vector<size_t> counts = {1, 1024, at_limit, at_limit + 1};
+  std::vector<std::vector<std::vector<float>>> sums(counts.size(), std::vector<std::vector<float>>(n));
+  std::vector<std::vector<std::vector<uint16_t>>> avgs(counts.size(),
+                                                       std::vector<std::vector<uint16_t>>(n));
+  with_ring(master, n, [&](int, Communicator& c) {
+    int r = c.rank();
+    for (size_t k = 0; k < counts.size(); ++k) {
+      size_t count = counts[k];
+      std::vector<float> in(count), out(count);
+      for (size_t i = 0; i < count; ++i) in[i] = std::sin(0.37f * i + r) * (1.0f + r) / 3.0f;
+      uint64_t sent = c.stats().bytes_sent;
+      c.all_reduce(in.data(), out.data(), count, DType::kFloat32, ReduceOp::kSum, {});
+      CHECK(c.stats().bytes_sent > sent);
+      bool close = true;
+      for (size_t i = 0; i < count; ++i) {
+        double exact = 0;
+        for (int p = 0; p < n; ++p) exact += std::sin(0.37f * i + p) * (1.0f + p) / 3.0f;
+        close &= std::fabs(out[i] - exact) <= 1e-5 * (1.0 + std::fabs(exact));
+      }
+      CHECK(close);
+      sums[k][r] = out;
+      std::vector<uint16_t> bin(count, static_cast<uint16_t>(0x3F80 + 7 * r)), bout(count);
+      c.all_reduce(bin.data(), bout.data(), count, DType::kBFloat16, ReduceOp::kAvg, {});
+      avgs[k][r] = bout;
+    }
+  });
+  for (size_t k = 0; k < counts.size(); ++k) {
+    CHECK(sums[k][0] == sums[k][1] && sums[k][1] == sums[k][2]);
+    CHECK(avgs[k][0] == avgs[k][1] && avgs[k][1] == avgs[k][2]);
+  }
+  master.stop();
+}
+
 void test_mismatch_reported_everywhere_ring_survives() {
   Master master(MasterConfig{});
   master.start();
@@ -696,6 +737,7 @@ void report_small_latency(int connections) {
 int main(int argc, char** argv) {
   test_exact_sum_and_bit_identity();
   test_ops_and_tiny_counts();
+  test_inline_and_ring_paths_are_bit_identical();
   test_mismatch_reported_everywhere_ring_survives();
   test_closed_peer_fails_others_fast_then_survivors_continue();
   test_striped_hops_with_different_lane_counts_are_exact();

@@ -52,6 +52,36 @@ void test_collective_header_round_trip() {
   CHECK_EQ(g.leaf_count, 5u);
 }
 
+void test_inline_collective_round_trip_and_bounds() {
+  CollectiveHeader h;
+  h.seq = 7;
+  h.count = 3;
+  h.dims = {3};
+  const float data[3] = {1.5f, -2.0f, 3.25f};
+  std::vector<uint8_t> wire = InlineCollective::encode(h, data, sizeof(data));
+  InlineCollective m = InlineCollective::decode(wire);
+  CHECK_EQ(m.header.seq, 7u);
+  CHECK(m.header.dims == h.dims);
+  CHECK_EQ(m.data.size(), sizeof(data));
+  CHECK(std::memcmp(m.data.data(), data, sizeof(data)) == 0);
+  // Cutting into the length prefix or the header is refused; cutting into
+  // the data only shortens it (the receiver checks it against the header).
+  size_t head = wire.size() - sizeof(data);
+  for (size_t n = 0; n < head; ++n) {
+    std::vector<uint8_t> cut(wire.begin(), wire.begin() + n);
+    CHECK(throws_kind([&] { InlineCollective::decode(cut); }, ErrorKind::kProtocol));
+  }
+  std::vector<uint8_t> overrun = wire;
+  overrun[0] = 0xFF;  // header length beyond the frame
+  CHECK(throws_kind([&] { InlineCollective::decode(overrun); }, ErrorKind::kProtocol));
+  std::vector<uint8_t> huge = InlineCollective::encode(h, nullptr, 0);
+  huge.resize(huge.size() + kMaxInlineCollectiveData + 1);
+  CHECK(throws_kind([&] { InlineCollective::decode(huge); }, ErrorKind::kProtocol));
+  std::vector<uint8_t> big(kMaxInlineCollectiveData + 1);
+  CHECK(throws_kind([&] { InlineCollective::encode(h, big.data(), big.size()); },
+                    ErrorKind::kGeneric));
+}
+
 void test_every_truncation_is_rejected() {
   TopologyMsg t;
   t.ring = {{1, "127.0.0.1", 5000}, {2, "127.0.0.2", 5001}};
@@ -118,6 +148,7 @@ void test_random_bytes_never_crash_decoders() {
 int main() {
   test_topology_round_trip();
   test_collective_header_round_trip();
+  test_inline_collective_round_trip_and_bounds();
   test_every_truncation_is_rejected();
   test_hostile_counts_rejected_before_allocation();
   test_frame_header_checks();

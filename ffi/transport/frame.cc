@@ -1,7 +1,9 @@
 #include "transport/frame.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -66,6 +68,33 @@ Frame read_frame(Socket& s, uint32_t max_payload, const Deadline& deadline,
   f.payload.resize(h.length);
   if (h.length > 0) s.recv_all(f.payload.data(), h.length, deadline, cancel);
   return f;
+}
+
+Frame read_frame_draining(Socket& s, uint32_t max_payload, const Deadline& deadline,
+                          const Canceller& interrupt, const Canceller& closing, double grace_s) {
+  FrameReader reader;
+  Deadline grace = Deadline::never();
+  bool interrupted = false;
+  for (;;) {
+    if (closing.cancelled()) throw Cancelled("operation cancelled by close()");
+    size_t before = reader.buffered();
+    if (reader.read_available(s, max_payload)) return reader.take();
+    bool moved = reader.buffered() != before;
+    if (interrupt.cancelled() && (!interrupted || moved)) {
+      interrupted = true;  // the grace starts now, and again whenever bytes come
+      grace = Deadline::after(grace_s);
+    }
+    if (interrupted && grace.expired()) throw Cancelled("operation interrupted");
+    if (deadline.expired()) throw PeerFailure("receive timed out");
+    // Once heard, the interrupt stays readable: stop polling it.
+    pollfd fds[3] = {{s.fd(), POLLIN, 0}, {closing.fd(), POLLIN, 0},
+                     {interrupted ? -1 : interrupt.fd(), POLLIN, 0}};
+    int timeout = deadline.remaining_ms(1000);
+    if (interrupted) timeout = std::min(timeout, grace.remaining_ms(1000));
+    if (::poll(fds, 3, timeout) < 0 && errno != EINTR) {
+      throw PcclError(std::string("poll() failed: ") + std::strerror(errno));
+    }
+  }
 }
 
 bool FrameReader::read_available(Socket& s, uint32_t max_payload) {

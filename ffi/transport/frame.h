@@ -34,6 +34,12 @@ void write_frame(Socket& s, uint16_t type, const std::vector<uint8_t>& payload,
                  const Deadline& deadline, const Canceller* cancel);
 Frame read_frame(Socket& s, uint32_t max_payload, const Deadline& deadline,
                  const Canceller* cancel);
+// read_frame for a collective's last frames: `closing` ends the wait at
+// once, but `interrupt` (the master says a member left) only once no byte
+// has arrived for `grace_s`. A neighbour that sent its last frame and exited
+// is announced by the master, and that notice can overtake the frame itself.
+Frame read_frame_draining(Socket& s, uint32_t max_payload, const Deadline& deadline,
+                          const Canceller& interrupt, const Canceller& closing, double grace_s);
 
 // Frame reading for poll loops, which must never block on one remote: a client
 // that stalls mid-frame then costs a small buffer, not the loop's time. It
@@ -48,6 +54,7 @@ class FrameReader {
   bool read_available(Socket& s, uint32_t max_payload);
   // The completed frame; the reader then starts on the next one.
   Frame take();
+  size_t buffered() const { return buf_.size(); }
 
  private:
   std::vector<uint8_t> buf_;
