@@ -50,3 +50,40 @@ def _failed(token) -> bool:
         return False
     except Exception:  # noqa: BLE001 - any error state means the chain is poisoned
         return True
+
+
+def _install_single_device_token_fast_path() -> None:
+    """Skips a no-op reshard of the ordered-effect token on every call.
+
+    Before each call of a jitted function with an ordered effect, JAX moves
+    the effect's token onto the call's devices with ``device_put`` to a
+    freshly built ``NamedSharding(Mesh(devices))``. On one device the token
+    is already there, yet that move costs about 130 us of Python per call
+    (measured with jax 0.10.2: a jitted 4 KiB all_reduce on a one-peer ring
+    took 245 us, 110 us with this fast path), more than a small all-reduce
+    takes on the wire. When the token already lives on exactly the requested
+    single device, we hand it over as is; every other case goes to JAX's own
+    code unchanged. The order of calls is untouched: the token chain is the
+    same.
+    """
+    from jax._src import core, dispatch
+
+    token_set = getattr(dispatch, "RuntimeTokenSet", None)
+    original = getattr(token_set, "get_token_input", None)
+    if original is None or getattr(original, "_pccl_fast_path", False):
+        return  # another JAX layout, or installed already
+
+    def get_token_input(self, eff, devices):
+        tok = self.current_tokens.get(eff)
+        if isinstance(tok, core.Token) and len(devices) == 1:
+            buf = getattr(tok, "_buf", None)
+            sharding = getattr(buf, "sharding", None)
+            if sharding is not None and sharding.device_set == {devices[0]}:
+                return tok
+        return original(self, eff, devices)
+
+    get_token_input._pccl_fast_path = True
+    token_set.get_token_input = get_token_input
+
+
+_install_single_device_token_fast_path()
