@@ -11,8 +11,10 @@ For every implementation and message size (bytes of a float32 array held by
 *each* peer) the driver spawns N worker processes (this same file re-invoked
 with the hidden ``--worker`` flag), each worker times ``iters`` all-reduces
 (sum) after a warm-up, with a tiny all-reduce as a start barrier before every
-timed iteration.  Every worker reports its per-iteration times; the driver takes
-the per-iteration max over peers and then the median over iterations.
+timed iteration. Messages of at most 64 KiB are latency-bound: there a timed
+iteration is a burst of 50 back-to-back blocking calls, reported per call.
+Every worker reports its per-iteration times; the driver takes the
+per-iteration max over peers and then the median over iterations.
 
     algbw = bytes / t
     busbw = algbw * 2 (N - 1) / N          (nccl-tests definition)
@@ -84,11 +86,21 @@ def emit(obj) -> None:
     sys.stdout.flush()
 
 
+# Messages up to this size are latency-bound: one timed iteration is a burst
+# of back-to-back blocking calls, reported per call (as osu_allreduce and
+# nccl-tests do). A single 4 KiB call lasts about as long as the jitter of
+# the start barrier and of the scheduler on a shared machine, so timing calls
+# one by one measures mostly noise.
+BURST_MAX_BYTES = 64 << 10
+BURST_CALLS = 50
+
+
 def time_sizes(run_allreduce, barrier, make_input, check, sizes, warmup, iters, log):
-    """Shared timing loop. Returns {size: [seconds per timed iteration]}."""
+    """Shared timing loop. Returns {size: [seconds per call, one per timed iteration]}."""
     out = {}
     for nbytes in sizes:
         x = make_input(nbytes // 4)
+        calls = BURST_CALLS if nbytes <= BURST_MAX_BYTES else 1
         for _ in range(warmup):
             barrier()
             y = run_allreduce(x)
@@ -99,9 +111,10 @@ def time_sizes(run_allreduce, barrier, make_input, check, sizes, warmup, iters, 
         for _ in range(iters):
             barrier()
             t0 = time.perf_counter()
-            y = run_allreduce(x)
-            y.block_until_ready()
-            times.append(time.perf_counter() - t0)
+            for _ in range(calls):
+                y = run_allreduce(x)
+                y.block_until_ready()
+            times.append((time.perf_counter() - t0) / calls)
             del y
         out[nbytes] = times
         log(f"size {fmt_size(nbytes)}: median {statistics.median(times) * 1e3:.3f} ms")
