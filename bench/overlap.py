@@ -20,19 +20,18 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 
-def worker(args) -> int:
+
+def measure_overlap(comm, nbytes: int, iters: int) -> dict:
+    """This peer's median seconds for comm, compute, plain and overlap (see
+    the module docstring). Every peer of `comm` must call it at once."""
     import jax
     import jax.numpy as jnp
-    import numpy as np
 
     import jax_pccl as pccl
 
-    comm = pccl.Communicator(args.master, timeout=60).connect(timeout=120)
-    while comm.group_world_size < args.peers:
-        comm.update_topology()
-        time.sleep(0.01)
-    grads = jnp.ones(args.mbytes * 2**20 // 4, jnp.float32)
+    grads = jnp.ones(nbytes // 4, jnp.float32)
     barrier = jax.jit(lambda: pccl.all_reduce(jnp.zeros(1), comm))
 
     def chain(w, n):
@@ -43,22 +42,26 @@ def worker(args) -> int:
     def timed(fn, *xs):
         fn(*xs)
         samples = []
-        for _ in range(args.iters):
+        for _ in range(iters):
             barrier().block_until_ready()
             t = time.perf_counter()
             jax.block_until_ready(fn(*xs))
             samples.append(time.perf_counter() - t)
         return statistics.median(samples)
 
+    def agreed(value):
+        # Every peer must compile the same chain: take peer-wide max of the depth.
+        return int(pccl.all_reduce(np.asarray([value], np.int32), comm, op="max")[0])
+
     comm_only = jax.jit(lambda g: pccl.all_reduce(g, comm, op="avg"))
     t_comm = timed(comm_only, grads)
     # size the compute to roughly match the communication time
     w = jnp.eye(512, dtype=jnp.float32) * 0.5
     one = timed(jax.jit(lambda w: chain(w, 1)), w)
-    depth = max(1, round(t_comm / max(one, 1e-6)))
+    depth = agreed(max(1, round(t_comm / max(one, 1e-6))))
     for _ in range(3):  # a layer alone times differently than inside a chain: refine
         t_compute = timed(jax.jit(lambda w, d=depth: chain(w, d)), w)
-        better = max(1, round(depth * t_comm / t_compute))
+        better = agreed(max(1, round(depth * t_comm / t_compute)))
         if better == depth:
             break
         depth = better
@@ -72,8 +75,33 @@ def worker(args) -> int:
         c = chain(w, depth)
         return pccl.all_reduce_wait(h), c
     t_overlap = timed(overlapped, grads, w)
-    print("REPORT " + json.dumps({"comm": t_comm, "compute": t_compute, "plain": t_plain,
-                                  "overlap": t_overlap, "depth": depth}), flush=True)
+    return {"comm": t_comm, "compute": t_compute, "plain": t_plain, "overlap": t_overlap,
+            "depth": depth}
+
+
+def summarize(reports: list, label: str) -> dict:
+    """Max over peers of each median; prints the table and both ratios."""
+    r = {k: max(rep[k] for rep in reports) for k in ("comm", "compute", "plain", "overlap")}
+    print(label)
+    for k in ("comm", "compute", "plain", "overlap"):
+        print(f"  {k:8s} {r[k] * 1e3:8.1f} ms")
+    ratio_overlap = r["overlap"] / max(r["comm"], r["compute"])
+    ratio_plain = r["plain"] / (r["comm"] + r["compute"])
+    print(f"  overlap / max(comm, compute) = {ratio_overlap:.2f}")
+    print(f"  plain   / (comm + compute)   = {ratio_plain:.2f}")
+    print(f"  plain   / max(comm, compute) = {r['plain'] / max(r['comm'], r['compute']):.2f}")
+    return {**r, "overlap_over_max": ratio_overlap, "plain_over_sum": ratio_plain}
+
+
+def worker(args) -> int:
+    import jax_pccl as pccl
+
+    comm = pccl.Communicator(args.master, timeout=60).connect(timeout=120)
+    while comm.group_world_size < args.peers:
+        comm.update_topology()
+        time.sleep(0.01)
+    report = measure_overlap(comm, args.mbytes * 2**20, args.iters)
+    print("REPORT " + json.dumps(report), flush=True)
     comm.close()
     return 0
 
@@ -105,15 +133,9 @@ def main() -> int:
     if len(reports) != args.peers:
         print("a worker failed", file=sys.stderr)
         return 1
-    r = {k: max(rep[k] for rep in reports) for k in ("comm", "compute", "plain", "overlap")}
-    print(f"{args.peers} peers, {args.mbytes} MiB avg all_reduce (medians, max over peers):")
-    for k in ("comm", "compute", "plain", "overlap"):
-        print(f"  {k:8s} {r[k] * 1e3:8.1f} ms")
-    ratio_overlap = r["overlap"] / max(r["comm"], r["compute"])
-    ratio_plain = r["plain"] / (r["comm"] + r["compute"])
-    print(f"  overlap / max(comm, compute) = {ratio_overlap:.2f}")
-    print(f"  plain   / (comm + compute)   = {ratio_plain:.2f}")
-    print(json.dumps({**r, "overlap_over_max": ratio_overlap, "plain_over_sum": ratio_plain}))
+    r = summarize(reports, f"{args.peers} peers on loopback, {args.mbytes} MiB avg all_reduce "
+                           "(medians, max over peers):")
+    print(json.dumps(r))
     return 0
 
 

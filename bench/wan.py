@@ -3,6 +3,7 @@
 
 Usage (root; ../shared/tools/wan_lab.sh builds the lab, `wan_lab.sh deps` first):
     sudo python bench/wan.py [--hosts 2,4] [--size 256M] [--connections 1,8]
+                             [--overlap 64M]
                              [--quantized minmax_uint8,zero_point_uint8,bfloat16]
                              [--loss 0.1] [--loss-size 32M] [--loss-connections 1,16]
                              [--iters 3] [--rtt 80] [--rate 1000] [--cc cubic]
@@ -98,6 +99,12 @@ def role_peer(a) -> None:
     results = []
     for case in a.cases.split(","):
         fmt, size = case.split(":")
+        if fmt == "overlap":  # bench/overlap.py's four timings, over this lab's links
+            import overlap
+            report = overlap.measure_overlap(comm, int(size), a.iters)
+            log(f"{case}: {report}")
+            results.append({"case": case, "overlap": report})
+            continue
         q = None if fmt == "float32" else fmt
         count = int(size) // 4
         x = jnp.asarray(np.random.default_rng(a.index).normal(size=count).astype(np.float32))
@@ -253,6 +260,10 @@ def run_group(lab: Lab, connections: int, cases: list, timeout: float, warmup: i
         kill(master)
     out = {}
     for case in cases:
+        if case.startswith("overlap:"):
+            out[case] = [next(r["overlap"] for r in rep["results"] if r["case"] == case)
+                         for rep in reports]
+            continue
         per_peer = [next(r["times"] for r in rep["results"] if r["case"] == case) for rep in reports]
         out[case] = [max(ts) for ts in zip(*per_peer)]
     return out
@@ -272,6 +283,22 @@ def ceiling_row(hosts, loss, k, mbit, a):
     return {"hosts": hosts, "loss_pct": loss, "connections": k, "format": "iperf3", "size": "-",
             "iters": 1, "median_s": float("nan"), "min_s": float("nan"), "max_s": float("nan"),
             "busbw_mbit": mbit, "of_link": mbit / a.rate}
+
+
+def measure_overlap_in_lab(a) -> None:
+    """bench/overlap.py between lab hosts: the link, not the CPU, bounds the
+    all-reduce there, as on a real WAN, so compute has cores to run on."""
+    import overlap
+
+    for hosts in a.hosts:
+        with Lab(a, hosts, 0.0) as lab:
+            case = f"overlap:{a.overlap}"
+            print(f"[wan] {hosts} hosts: {case}", file=sys.stderr, flush=True)
+            reports = run_group(lab, a.connections[-1], [case], a.timeout, a.warmup)[case]
+        label = (f"\n{hosts} hosts, RTT {a.rtt} ms, {a.rate} Mbit/s, K={a.connections[-1]}: "
+                 f"{fmt_size(a.overlap)} avg all_reduce per step (medians of {a.iters}, max over peers)")
+        print(json.dumps({"hosts": hosts, **overlap.summarize(reports, label)}))
+    print(f"\nload average (1, 5, 15 min) at the end: {os.getloadavg()}")
 
 
 def measure(a) -> list:
@@ -355,6 +382,9 @@ def main():
     ap.add_argument("--loss", type=float, default=0.1, help="%% per direction; 0: skip")
     ap.add_argument("--loss-size", type=parse_size, default=parse_size("16M"))
     ap.add_argument("--loss-connections", type=ints, default=[1, 16])
+    ap.add_argument("--overlap", type=parse_size, default=0,
+                    help="instead of the tables: bench/overlap.py with this all_reduce size "
+                         "per step (e.g. 64M), in a lab of each --hosts count")
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=2, help="untimed calls first (TCP windows grow)")
     ap.add_argument("--loss-warmup", type=int, default=1)
@@ -383,6 +413,8 @@ def main():
     if os.geteuid() != 0:
         ap.error("the lab needs root (network namespaces)")
     t0 = time.monotonic()
+    if a.overlap:
+        return measure_overlap_in_lab(a)
     rows = measure(a)
     print(f"[wan] done in {time.monotonic() - t0:.0f} s; load average {os.getloadavg()}",
           file=sys.stderr)
