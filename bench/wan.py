@@ -28,6 +28,7 @@ subprocess has a hard timeout; the lab is taken down at the end.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import os
@@ -77,6 +78,31 @@ def role_master(a) -> None:
         master.close()
 
 
+def peer_input(index: int, count: int):
+    """Peer `index`'s all-reduce input: any peer can rebuild any other's."""
+    import numpy as np
+    return np.random.default_rng(index).normal(size=count).astype(np.float32)
+
+
+_exact_cache = {}
+
+
+def error_against_exact(result, world: int) -> dict:
+    """Max abs error of `result` against the exact (float64) sum of every
+    peer's input, and that error relative to max |sum|."""
+    import numpy as np
+    count = result.size
+    if count not in _exact_cache:
+        exact = np.zeros(count, np.float64)
+        for k in range(world):
+            exact += peer_input(k, count)
+        _exact_cache.clear()
+        _exact_cache[count] = (exact, float(np.max(np.abs(exact))))
+    exact, peak = _exact_cache[count]
+    err = float(np.max(np.abs(result.astype(np.float64) - exact)))
+    return {"max_abs_err": err, "rel_err": err / peak, "max_abs_sum": peak}
+
+
 def role_peer(a) -> None:
     import jax
 
@@ -107,18 +133,23 @@ def role_peer(a) -> None:
             continue
         q = None if fmt == "float32" else fmt
         count = int(size) // 4
-        x = jnp.asarray(np.random.default_rng(a.index).normal(size=count).astype(np.float32))
+        x = jnp.asarray(peer_input(a.index, count))
         f = jax.jit(lambda v, q=q: pccl.all_reduce(v, comm, op="sum", quantization=q))
         times = []
         for it in range(a.warmup + a.iters):  # warm-ups also let TCP windows grow
             barrier(tiny).block_until_ready()
             t0 = time.perf_counter()
-            f(x).block_until_ready()
+            y = f(x).block_until_ready()
             if it >= a.warmup:
                 times.append(time.perf_counter() - t0)
         log(f"{case} K={a.connections}: {[round(t, 3) for t in times]}")
-        results.append({"case": case, "times": times})
-        del x
+        result = np.asarray(y)
+        entry = {"case": case, "times": times,
+                 "sha256": hashlib.sha256(result.tobytes()).hexdigest()}
+        if a.index == 0:  # the others hold the same bytes (sha256, checked by the driver)
+            entry.update(error_against_exact(result, a.world))
+        results.append(entry)
+        del x, y, result
     print(RESULT_TAG + json.dumps({"index": a.index, "results": results}), flush=True)
     # Leave only when every peer has reported: a peer that leaves while a
     # neighbour still waits for its last bytes fails that neighbour's call.
@@ -264,9 +295,18 @@ def run_group(lab: Lab, connections: int, cases: list, timeout: float, warmup: i
             out[case] = [next(r["overlap"] for r in rep["results"] if r["case"] == case)
                          for rep in reports]
             continue
-        per_peer = [next(r["times"] for r in rep["results"] if r["case"] == case) for rep in reports]
-        out[case] = [max(ts) for ts in zip(*per_peer)]
+        entries = [next(r for r in rep["results"] if r["case"] == case) for rep in reports]
+        out[case] = [max(ts) for ts in zip(*(e["times"] for e in entries))]
+        digests = {e["sha256"] for e in entries}
+        errors = next((e for e in entries if "rel_err" in e), {})
+        ERRORS[case] = {"identical": len(digests) == 1,
+                        **{k: errors[k] for k in ("max_abs_err", "rel_err", "max_abs_sum") if k in errors}}
     return out
+
+
+# case -> {"identical": all peers' results had one sha256, max_abs_err, rel_err}
+# of the latest group run (the error table).
+ERRORS: dict = {}
 
 
 def row(hosts, loss, k, fmt, size, times, rate_mbit):
@@ -316,6 +356,7 @@ def measure(a) -> list:
                 for case, times in res.items():
                     fmt, size = case.split(":")
                     rows.append(row(hosts, 0.0, k, fmt, int(size), times, a.rate))
+                    rows[-1].update(ERRORS.get(case, {}))
                     print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
         if a.loss > 0:
             with Lab(a, hosts, a.loss) as lab:
@@ -365,9 +406,25 @@ def print_table(a, rows) -> None:
         if lo and hi:
             print(f"{hosts} hosts, {a.loss}% loss: K={a.loss_connections[-1]} / "
                   f"K={a.loss_connections[0]} busbw: {hi['busbw_mbit'] / lo['busbw_mbit']:.2f}x")
+    print_error_table(rows)
     print(f"\nload average (1, 5, 15 min) at the end: {os.getloadavg()}")
     for r in rows:
         print(json.dumps(r))
+
+
+def print_error_table(rows) -> None:
+    """Quantization error of peer 0's result against the exact float64 sum of
+    every peer's input (each peer's input: normal(0, 1), its own seed)."""
+    measured = [r for r in rows if "rel_err" in r]
+    if not measured:
+        return
+    print("\nerror against the exact float64 sum (peer 0; bit-identical = one sha256 on all peers)")
+    hdr = f"{'hosts':>5}{'K':>4}{'format':>18}{'size':>7}{'max abs err':>14}{'of max|sum|':>13}{'identical':>11}"
+    print(hdr)
+    print("-" * len(hdr))
+    for r in measured:
+        print(f"{r['hosts']:>5}{r['connections']:>4}{r['format']:>18}{r['size']:>7}"
+              f"{r['max_abs_err']:>14.3e}{r['rel_err']:>13.3%}{str(r['identical']):>11}")
 
 
 def main():
