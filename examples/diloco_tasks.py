@@ -87,8 +87,9 @@ def digits() -> Task:
         out = logits(params, batch[0])
         return _cross_entropy(out, batch[1]), _accuracy(out, batch[1])
 
-    def sampler(index, world, seed, batch_size=32):
-        xs, ys = x_train[index::world], y_train[index::world]
+    def sampler(index, world, seed, batch_size=32, iid=False):
+        # shard i (default) or, with iid, the whole training set
+        xs, ys = (x_train, y_train) if iid else (x_train[index::world], y_train[index::world])
         rng = np.random.default_rng(seed)
 
         def next_batch():
@@ -167,10 +168,11 @@ def chars(d_model: int = 64, layers: int = 2, heads: int = 4) -> Task:
         out = logits(params, batch[:, :-1])
         return _cross_entropy(out, batch[:, 1:]), _accuracy(out, batch[:, 1:])
 
-    def sampler(index, world, seed, batch_size=16):
-        # peer i reads the i-th of `world` contiguous slices of the training text
+    def sampler(index, world, seed, batch_size=16, iid=False):
+        # peer i reads the i-th of `world` contiguous slices of the training
+        # text (default) or, with iid, all of it
         lo = index * (train.size // world)
-        shard = train[lo:lo + train.size // world]
+        shard = train if iid else train[lo:lo + train.size // world]
         rng = np.random.default_rng(seed)
 
         def next_batch():
