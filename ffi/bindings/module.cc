@@ -175,7 +175,7 @@ NB_MODULE(_pccl, m) {
       .def("status_json", &Master::status_json);
 
   m.attr("DEFAULT_CONNECTIONS") = kDefaultRingConnections;
-  m.attr("MAX_CONNECTIONS") = static_cast<int>(kMaxRingStreams);
+  m.attr("MAX_CONNECTIONS") = static_cast<int>(kMaxRingConnections);
 
   nb::class_<PyCommunicator>(m, "Communicator")
       .def(

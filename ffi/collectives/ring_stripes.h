@@ -18,8 +18,8 @@
 
 namespace pccl {
 
-// Chunk size for a collective: about 32 chunks per segment (the most lanes a
-// hop can have, kMaxRingStreams), so every lane has work even for mid-sized
+// Chunk size for a collective: about 32 chunks per segment (the most bulk lanes a
+// hop can have, kMaxRingConnections), so every lane has work even for mid-sized
 // messages, but at least 256 KiB and at most `max_chunk_bytes`. Below that a
 // message fits one warm TCP window anyway, and spreading it over more
 // sockets only costs wake-ups.

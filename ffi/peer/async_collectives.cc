@@ -15,6 +15,8 @@ constexpr size_t kAlign = 2u << 20;  // huge-page aligned, so madvise covers it 
 
 }  // namespace
 
+AsyncCollectives::AsyncCollectives(int slots) : slots_(static_cast<size_t>(std::max(1, slots))) {}
+
 AsyncCollectives::Buffer AsyncCollectives::acquire(size_t bytes) {
   // Smallest idle buffer that fits; otherwise a new one.
   auto best = pool_.end();
@@ -46,50 +48,121 @@ void AsyncCollectives::release(Buffer b) {
   }
 }
 
-uint64_t AsyncCollectives::start(const void* in, size_t bytes, Work work) {
+uint64_t AsyncCollectives::start(int slot, const void* in, size_t bytes, Work work) {
   auto job = std::make_shared<Job>();
   job->bytes = bytes;
   job->work = std::move(work);
+  job->slot = slot;
+  job->staged = true;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (closed_) throw Cancelled("communicator closed");
-    job->in = acquire(bytes);
-    job->out = acquire(bytes);
+    job->in_stage = acquire(bytes);
+    job->out_stage = acquire(bytes);
   }
-  if (bytes > 0) std::memcpy(job->in.data.get(), in, bytes);
+  job->in = job->in_stage.data.get();
+  job->out = job->out_stage.data.get();
+  if (bytes > 0) std::memcpy(job->in_stage.data.get(), in, bytes);
   std::lock_guard<std::mutex> lock(mu_);
+  return enqueue(std::move(job));
+}
+
+uint64_t AsyncCollectives::start_in_place(int slot, const void* in, void* out, size_t bytes,
+                                          Work work) {
+  auto job = std::make_shared<Job>();
+  job->in = in;
+  job->out = out;
+  job->bytes = bytes;
+  job->work = std::move(work);
+  job->slot = slot;
+  std::lock_guard<std::mutex> lock(mu_);
+  return enqueue(std::move(job));
+}
+
+uint64_t AsyncCollectives::enqueue(std::shared_ptr<Job> job) {
   if (closed_) throw Cancelled("communicator closed");
-  if (!worker_.joinable()) worker_ = std::thread([this] { worker_loop(); });
+  if (job->slot < 0 || static_cast<size_t>(job->slot) >= slots_.size()) {
+    throw PcclError("no such collective slot: " + std::to_string(job->slot));
+  }
+  Slot& slot = slots_[static_cast<size_t>(job->slot)];
+  if (!job->on_caller && !slot.worker.joinable()) {
+    int index = job->slot;
+    slot.worker = std::thread([this, index] { worker_loop(index); });
+  }
   uint64_t ticket = next_ticket_++;
-  jobs_[ticket] = job;
-  queue_.push_back(ticket);
-  cv_.notify_all();
+  bool for_worker = !job->on_caller;
+  if (for_worker) jobs_[ticket] = job;
+  slot.queue.push_back(std::move(job));
+  if (for_worker) slot.cv.notify_all();  // a claimed job is its caller's to run
   return ticket;
 }
 
-void AsyncCollectives::worker_loop() {
+void AsyncCollectives::run(Job& job) {
+  try {
+    job.world = job.work(job.in, job.out);
+  } catch (...) {
+    job.error = std::current_exception();
+  }
+}
+
+void AsyncCollectives::worker_loop(int index) {
+  Slot& slot = slots_[static_cast<size_t>(index)];
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
-    cv_.wait(lock, [this] { return closed_ || !queue_.empty(); });
-    if (queue_.empty()) return;  // closed and nothing left
-    uint64_t ticket = queue_.front();
-    queue_.pop_front();
-    std::shared_ptr<Job> job = jobs_.count(ticket) ? jobs_[ticket] : nullptr;
-    running_ = true;
+    // A claimed job at the front is the caller's to run: wait until it has.
+    slot.cv.wait(lock, [&] {
+      return (closed_ && slot.queue.empty()) ||
+             (!slot.queue.empty() && !slot.queue.front()->on_caller && !slot.running);
+    });
+    if (slot.queue.empty()) return;  // closed and nothing left
+    std::shared_ptr<Job> job = std::move(slot.queue.front());
+    slot.queue.pop_front();
+    slot.running = true;
     lock.unlock();
-    if (job) {
-      try {
-        job->world = job->work(job->in.data.get(), job->out.data.get());
-      } catch (...) {
-        job->error = std::current_exception();
-      }
-    }
+    run(*job);
     lock.lock();
-    if (job) release(std::move(job->in));
-    running_ = false;
-    if (job) job->done = true;
-    cv_.notify_all();
+    release(std::move(job->in_stage));
+    slot.running = false;
+    job->done = true;
+    job->ended.notify_all();
+    if (!slot.queue.empty()) slot.cv.notify_all();  // a caller may wait for its claimed turn
   }
+}
+
+AsyncCollectives::Claim AsyncCollectives::claim(int slot) {
+  auto job = std::make_shared<Job>();
+  job->slot = slot;
+  job->on_caller = true;
+  std::lock_guard<std::mutex> lock(mu_);
+  enqueue(job);
+  Claim c;
+  c.job_ = std::move(job);
+  return c;
+}
+
+int AsyncCollectives::run_claimed(const Claim& claim, const void* in, void* out,
+                                  const Work& work) {
+  Job& job = *claim.job_;
+  Slot& slot = slots_[static_cast<size_t>(job.slot)];
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    slot.cv.wait(lock, [&] {
+      return job.done || (slot.queue.front() == claim.job_ && !slot.running);
+    });
+    if (job.done) std::rethrow_exception(job.error);  // cancelled by close()
+    slot.queue.pop_front();
+    slot.running = true;
+  }
+  job.in = in;
+  job.out = out;
+  job.work = work;
+  run(job);
+  std::lock_guard<std::mutex> lock(mu_);
+  slot.running = false;
+  job.done = true;
+  if (!slot.queue.empty()) slot.cv.notify_all();  // what was queued behind it
+  if (job.error) std::rethrow_exception(job.error);
+  return job.world;
 }
 
 int AsyncCollectives::wait(uint64_t ticket, void* out, size_t bytes, const Deadline& deadline) {
@@ -101,13 +174,14 @@ int AsyncCollectives::wait(uint64_t ticket, void* out, size_t bytes, const Deadl
   std::shared_ptr<Job> job = it->second;
   while (!job->done) {
     if (deadline.expired()) throw PeerFailure("all_reduce_wait timed out");
-    cv_.wait_for(lock, std::chrono::milliseconds(deadline.remaining_ms(200)));
+    job->ended.wait_for(lock, std::chrono::milliseconds(deadline.remaining_ms(200)));
   }
   jobs_.erase(ticket);
   lock.unlock();
   auto give_back = [&] {
     std::lock_guard<std::mutex> relock(mu_);
-    release(std::move(job->out));
+    release(std::move(job->in_stage));  // a job cancelled before it ran still holds it
+    release(std::move(job->out_stage));
   };
   if (job->error) {
     give_back();
@@ -117,8 +191,10 @@ int AsyncCollectives::wait(uint64_t ticket, void* out, size_t bytes, const Deadl
     give_back();
     throw PcclError("all_reduce_wait: result size mismatch");
   }
-  ring_io::advise_huge_pages(out, bytes);  // XLA's result buffer is usually fresh
-  if (bytes > 0) std::memcpy(out, job->out.data.get(), bytes);
+  if (job->staged && bytes > 0) {
+    ring_io::advise_huge_pages(out, bytes);  // XLA's result buffer is usually fresh
+    std::memcpy(out, job->out_stage.data.get(), bytes);
+  }
   give_back();
   return job->world;
 }
@@ -128,27 +204,24 @@ size_t AsyncCollectives::outstanding() const {
   return jobs_.size();
 }
 
-void AsyncCollectives::drain() {
-  std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [this] { return queue_.empty() && !running_; });
-}
-
 void AsyncCollectives::close() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (closed_ && !worker_.joinable()) return;
     closed_ = true;
     // Not yet run: fail them now rather than after a doomed network attempt.
-    for (uint64_t ticket : queue_) {
-      auto it = jobs_.find(ticket);
-      if (it == jobs_.end()) continue;
-      it->second->error = std::make_exception_ptr(Cancelled("communicator closed"));
-      it->second->done = true;
+    for (Slot& slot : slots_) {
+      for (auto& job : slot.queue) {
+        job->error = std::make_exception_ptr(Cancelled("communicator closed"));
+        job->done = true;
+        job->ended.notify_all();
+      }
+      slot.queue.clear();
+      slot.cv.notify_all();  // callers waiting for their claimed turn
     }
-    queue_.clear();
-    cv_.notify_all();
   }
-  if (worker_.joinable()) worker_.join();
+  for (Slot& slot : slots_) {
+    if (slot.worker.joinable()) slot.worker.join();
+  }
 }
 
 }  // namespace pccl

@@ -1,15 +1,18 @@
-// all_reduce_start / all_reduce_wait: collectives that progress on an engine
-// thread while the caller (XLA) computes.
+// The engine threads that run collectives, one per slot (see
+// peer/collective_slots.h): all_reduce_start / all_reduce_wait, the leaves
+// of a pytree at once, and plain blocking calls, all in one order per slot.
 //
-// Started collectives run one at a time in start order, which is program
-// order on every peer, so peers can never pair up different collectives.
-// start() copies its input (the caller may reuse its buffer at once) and
-// returns a ticket; wait(ticket) copies the result out or rethrows the
-// collective's error. Nothing here knows about rings: `run` does the work.
+// A slot runs its collectives one at a time in the order they were queued,
+// which the caller makes program order; different slots run at the same
+// time. start() copies its input (the caller may reuse its buffer at once);
+// start_in_place() copies nothing (the caller keeps both buffers alive until
+// wait). wait(ticket) rethrows the collective's error. run_here() runs one on
+// the calling thread, in its slot's order: no hand-over to another thread
+// for a plain blocking call. Nothing here knows about rings: `work` does it.
 #pragma once
 #include <condition_variable>
-#include <cstdlib>
 #include <cstdint>
+#include <cstdlib>
 #include <deque>
 #include <exception>
 #include <functional>
@@ -24,23 +27,40 @@
 namespace pccl {
 
 class AsyncCollectives {
+  struct Job;
+
  public:
-  // run(in, out) performs one collective and returns the peers that took part.
+  // work(in, out) performs one collective and returns the peers that took part.
   using Work = std::function<int(const void* in, void* out)>;
 
-  AsyncCollectives() = default;
+  explicit AsyncCollectives(int slots);
   ~AsyncCollectives() { close(); }
   AsyncCollectives(const AsyncCollectives&) = delete;
   AsyncCollectives& operator=(const AsyncCollectives&) = delete;
 
-  uint64_t start(const void* in, size_t bytes, Work work);
-  // Blocks until the ticket's collective ended; copies `bytes` of result.
-  // Throws the collective's error, or PcclError for an unknown ticket.
+  // Queues `work` on `slot` with a copy of `bytes` of input; wait() copies
+  // the result out. Throws Cancelled once closed.
+  uint64_t start(int slot, const void* in, size_t bytes, Work work);
+  // Queues `work` on `slot` over the caller's own buffers, which must stay
+  // valid until wait(ticket) returns.
+  uint64_t start_in_place(int slot, const void* in, void* out, size_t bytes, Work work);
+  // Blocks until the ticket's collective ended; copies `bytes` of result
+  // (staged ones). Throws the collective's error, or PcclError for an unknown
+  // ticket or another size.
   int wait(uint64_t ticket, void* out, size_t bytes, const Deadline& deadline);
+
+  // A plain blocking call in two steps, so that the caller can take its
+  // place in the slot's order under its own ordering lock: claim() queues
+  // it, run_claimed() waits until the slot reaches it and runs `work` here.
+  class Claim {
+    friend class AsyncCollectives;
+    std::shared_ptr<Job> job_;
+  };
+  Claim claim(int slot);
+  int run_claimed(const Claim& claim, const void* in, void* out, const Work& work);
+
   // Collectives started and not yet waited for.
   size_t outstanding() const;
-  // Blocks until every started collective has run (not necessarily waited).
-  void drain();
   // Cancels what has not run yet (their waits throw `cancelled`); joins.
   void close();
 
@@ -55,24 +75,38 @@ class AsyncCollectives {
   void release(Buffer b);        // mu_ held
 
   struct Job {
-    Buffer in, out;
+    Buffer in_stage, out_stage;  // empty unless staged
+    const void* in = nullptr;
+    void* out = nullptr;
     size_t bytes = 0;
     Work work;
+    int slot = 0;
+    bool staged = false;
+    bool on_caller = false;  // run by run_claimed(), not by the slot's thread
     bool done = false;
+    std::condition_variable ended;  // done became true: its waiter alone wakes
     int world = 0;
     std::exception_ptr error;
   };
-  void worker_loop();
+  struct Slot {
+    std::deque<std::shared_ptr<Job>> queue;  // queued, not yet running
+    bool running = false;
+    // The slot's thread and callers waiting for their claimed turn sleep on
+    // their own slot's: a busy slot never wakes the idle ones (on two cores
+    // such wake-ups cost small collectives more than their round trips).
+    std::condition_variable cv;
+    std::thread worker;  // started with the slot's first queued job
+  };
+  uint64_t enqueue(std::shared_ptr<Job> job);  // mu_ held
+  void worker_loop(int slot);
+  static void run(Job& job);
 
   mutable std::mutex mu_;
-  std::condition_variable cv_;
+  std::vector<Slot> slots_;
   std::map<uint64_t, std::shared_ptr<Job>> jobs_;  // started, not yet waited
-  std::deque<uint64_t> queue_;                     // started, not yet run
-  bool running_ = false;
   bool closed_ = false;
   uint64_t next_ticket_ = 1;
   std::vector<Buffer> pool_;  // idle buffers, bounded by kPoolBuffers
-  std::thread worker_;
 };
 
 }  // namespace pccl

@@ -51,8 +51,8 @@ std::string differing_fields(const CollectiveHeader& a, const CollectiveHeader& 
 
 Communicator::Communicator(CommunicatorConfig config)
     : config_(std::move(config)), server_(config_.timeout_s) {
-  if (config_.connections < 1 || config_.connections > kMaxRingStreams) {
-    throw PcclError("connections must be between 1 and " + std::to_string(kMaxRingStreams) +
+  if (config_.connections < 1 || config_.connections > kMaxRingConnections) {
+    throw PcclError("connections must be between 1 and " + std::to_string(kMaxRingConnections) +
                     ", got " + std::to_string(config_.connections));
   }
 }
@@ -62,7 +62,7 @@ Communicator::~Communicator() { close(); }
 void Communicator::connect(double admit_timeout_s) {
   std::exception_ptr failure;
   {
-    std::lock_guard<std::mutex> lock(op_mu_);
+    std::unique_lock<std::shared_mutex> lock(op_mu_);
     if (closed_) throw PcclError("communicator is closed");
     if (connected_) return;
     try {
@@ -101,15 +101,23 @@ void Communicator::apply_topology(const ReceivedTopology& received) {
   int n = static_cast<int>(topo.ring.size());
   int r = static_cast<int>(me - topo.ring.begin());
   ring_ = topo.ring;
-  epoch_ = topo.epoch;
+  {
+    std::lock_guard<std::mutex> lock(submit_mu_);
+    epoch_ = topo.epoch;
+    seq_ = 0;
+    slots_.reset();
+  }
   master_.note_epoch(epoch_);
-  seq_ = 0;
   epoch_seen_ = epoch_;
   seq_seen_ = 0;
   rank_ = r;
   group_size_ = n;
   total_world_ = static_cast<int>(topo.total_world_size);
-  consistent_pending_ = topo.more_pending != 0;
+  {
+    std::lock_guard<std::mutex> lock(pending_mu_);
+    pending_seq_ = -1;
+    consistent_pending_ = topo.more_pending != 0;
+  }
   ring_broken_ = false;
   topology_fresh_ = true;
   // Re-arm the interrupt for the new ring; a drop notice that arrived after
@@ -122,12 +130,19 @@ void Communicator::apply_topology(const ReceivedTopology& received) {
     ++stats_.topology_updates;
   }
   if (n == 1) {
-    links_.break_links();
+    links_.drop_links();
     return;
   }
   try {
+    // K bulk connections, then one for each small slot (collective_slots.h).
     links_.establish(peer_id_, epoch_, ring_[(r + 1) % n], ring_[(r + n - 1) % n].peer_id,
-                     Deadline::after(config_.timeout_s), &interrupt_, config_.connections);
+                     Deadline::after(config_.timeout_s), &interrupt_,
+                     config_.connections + kConcurrentSlots - 1);
+    if (links_.left_lanes() < kConcurrentSlots) {
+      throw ProtocolViolation("the left neighbour opened " + std::to_string(links_.left_lanes()) +
+                              " connections per hop; a hop needs at least " +
+                              std::to_string(kConcurrentSlots) + " (one per collective slot)");
+    }
   } catch (const PcclError& e) {
     mark_broken();
     rethrow_typed(e);
@@ -160,7 +175,7 @@ void Communicator::update_topology() {
     throw PcclError("update_topology() with a started all_reduce not yet waited for: call "
                     "all_reduce_wait() first");
   }
-  std::lock_guard<std::mutex> lock(op_mu_);
+  std::unique_lock<std::shared_mutex> lock(op_mu_);
   require_accepted();
   check_master();
   if (master_restarted()) {
@@ -179,7 +194,12 @@ void Communicator::update_topology() {
       topology_fresh_ = false;
     } else {
       try {
-        agree(make_header(CollectiveKind::kTopologyCheck));
+        Placement at;
+        {
+          std::lock_guard<std::mutex> s(submit_mu_);
+          at = place(0);
+        }
+        agree(make_header(CollectiveKind::kTopologyCheck, at), at.slot);
         pending = consistent_pending_;
       } catch (const PcclError& e) {
         if (e.kind() == ErrorKind::kMismatch) throw;
@@ -237,14 +257,25 @@ void Communicator::require_accepted() const {
 
 void Communicator::mark_broken() {
   ring_broken_ = true;
-  links_.break_links();  // neighbours see EOF now instead of waiting for a timeout
+  // Neighbours, and our own collectives in the other slots, see EOF now
+  // instead of waiting for a timeout.
+  links_.break_links();
+}
+
+RingPeers Communicator::slot_peers(int slot) const {
+  LaneRange right = slot_lanes(slot, links_.right_lanes());
+  LaneRange left = slot_lanes(slot, links_.left_lanes());
+  return RingPeers{rank_, static_cast<int>(ring_.size()), links_.right_fds(right.first, right.count),
+                   links_.left_fds(left.first, left.count)};
 }
 
 std::vector<CollectiveHeader> Communicator::exchange_headers(
-    const CollectiveHeader& mine, const void* attached, size_t bytes,
+    const CollectiveHeader& mine, int slot, const void* attached, size_t bytes,
     std::vector<std::vector<uint8_t>>* inputs) {
   int n = static_cast<int>(ring_.size());
   int r = rank_;
+  Socket& right = links_.right(slot_lanes(slot, links_.right_lanes()).first);
+  Socket& left = links_.left(slot_lanes(slot, links_.left_lanes()).first);
   // Frames are forwarded verbatim, attachment and all: a peer that attached
   // nothing (it disagrees about the call) still passes the others' on, and
   // the mismatch is then found alike everywhere.
@@ -255,9 +286,9 @@ std::vector<CollectiveHeader> Communicator::exchange_headers(
   // All-gather around the ring: at hop s forward the frame of rank r-s.
   for (int s = 0; s < n - 1; ++s) {
     const Frame& fwd = frames[(r - s + n) % n];
-    write_frame(links_.right(), fwd.type, fwd.payload, deadline, &interrupt_);
+    write_frame(right, fwd.type, fwd.payload, deadline, &interrupt_);
     // On the inline path these are a collective's last frames (see read_frame_draining).
-    Frame f = read_frame_draining(links_.left(), kMaxHeaderFrame + 4 + kMaxInlineCollectiveData,
+    Frame f = read_frame_draining(left, kMaxHeaderFrame + 4 + kMaxInlineCollectiveData,
                                   deadline, interrupt_, cancel_, kInterruptGraceS);
     if (f.type != static_cast<uint16_t>(MsgType::kCollective) &&
         f.type != static_cast<uint16_t>(MsgType::kCollectiveInline)) {
@@ -301,30 +332,43 @@ void Communicator::check_agreement(const std::vector<CollectiveHeader>& all,
   }
 }
 
-CollectiveHeader Communicator::make_header(CollectiveKind kind) const {
+CollectiveHeader Communicator::make_header(CollectiveKind kind, const Placement& at) const {
   CollectiveHeader h;
   h.kind = static_cast<uint8_t>(kind);
-  h.seq = seq_;
-  h.epoch = epoch_;
+  h.seq = at.seq;
+  h.epoch = at.epoch;
   h.peer_id = peer_id_;
   h.pending = master_.pending_seen() ? 1 : 0;
   return h;
 }
 
-std::vector<CollectiveHeader> Communicator::agree(const CollectiveHeader& mine,
+std::vector<CollectiveHeader> Communicator::agree(const CollectiveHeader& mine, int slot,
                                                   const void* attached, size_t bytes,
                                                   std::vector<std::vector<uint8_t>>* inputs) {
   topology_fresh_ = false;
   std::vector<CollectiveHeader> all = ring_.size() > 1
-                                          ? exchange_headers(mine, attached, bytes, inputs)
+                                          ? exchange_headers(mine, slot, attached, bytes, inputs)
                                           : std::vector<CollectiveHeader>{mine};
-  ++seq_;
-  seq_seen_ = seq_;
   bool pending = false;
   for (const auto& h : all) pending |= h.pending != 0;
-  consistent_pending_ = pending;
+  note_pending(mine.seq, pending);
   check_agreement(all, mine);
   return all;
+}
+
+void Communicator::note_pending(uint64_t seq, bool pending) {
+  // Collectives of different slots end in different orders on different
+  // peers; the latest started one (the same on all) is the shared answer.
+  std::lock_guard<std::mutex> lock(pending_mu_);
+  if (static_cast<int64_t>(seq) <= pending_seq_) return;
+  pending_seq_ = static_cast<int64_t>(seq);
+  consistent_pending_ = pending;
+}
+
+Communicator::Placement Communicator::place(int slot) {
+  Placement at{epoch_, seq_++, slot};
+  seq_seen_ = seq_;
+  return at;
 }
 
 void Communicator::reduce_inline(const void* in, void* out, size_t count, DType dtype,
@@ -352,19 +396,114 @@ void Communicator::reduce_inline(const void* in, void* out, size_t count, DType 
   traffic.bytes_received = (peers - 1) * bytes;
 }
 
+namespace {
+
+size_t bytes_of(const AllReduceCall& call) { return call.count * dtype_size(call.dtype); }
+
+// How much an error says about what went wrong: a mismatch or a failure
+// names its cause; "a previous collective failed" is only a consequence.
+int telling(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const PcclError& e) {
+    switch (e.kind()) {
+      case ErrorKind::kMismatch: return 4;
+      case ErrorKind::kGeneric: return 1;
+      case ErrorKind::kCancelled: return 2;
+      default: return 3;
+    }
+  } catch (...) {
+    return 0;
+  }
+}
+
+}  // namespace
+
 int Communicator::all_reduce(const void* in, void* out, size_t count, DType dtype, ReduceOp op,
                              const LeafDescriptor& leaf, Quantization quantization) {
-  async_.drain();  // collectives started earlier go first: program order on every peer
-  return run_all_reduce(in, out, count, dtype, op, leaf, quantization);
+  require_accepted();
+  AllReduceCall call{in, out, count, dtype, op, leaf, quantization};
+  Placement at;
+  AsyncCollectives::Claim claim;
+  {
+    std::lock_guard<std::mutex> lock(submit_mu_);
+    at = place(slots_.pick(bytes_of(call)));
+    claim = async_.claim(at.slot);
+  }
+  // Runs here, once its slot ran what was started on it before: program order.
+  return async_.run_claimed(claim, in, out, [&](const void* src, void* dst) {
+    return run_all_reduce(at, call, src, dst);
+  });
+}
+
+int Communicator::all_reduce_concurrently(const std::vector<AllReduceCall>& calls) {
+  if (calls.size() == 1) {
+    const AllReduceCall& c = calls[0];
+    return all_reduce(c.in, c.out, c.count, c.dtype, c.op, c.leaf, c.quantization);
+  }
+  require_accepted();
+  std::exception_ptr error;
+  auto keep = [&](std::exception_ptr e) {
+    if (!error || telling(e) > telling(error)) error = e;
+  };
+  Batch batch;
+  try {
+    submit(calls, batch);
+  } catch (...) {
+    keep(std::current_exception());
+  }
+  int world = group_world_size();
+  // Every claim is run and every start waited for, even after a failure: a
+  // claim not run would hold up its slot, and the starts use our buffers.
+  for (const Batch::Here& h : batch.here) {
+    const AllReduceCall& call = calls[h.call];
+    try {
+      world = async_.run_claimed(h.claim, call.in, call.out, [&](const void* in, void* out) {
+        return run_all_reduce(h.at, call, in, out);
+      });
+    } catch (...) {
+      keep(std::current_exception());
+    }
+  }
+  for (const auto& [i, ticket] : batch.queued) {
+    try {
+      world = async_.wait(ticket, calls[i].out, bytes_of(calls[i]), Deadline::never());
+    } catch (...) {
+      keep(std::current_exception());
+    }
+  }
+  if (error) std::rethrow_exception(error);
+  return world;
+}
+
+void Communicator::submit(const std::vector<AllReduceCall>& calls, Batch& batch) {
+  std::lock_guard<std::mutex> lock(submit_mu_);
+  int here = -1;
+  for (size_t i = 0; i < calls.size(); ++i) {
+    const AllReduceCall& call = calls[i];
+    Placement at = place(slots_.pick(bytes_of(call)));
+    if (here < 0) here = at.slot;
+    if (at.slot == here) {
+      batch.here.push_back(Batch::Here{i, at, async_.claim(at.slot)});
+      continue;
+    }
+    batch.queued.emplace_back(
+        i, async_.start_in_place(at.slot, call.in, call.out, bytes_of(call),
+                                 [this, at, call](const void* in, void* out) {
+                                   return run_all_reduce(at, call, in, out);
+                                 }));
+  }
 }
 
 uint64_t Communicator::start_all_reduce(const void* in, size_t count, DType dtype, ReduceOp op,
                                         const LeafDescriptor& leaf, Quantization quantization) {
   require_accepted();
-  return async_.start(in, count * dtype_size(dtype),
-                      [=](const void* src, void* dst) {
-                        return run_all_reduce(src, dst, count, dtype, op, leaf, quantization);
-                      });
+  AllReduceCall call{nullptr, nullptr, count, dtype, op, leaf, quantization};
+  std::lock_guard<std::mutex> lock(submit_mu_);
+  Placement at = place(slots_.pick(bytes_of(call)));
+  return async_.start(at.slot, in, bytes_of(call), [this, at, call](const void* src, void* dst) {
+    return run_all_reduce(at, call, src, dst);
+  });
 }
 
 int Communicator::wait_all_reduce(uint64_t ticket, void* out, size_t bytes) {
@@ -373,10 +512,9 @@ int Communicator::wait_all_reduce(uint64_t ticket, void* out, size_t bytes) {
   return async_.wait(ticket, out, bytes, Deadline::never());
 }
 
-int Communicator::run_all_reduce(const void* in, void* out, size_t count, DType dtype,
-                                 ReduceOp op, const LeafDescriptor& leaf,
-                                 Quantization quantization) {
-  std::lock_guard<std::mutex> lock(op_mu_);
+int Communicator::run_all_reduce(const Placement& at, const AllReduceCall& call, const void* in,
+                                 void* out) {
+  std::shared_lock<std::shared_mutex> lock(op_mu_);
   require_accepted();
   check_master();
   if (master_restarted()) {
@@ -385,29 +523,36 @@ int Communicator::run_all_reduce(const void* in, void* out, size_t count, DType 
   if (ring_broken_) {
     throw PcclError("a previous collective failed: call update_topology() before the next one");
   }
+  if (at.epoch != epoch_) {
+    throw PcclError("the ring changed (update_topology) after this collective was started");
+  }
+  const size_t count = call.count;
+  const DType dtype = call.dtype;
+  const ReduceOp op = call.op;
+  const Quantization quantization = call.quantization;
   if (quantization != Quantization::kNone && !quantization_applies(quantization, dtype)) {
     throw PcclError(std::string("quantization ") + quantization_name(quantization) +
                     " does not apply to dtype " + dtype_name(dtype));
   }
   int n = static_cast<int>(ring_.size());
-  CollectiveHeader mine = make_header(CollectiveKind::kAllReduce);
+  CollectiveHeader mine = make_header(CollectiveKind::kAllReduce, at);
   mine.count = count;
   mine.dtype = static_cast<uint8_t>(dtype);
   mine.op = static_cast<uint8_t>(op);
-  mine.leaf_index = leaf.leaf_index;
-  mine.leaf_count = leaf.leaf_count;
-  mine.dims = leaf.dims;
+  mine.leaf_index = call.leaf.leaf_index;
+  mine.leaf_count = call.leaf.leaf_count;
+  mine.dims = call.leaf.dims;
   mine.quantization = static_cast<uint8_t>(quantization);
   RingTraffic traffic;
   try {
     size_t bytes = count * dtype_size(dtype);
     if (use_inline_all_reduce(bytes, n, quantization)) {
       std::vector<std::vector<uint8_t>> inputs;
-      agree(mine, in, bytes, &inputs);
+      agree(mine, at.slot, in, bytes, &inputs);
       reduce_inline(in, out, count, dtype, op, inputs, traffic);
     } else {
-      agree(mine);
-      RingPeers peers{rank_, n, links_.right_fds(), links_.left_fds()};
+      agree(mine, at.slot);
+      RingPeers peers = slot_peers(at.slot);
       RingOptions options;
       options.stall_timeout_s = config_.timeout_s;
       options.cancel = &interrupt_;
@@ -436,7 +581,7 @@ int Communicator::run_all_reduce(const void* in, void* out, size_t count, DType 
 
 SyncOutcome Communicator::sync_shared_state(const std::vector<SharedStateLeaf>& leaves,
                                             uint64_t revision, SyncStrategy strategy) {
-  std::lock_guard<std::mutex> lock(op_mu_);
+  std::unique_lock<std::shared_mutex> lock(op_mu_);
   require_accepted();
   check_master();
   if (master_restarted()) {
@@ -478,7 +623,7 @@ void Communicator::close() {
   cancel_.cancel();  // wakes any operation in flight; it then releases op_mu_
   interrupt_.cancel();
   async_.close();  // started collectives not yet run fail with CancelledError
-  std::lock_guard<std::mutex> lock(op_mu_);
+  std::unique_lock<std::shared_mutex> lock(op_mu_);
   master_.close();
   links_.close();  // its acceptor hands links to the server: stop it first
   server_.close();

@@ -1,11 +1,14 @@
 // One peer's membership in a run: its master link, its ring links, and the
-// collectives it runs over them. Thread-safe: one operation at a time runs;
-// close() from any thread cancels whatever is in flight.
+// collectives it runs over them. Thread-safe: collectives run concurrently
+// (up to kConcurrentSlots, see peer/collective_slots.h), topology changes and
+// shared-state syncs alone; close() from any thread cancels whatever is in flight.
 #pragma once
 #include <atomic>
 #include <cstdint>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/canceller.h"
@@ -14,6 +17,7 @@
 #include "collectives/ring_allreduce.h"
 #include "common/errors.h"
 #include "peer/async_collectives.h"
+#include "peer/collective_slots.h"
 #include "peer/master_link.h"
 #include "peer/ring_links.h"
 #include "protocol/messages.h"
@@ -36,9 +40,10 @@ struct CommunicatorConfig {
   // Shared secret for the master and ring handshakes; empty: no authentication
   // (the master and every peer must then have none).
   std::string secret;
-  // TCP connections per ring hop that this peer opens to its right neighbour
-  // (1..kMaxRingStreams). One window cannot fill a long fat pipe; several
-  // can, and they also ride out random loss better. Neighbours may differ.
+  // Bulk TCP connections per ring hop that this peer opens to its right
+  // neighbour (1..kMaxRingConnections). One window cannot fill a long fat
+  // pipe; several can, and they also ride out random loss better. Neighbours
+  // may differ. The hop also gets one connection per small slot.
   int connections = kDefaultRingConnections;
 };
 
@@ -48,6 +53,17 @@ struct LeafDescriptor {
   std::vector<int64_t> dims;
   uint32_t leaf_index = 0;
   uint32_t leaf_count = 1;
+};
+
+// One all-reduce of a batch (all_reduce_concurrently): the caller's buffers.
+struct AllReduceCall {
+  const void* in = nullptr;
+  void* out = nullptr;
+  size_t count = 0;
+  DType dtype = DType::kFloat32;
+  ReduceOp op = ReduceOp::kSum;
+  LeafDescriptor leaf;
+  Quantization quantization = Quantization::kNone;  // floating dtypes only
 };
 
 struct CommunicatorStats {
@@ -91,8 +107,14 @@ class Communicator {
   int all_reduce(const void* in, void* out, size_t count, DType dtype, ReduceOp op,
                  const LeafDescriptor& leaf, Quantization quantization = Quantization::kNone);
 
-  // all_reduce_start / all_reduce_wait: the collective runs on the engine's
-  // own thread, in start order; see async_collectives.h. The input is copied.
+  // Starts every call (they run up to kConcurrentSlots at once), waits for
+  // all of them and rethrows the most telling error: a mismatch or a peer
+  // failure rather than the failures it caused. No copies: the buffers must
+  // merely stay valid until it returns. The leaves of a pytree.
+  int all_reduce_concurrently(const std::vector<AllReduceCall>& calls);
+
+  // all_reduce_start / all_reduce_wait: the collective runs on an engine
+  // thread of its slot; see async_collectives.h. The input is copied.
   uint64_t start_all_reduce(const void* in, size_t count, DType dtype, ReduceOp op,
                             const LeafDescriptor& leaf, Quantization quantization);
   int wait_all_reduce(uint64_t ticket, void* out, size_t bytes);
@@ -107,9 +129,32 @@ class Communicator {
   void close();
 
  private:
+  // A collective's place in the run, fixed when it is started (program
+  // order): its (epoch, seq), checked by the header exchange, and its slot.
+  struct Placement {
+    uint64_t epoch = 0;
+    uint64_t seq = 0;
+    int slot = 0;
+  };
+  Placement place(int slot);  // the next seq, on `slot`; submit_mu_ held
+  // all_reduce_concurrently's calls: those on the first one's slot run on
+  // the calling thread (a third fewer hand-overs between threads, which cost
+  // small leaves more than their round trips on busy cores), the others on
+  // their slots' threads.
+  struct Batch {
+    struct Here {
+      size_t call;
+      Placement at;
+      AsyncCollectives::Claim claim;
+    };
+    std::vector<Here> here;
+    std::vector<std::pair<size_t, uint64_t>> queued;  // (call, ticket)
+  };
+  // Places and queues every call, in order. On a throw, `batch` holds what was queued.
+  void submit(const std::vector<AllReduceCall>& calls, Batch& batch);
   void register_and_wait(double admit_timeout_s);
-  int run_all_reduce(const void* in, void* out, size_t count, DType dtype, ReduceOp op,
-                     const LeafDescriptor& leaf, Quantization quantization);
+  // Runs `call` (over in/out) as placed; the engine threads and callers run these.
+  int run_all_reduce(const Placement& at, const AllReduceCall& call, const void* in, void* out);
   bool master_restarted() const { return master_.registrations() != registrations_seen_; }
   void rejoin();  // after a master restart: wait to be re-admitted
   void require_accepted() const;
@@ -121,17 +166,22 @@ class Communicator {
   // Why the interrupt fired, as the error the caller should see.
   PcclError interruption() const;
   [[noreturn]] void rethrow_typed(const PcclError& e) const;
-  CollectiveHeader make_header(CollectiveKind kind) const;
-  // All-gathers headers around the ring and checks that everyone agrees.
-  // Updates consistent_pending_. Throws Mismatch, or PeerFailure (ring broken).
-  // `attached` (bytes of it) rides along with our header: the inline path
-  // of small all-reduces. The others' attachments come back in `inputs`.
-  std::vector<CollectiveHeader> agree(const CollectiveHeader& mine, const void* attached = nullptr,
-                                      size_t bytes = 0,
+  CollectiveHeader make_header(CollectiveKind kind, const Placement& at) const;
+  // All-gathers headers around the ring on the first lane of slot `slot`
+  // and checks that everyone agrees. Updates consistent_pending_. Throws
+  // Mismatch, or PeerFailure (ring broken). `attached` (bytes of it) rides
+  // along with our header: the inline path of small all-reduces. The
+  // others' attachments come back in `inputs`.
+  std::vector<CollectiveHeader> agree(const CollectiveHeader& mine, int slot,
+                                      const void* attached = nullptr, size_t bytes = 0,
                                       std::vector<std::vector<uint8_t>>* inputs = nullptr);
-  std::vector<CollectiveHeader> exchange_headers(const CollectiveHeader& mine,
+  std::vector<CollectiveHeader> exchange_headers(const CollectiveHeader& mine, int slot,
                                                  const void* attached, size_t bytes,
                                                  std::vector<std::vector<uint8_t>>* inputs);
+  // The pending flags of the latest collective (by seq) decide, on every peer alike.
+  void note_pending(uint64_t seq, bool pending);
+  // Slot `slot`'s connections of each side of our hop.
+  RingPeers slot_peers(int slot) const;
   // The inline path: inputs arrived with the headers; reduce them here.
   void reduce_inline(const void* in, void* out, size_t count, DType dtype, ReduceOp op,
                      std::vector<std::vector<uint8_t>>& inputs, RingTraffic& traffic) const;
@@ -146,14 +196,22 @@ class Communicator {
   MasterLink master_;
   StateServer server_;  // declared before the links: their acceptor feeds it
   RingLinks links_;
-  AsyncCollectives async_;  // declared after the links: destroyed (joined) first
-  std::mutex op_mu_;  // serialises collectives and topology changes
+  AsyncCollectives async_{kConcurrentSlots};  // after the links: destroyed (joined) first
+  // Collectives hold it shared, topology changes, syncs and close() exclusive:
+  // the ring, its links and the epoch change only while no collective runs.
+  std::shared_mutex op_mu_;
+  // Orders placement and queueing, so each slot's queue is in seq order.
+  // Taken after op_mu_ where both are held.
+  std::mutex submit_mu_;
   uint64_t peer_id_ = 0;
-  uint64_t epoch_ = 0;
-  uint64_t seq_ = 0;
+  uint64_t epoch_ = 0;  // written with op_mu_ and submit_mu_ held: either reads it
+  uint64_t seq_ = 0;    // submit_mu_
+  SlotPicker slots_;    // submit_mu_
+  std::mutex pending_mu_;
+  int64_t pending_seq_ = -1;  // pending_mu_: seq that last set consistent_pending_
   uint64_t sync_requests_ = 0;
   std::vector<RingMember> ring_;
-  bool ring_broken_ = false;
+  std::atomic<bool> ring_broken_{false};
   // A topology was just applied and no collective or update_topology() ran
   // since. Topologies are only ever applied inside topology operations, and
   // those keep voting until nothing is pending (settle()), so every member
@@ -161,7 +219,7 @@ class Communicator {
   // no-op for all of them alike. That lines up every loop shape: newcomers
   // ({update; step}, {step; update}, PCCL's skip-first-update) and old
   // members that call update_topology() twice after a failure.
-  bool topology_fresh_ = false;
+  std::atomic<bool> topology_fresh_{false};
   std::atomic<bool> connected_{false};
   std::atomic<bool> closed_{false};
   std::atomic<bool> consistent_pending_{false};

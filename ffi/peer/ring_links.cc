@@ -242,7 +242,7 @@ void RingLinks::establish(uint64_t my_id, uint64_t epoch, const RingMember& righ
   if (streams < 1 || streams > kMaxRingStreams) {
     throw PcclError("ring connections must be 1.." + std::to_string(kMaxRingStreams));
   }
-  break_links();
+  drop_links();
   {
     std::lock_guard<std::mutex> lock(mu_);
     current_epoch_ = epoch;
@@ -269,22 +269,32 @@ void RingLinks::establish(uint64_t my_id, uint64_t epoch, const RingMember& righ
   right_ = std::move(out);
 }
 
-std::vector<int> RingLinks::right_fds() const {
+namespace {
+
+std::vector<int> fds_of(const std::vector<Socket>& lanes, size_t first, size_t count) {
   std::vector<int> fds;
-  for (const Socket& s : right_) fds.push_back(s.fd());
+  for (size_t i = first; i < first + count && i < lanes.size(); ++i) fds.push_back(lanes[i].fd());
   return fds;
 }
 
-std::vector<int> RingLinks::left_fds() const {
-  std::vector<int> fds;
-  for (const Socket& s : left_) fds.push_back(s.fd());
-  return fds;
+}  // namespace
+
+std::vector<int> RingLinks::right_fds(size_t first, size_t count) const {
+  return fds_of(right_, first, count);
+}
+
+std::vector<int> RingLinks::left_fds(size_t first, size_t count) const {
+  return fds_of(left_, first, count);
 }
 
 void RingLinks::break_links() {
   // Every connection of the hop: a neighbour blocked on any of them must see EOF.
   for (Socket& s : right_) s.shutdown_both();
   for (Socket& s : left_) s.shutdown_both();
+}
+
+void RingLinks::drop_links() {
+  break_links();
   right_.clear();
   left_.clear();
 }
@@ -292,7 +302,7 @@ void RingLinks::break_links() {
 void RingLinks::close() {
   stop_.cancel();
   if (acceptor_.joinable()) acceptor_.join();
-  break_links();
+  drop_links();
   listener_.close();
   std::lock_guard<std::mutex> lock(mu_);
   incoming_.clear();

@@ -53,14 +53,23 @@ class RingLinks {
   // handshake as a ring link, then PEER_HELLO with LinkPurpose::kStateFetch.
   Socket open_state_link(uint64_t my_id, const RingMember& holder, const Deadline& deadline,
                          const Canceller* cancel) const;
-  // Stream 0 of each side: it also carries the collective headers.
-  Socket& right() { return right_.empty() ? none_ : right_[0]; }
-  Socket& left() { return left_.empty() ? none_ : left_[0]; }
-  std::vector<int> right_fds() const;
-  std::vector<int> left_fds() const;
+  // The links are replaced only by establish(), drop_links() and close(),
+  // which callers must not run while a collective uses them (the
+  // communicator's topology lock); everything below may run concurrently.
+  // Connection `lane` of each side (none: an invalid socket).
+  Socket& right(size_t lane = 0) { return lane < right_.size() ? right_[lane] : none_; }
+  Socket& left(size_t lane = 0) { return lane < left_.size() ? left_[lane] : none_; }
+  size_t right_lanes() const { return right_.size(); }
+  size_t left_lanes() const { return left_.size(); }
+  // The fds of connections [first, first + count) of each side.
+  std::vector<int> right_fds(size_t first, size_t count) const;
+  std::vector<int> left_fds(size_t first, size_t count) const;
   bool connected() const { return !right_.empty() && !left_.empty(); }
-  // Shut the links down so both neighbours see EOF at once (fail fast).
+  // Shuts every link down, so that both neighbours, and every thread of ours
+  // blocked on one, see EOF at once (fail fast). The sockets stay in place
+  // until the next establish(): other threads may be reading them.
   void break_links();
+  void drop_links();  // break_links(), then forget them (no concurrent users)
   void close();
 
  private:

@@ -36,8 +36,14 @@ enum class MsgType : uint16_t {
 
 constexpr uint32_t kMaxRingMembers = 4096;
 constexpr uint32_t kMaxDims = 8;
-// A ring hop is striped over at most this many TCP connections.
-constexpr uint16_t kMaxRingStreams = 32;
+// Collectives that may be in flight at once (peer/collective_slots.h): slot
+// 0 stripes large ones over a hop's K bulk connections, and each other slot
+// owns one connection of its own for small ones. Both ends of a hop must agree.
+constexpr uint16_t kConcurrentSlots = 4;
+// Bulk connections (K) a peer may open per ring hop.
+constexpr uint16_t kMaxRingConnections = 32;
+// A ring hop is at most this many TCP connections: K bulk plus one per small slot.
+constexpr uint16_t kMaxRingStreams = kMaxRingConnections + kConcurrentSlots - 1;
 
 struct HelloMsg {
   uint32_t group = 0;

@@ -234,7 +234,7 @@ void test_striped_peer_death_fails_every_survivor_fast() {
 }
 
 void test_connections_out_of_range_refused() {
-  for (int k : {0, -1, static_cast<int>(kMaxRingStreams) + 1}) {
+  for (int k : {0, -1, static_cast<int>(kMaxRingConnections) + 1}) {
     bool refused = false;
     try {
       make_peer(1, 1.0, "", k);
