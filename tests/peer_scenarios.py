@@ -32,6 +32,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cases  # noqa: E402
+import concurrency_scenarios  # noqa: E402
 import state_scenarios  # noqa: E402
 import striping_scenarios  # noqa: E402
 
@@ -453,6 +454,7 @@ SCENARIOS = {
 }
 SCENARIOS.update(state_scenarios.SCENARIOS)
 SCENARIOS.update(striping_scenarios.SCENARIOS)
+SCENARIOS.update(concurrency_scenarios.SCENARIOS)
 
 
 class Ctx:

@@ -2,6 +2,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/errors.h"
 #include "xla/comm_registry.h"
@@ -28,22 +29,25 @@ ffi::Error all_reduce_impl(ffi::Token, ffi::RemainingArgs args, ffi::Result<ffi:
     return ffi::Error::InvalidArgument("PcclError: result count does not match operands");
   }
   int world = comm->group_world_size();
-  try {
-    for (size_t i = 0; i < leaves; ++i) {
-      auto in = args.get<ffi::AnyBuffer>(i);
-      auto out = rets.get<ffi::AnyBuffer>(i);
-      if (!in.has_value() || !out.has_value()) {
-        return ffi::Error::InvalidArgument("PcclError: bad buffer");
-      }
-      std::optional<DType> dtype = to_engine_dtype(in->element_type());
-      if (!dtype) return ffi::Error::InvalidArgument("PcclError: unsupported dtype");
-      LeafDescriptor leaf = describe_leaf(*in, i, leaves);
-      // Quantization is a per-call choice, applied to the floating leaves only.
-      auto q = static_cast<Quantization>(quantization);
-      if (!quantization_applies(q, *dtype)) q = Quantization::kNone;
-      world = comm->all_reduce(in->untyped_data(), (*out)->untyped_data(), in->element_count(),
-                               *dtype, static_cast<ReduceOp>(op), leaf, q);
+  // Every leaf at once, in place: XLA keeps the buffers alive for this call,
+  // and the communicator waits for all of them before it returns.
+  std::vector<AllReduceCall> calls(leaves);
+  for (size_t i = 0; i < leaves; ++i) {
+    auto in = args.get<ffi::AnyBuffer>(i);
+    auto out = rets.get<ffi::AnyBuffer>(i);
+    if (!in.has_value() || !out.has_value()) {
+      return ffi::Error::InvalidArgument("PcclError: bad buffer");
     }
+    std::optional<DType> dtype = to_engine_dtype(in->element_type());
+    if (!dtype) return ffi::Error::InvalidArgument("PcclError: unsupported dtype");
+    // Quantization is a per-call choice, applied to the floating leaves only.
+    auto q = static_cast<Quantization>(quantization);
+    if (!quantization_applies(q, *dtype)) q = Quantization::kNone;
+    calls[i] = AllReduceCall{in->untyped_data(), (*out)->untyped_data(), in->element_count(),
+                             *dtype, static_cast<ReduceOp>(op), describe_leaf(*in, i, leaves), q};
+  }
+  try {
+    if (!calls.empty()) world = comm->all_reduce_concurrently(calls);
   } catch (const PcclError& e) {
     return to_ffi_error(e);
   } catch (const std::exception& e) {
