@@ -6,7 +6,8 @@
 
 Both are primitives with the same ordered effect as all_reduce, so starts,
 waits and plain all_reduces keep program order on every peer. start copies
-its inputs and hands them to the engine's collective thread; the handle is a
+its inputs and hands them to the engine's collective threads (up to 4 run at
+once, matched across peers by sequence number); the handle is a
 pytree (int32 tickets + static shapes/dtypes) usable inside and outside jit.
 Every started collective must be waited for before update_topology().
 Not differentiable and not batchable (use all_reduce for that).

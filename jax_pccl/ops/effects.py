@@ -2,7 +2,9 @@
 
 JAX threads a token through all primitives carrying an ordered effect; our
 custom calls take and return it, so XLA can neither reorder two collectives
-nor run them concurrently, and every peer issues them in the same order.
+nor issue them concurrently, and every peer issues them in the same order.
+(The engine may then run several at once: each gets its sequence number and
+slot from that order, see ffi/peer/collective_slots.h.)
 """
 
 from __future__ import annotations
