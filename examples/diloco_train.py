@@ -9,15 +9,17 @@ For every mode it starts a master (in this process) and --peers peer processes
 (this script with --peer), which train for the same number of inner steps:
 
   ddp               all_reduce(avg) of the gradients at every step
-  diloco            H inner steps, then the outer step (Nesterov SGD, default
-                    lr 0.7, momentum 0.9: --outer-lr, --outer-momentum)
+  diloco            H inner steps, then the outer step (Nesterov SGD; per-task
+                    lr and momentum below: --outer-lr, --outer-momentum)
   streaming         F fragments, each synced every H steps on a staggered
                     schedule, overlapped with 1 inner step of compute
   async             the outer update lands one outer step late (overlap = H)
   diloco+quantized  diloco with minmax_uint8 pseudo-gradients on the wire
 
 Every peer uses the same inner optimizer (AdamW, warmup + cosine decay),
-batch size and seed for the model; peer i trains on shard i of the data. Printed per mode: final eval loss
+batch size and seed for the model; peer i trains on shard i of the data. The
+per-task defaults (TASK_DEFAULTS at the end) were picked from the grid in
+examples/diloco_results/README.md (bench/diloco_sim.py). Printed per mode: final eval loss
 and accuracy of the global params, bytes each peer put on the wire
 (Communicator.stats()["bytes_sent"]), the largest single sync, and whether
 all peers ended with bit-identical state. A PNG plots eval loss against inner
@@ -68,7 +70,8 @@ def peer_main(args) -> int:
         while comm.world_size < args.world:
             comm.update_topology()
             time.sleep(0.02)
-    next_batch = task.sampler(args.index, args.world, seed=1000 * args.restart + args.index)
+    next_batch = task.sampler(args.index, args.world, seed=1000 * args.restart + args.index,
+                              batch_size=args.batch)
     def make_inner(start: int = 0):
         """The same inner optimizer everywhere: AdamW, 5% warmup, cosine decay
         to lr/20, as a function of the run's inner step (a joiner starts at `start`)."""
@@ -179,6 +182,7 @@ def launch_mode(task: str, mode: str, args, workdir: str) -> dict:
                    "--restart", str(restart), "--out", out, "--steps", str(args.steps),
                    "--inner-steps", str(args.inner_steps), "--fragments", str(args.fragments),
                    "--overlap", str(args.overlap), "--lr", str(args.lr), "--seed", str(args.seed),
+                   "--batch", str(args.batch),
                    "--eval-every", str(args.eval_every), "--step-delay", str(args.step_delay),
                    "--outer-lr", str(args.outer_lr), "--outer-momentum", str(args.outer_momentum)] + (["--no-shared-state"] if args.no_shared_state else [])
             log = open(out + ".log", "w")
@@ -239,6 +243,7 @@ def launch_mode(task: str, mode: str, args, workdir: str) -> dict:
     first = results[0]
     return {
         "task": task, "mode": mode, "peers": args.peers, "inner_steps": args.steps,
+        "batch_per_peer": args.batch, "lr": args.lr,
         "H": None if mode == "ddp" else args.inner_steps,
         "outer": None if mode == "ddp" else [args.outer_lr, args.outer_momentum],
         "fragments": args.fragments if mode == "streaming" else 1,
@@ -290,9 +295,12 @@ def main() -> int:
     ap.add_argument("--fragments", type=int, default=None, help="F for streaming (task default)")
     ap.add_argument("--overlap", type=int, default=1, help="streaming: inner steps a fragment is in flight")
     ap.add_argument("--lr", type=float, default=None, help="inner AdamW learning rate (task default)")
+    ap.add_argument("--batch", type=int, default=None, help="batch size per peer (task default)")
     ap.add_argument("--eval-every", type=int, default=None)
-    ap.add_argument("--outer-lr", type=float, default=0.7, help="outer Nesterov SGD learning rate")
-    ap.add_argument("--outer-momentum", type=float, default=0.9, help="outer Nesterov momentum")
+    ap.add_argument("--outer-lr", type=float, default=None, help="outer Nesterov SGD learning rate "
+                                                                 "(task default)")
+    ap.add_argument("--outer-momentum", type=float, default=None, help="outer Nesterov momentum "
+                                                                       "(task default)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--churn", action="store_true")
     ap.add_argument("--step-delay", type=float, default=None,
@@ -344,10 +352,16 @@ def main() -> int:
     return 0
 
 
-# Per-task hyper-parameters (also what the README's figures were measured with).
+# Per-task hyper-parameters (also what examples/diloco_results/ was measured
+# with), picked with bench/diloco_sim.py from the grid listed in
+# examples/diloco_results/README.md; lr is DDP's best inner lr of that grid.
+# The outer optimizer is Nesterov SGD lr 1.0, momentum 0.5 (DiLoCo's usual
+# 0.7/0.9 overshoots with only 16 outer steps).
 TASK_DEFAULTS = {
-    "digits": dict(steps=1024, inner_steps=64, fragments=5, lr=1e-3, eval_every=64),
-    "chars": dict(steps=1024, inner_steps=64, fragments=4, lr=3e-3, eval_every=64),
+    "digits": dict(steps=1024, inner_steps=64, fragments=5, lr=1e-2, batch=64, outer_lr=1.0,
+                   outer_momentum=0.5, eval_every=64),
+    "chars": dict(steps=1024, inner_steps=64, fragments=4, lr=3e-3, batch=16, outer_lr=1.0,
+                  outer_momentum=0.5, eval_every=64),
 }
 
 if __name__ == "__main__":
