@@ -26,6 +26,17 @@ class Communicator:
     ``connections`` (1..32, default 8) is how many TCP connections this peer
     opens to its ring neighbour; large all-reduces are striped over them, so
     long fat links (high RTT, some loss) fill up. Peers may differ.
+
+    ``concurrency`` (1..4, default 1) is how many collectives may be in flight
+    at once. With more than 1, all-reduces of at most 1 MiB per peer run on
+    their own connections beside the others (the leaves of a pytree, several
+    ``all_reduce_start``s, a small all-reduce while a large one is running);
+    larger ones still run one at a time, striped over ``connections``. Every
+    peer of a group must use the same value (ring links refuse a neighbour
+    that differs). With more than 1, a mismatch in which peers disagree on
+    the size class of a collective (over 1 MiB on one peer, not on another)
+    or on its kind (``update_topology()`` against a small all-reduce) fails
+    with PeerFailureError after ``timeout`` rather than a named mismatch.
     """
 
     def __init__(
@@ -36,6 +47,7 @@ class Communicator:
         timeout: float = 30.0,
         advertise_host: str = "",
         connections: int | None = None,
+        concurrency: int = 1,
     ):
         secret = secret_bytes(secret)
         host, port = parse_address(address)
@@ -49,12 +61,18 @@ class Communicator:
                 or not 1 <= connections <= _pccl.MAX_CONNECTIONS):
             raise ValueError(f"connections must be an int in 1..{_pccl.MAX_CONNECTIONS}, "
                              f"got {connections!r}")
+        if (not isinstance(concurrency, int) or isinstance(concurrency, bool)
+                or not 1 <= concurrency <= _pccl.MAX_CONCURRENCY):
+            raise ValueError(f"concurrency must be an int in 1..{_pccl.MAX_CONCURRENCY}, "
+                             f"got {concurrency!r}")
         self.address = address
         self.peer_group = peer_group
         self.timeout = float(timeout)
         self.connections = connections
+        self.concurrency = concurrency
         self._native = _pccl.Communicator(host, port, peer_group, self.timeout, advertise_host,
-                                          secret=secret, connections=connections)
+                                          secret=secret, connections=connections,
+                                          concurrency=concurrency)
         self._closed = False
         _live.add(self)
 

@@ -110,6 +110,8 @@ def join(pccl, args):
     extra = {}
     if "PCCL_TEST_CONNECTIONS" in os.environ:
         extra["connections"] = int(os.environ["PCCL_TEST_CONNECTIONS"])
+    if "PCCL_TEST_CONCURRENCY" in os.environ:  # collectives in flight at once
+        extra["concurrency"] = int(os.environ["PCCL_TEST_CONCURRENCY"])
     comm = pccl.Communicator(args.master, timeout=args.timeout, **extra)
     comm.connect()
     deadline = time.monotonic() + args.join_timeout

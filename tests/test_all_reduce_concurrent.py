@@ -13,9 +13,12 @@ import harness
 N = cases.N_PEERS
 
 
-@pytest.fixture(scope="module")
-def run(pccl):
-    return harness.run_scenario(pccl, "concurrent", timeout=240, comm_timeout=30)
+@pytest.fixture(scope="module", params=[1, 4], ids=["concurrency1", "concurrency4"])
+def run(pccl, request):
+    """The same calls one at a time (the default) and 4 in flight at once."""
+    env = {i: {"PCCL_TEST_CONCURRENCY": str(request.param)} for i in range(N)}
+    return harness.run_scenario(pccl, "concurrent", timeout=240, comm_timeout=30,
+                                peer_env_extra=env)
 
 
 def reference(op):
@@ -43,3 +46,17 @@ def test_each_leaf_is_one_collective(run):
     for stats in run.values("stats"):
         assert stats["collectives_done"] >= 4 * len(sc.LEAVES)
         assert stats["collectives_failed"] == 0
+
+
+@pytest.mark.parametrize("bad", [0, 5, 1.5, True, "4"])
+def test_concurrency_out_of_range_is_refused_before_any_network(pccl, bad):
+    with pytest.raises(ValueError, match="concurrency"):
+        pccl.Communicator("127.0.0.1:1", concurrency=bad)
+
+
+def test_concurrency_defaults_to_one_at_a_time(pccl):
+    comm = pccl.Communicator("127.0.0.1:1")
+    try:
+        assert comm.concurrency == 1
+    finally:
+        comm.close()

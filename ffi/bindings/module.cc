@@ -54,7 +54,7 @@ class PyCommunicator {
  public:
   PyCommunicator(const std::string& host, uint16_t port, uint32_t group, double timeout,
                  const std::string& advertise_host, std::string secret = std::string(),
-                 int connections = kDefaultRingConnections) {
+                 int connections = kDefaultRingConnections, int concurrency = 1) {
     CommunicatorConfig cfg;
     cfg.master_host = host;
     cfg.master_port = port;
@@ -63,6 +63,7 @@ class PyCommunicator {
     cfg.advertise_host = advertise_host;
     cfg.secret = std::move(secret);
     cfg.connections = connections;
+    cfg.concurrency = concurrency;
     comm_ = std::make_shared<Communicator>(std::move(cfg));
     handle_ = register_communicator(comm_);
   }
@@ -176,18 +177,20 @@ NB_MODULE(_pccl, m) {
 
   m.attr("DEFAULT_CONNECTIONS") = kDefaultRingConnections;
   m.attr("MAX_CONNECTIONS") = static_cast<int>(kMaxRingConnections);
+  m.attr("MAX_CONCURRENCY") = static_cast<int>(kConcurrentSlots);
 
   nb::class_<PyCommunicator>(m, "Communicator")
       .def(
           "__init__",
           [](PyCommunicator* self, const std::string& host, uint16_t port, uint32_t group,
              double timeout, const std::string& advertise_host, nb::handle secret,
-             int connections) {
+             int connections, int concurrency) {
             new (self) PyCommunicator(host, port, group, timeout, advertise_host,
-                                      secret_from_python(secret), connections);
+                                      secret_from_python(secret), connections, concurrency);
           },
           "host"_a, "port"_a, "group"_a, "timeout"_a, "advertise_host"_a,
-          "secret"_a = nb::none(), "connections"_a = kDefaultRingConnections)
+          "secret"_a = nb::none(), "connections"_a = kDefaultRingConnections,
+          "concurrency"_a = 1)
       .def(
           "connect", [](PyCommunicator& c, double t) { c.comm_->connect(t); },
           "admit_timeout"_a, nb::call_guard<nb::gil_scoped_release>())

@@ -55,6 +55,11 @@ Communicator::Communicator(CommunicatorConfig config)
     throw PcclError("connections must be between 1 and " + std::to_string(kMaxRingConnections) +
                     ", got " + std::to_string(config_.connections));
   }
+  if (config_.concurrency < 1 || config_.concurrency > kConcurrentSlots) {
+    throw PcclError("concurrency must be between 1 and " + std::to_string(kConcurrentSlots) +
+                    ", got " + std::to_string(config_.concurrency));
+  }
+  slots_ = SlotPicker(config_.concurrency);
 }
 
 Communicator::~Communicator() { close(); }
@@ -137,11 +142,13 @@ void Communicator::apply_topology(const ReceivedTopology& received) {
     // K bulk connections, then one for each small slot (collective_slots.h).
     links_.establish(peer_id_, epoch_, ring_[(r + 1) % n], ring_[(r + n - 1) % n].peer_id,
                      Deadline::after(config_.timeout_s), &interrupt_,
-                     config_.connections + kConcurrentSlots - 1);
-    if (links_.left_lanes() < kConcurrentSlots) {
-      throw ProtocolViolation("the left neighbour opened " + std::to_string(links_.left_lanes()) +
-                              " connections per hop; a hop needs at least " +
-                              std::to_string(kConcurrentSlots) + " (one per collective slot)");
+                     config_.connections + config_.concurrency - 1, config_.concurrency);
+    if (links_.left_slots() != config_.concurrency) {
+      throw PcclError("collective concurrency differs between ring neighbours: the left one (peer " +
+                      std::to_string(ring_[(r + n - 1) % n].peer_id) + ") runs concurrency=" +
+                      std::to_string(links_.left_slots()) + ", this peer concurrency=" +
+                      std::to_string(config_.concurrency) +
+                      "; every peer of a group must use the same value");
     }
   } catch (const PcclError& e) {
     mark_broken();
@@ -263,8 +270,8 @@ void Communicator::mark_broken() {
 }
 
 RingPeers Communicator::slot_peers(int slot) const {
-  LaneRange right = slot_lanes(slot, links_.right_lanes());
-  LaneRange left = slot_lanes(slot, links_.left_lanes());
+  LaneRange right = slot_lanes(slot, links_.right_lanes(), config_.concurrency);
+  LaneRange left = slot_lanes(slot, links_.left_lanes(), config_.concurrency);
   return RingPeers{rank_, static_cast<int>(ring_.size()), links_.right_fds(right.first, right.count),
                    links_.left_fds(left.first, left.count)};
 }
@@ -274,8 +281,8 @@ std::vector<CollectiveHeader> Communicator::exchange_headers(
     std::vector<std::vector<uint8_t>>* inputs) {
   int n = static_cast<int>(ring_.size());
   int r = rank_;
-  Socket& right = links_.right(slot_lanes(slot, links_.right_lanes()).first);
-  Socket& left = links_.left(slot_lanes(slot, links_.left_lanes()).first);
+  Socket& right = links_.right(slot_lanes(slot, links_.right_lanes(), config_.concurrency).first);
+  Socket& left = links_.left(slot_lanes(slot, links_.left_lanes(), config_.concurrency).first);
   // Frames are forwarded verbatim, attachment and all: a peer that attached
   // nothing (it disagrees about the call) still passes the others' on, and
   // the mismatch is then found alike everywhere.

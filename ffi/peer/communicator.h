@@ -45,6 +45,10 @@ struct CommunicatorConfig {
   // pipe; several can, and they also ride out random loss better. Neighbours
   // may differ. The hop also gets one connection per small slot.
   int connections = kDefaultRingConnections;
+  // Collectives in flight at once (1..kConcurrentSlots; see
+  // peer/collective_slots.h). 1: one at a time, in start order. Every peer
+  // of a group must use the same value (checked when ring links open).
+  int concurrency = 1;
 };
 
 // Shape information carried in the collective header, so that peers can
@@ -206,7 +210,7 @@ class Communicator {
   uint64_t peer_id_ = 0;
   uint64_t epoch_ = 0;  // written with op_mu_ and submit_mu_ held: either reads it
   uint64_t seq_ = 0;    // submit_mu_
-  SlotPicker slots_;    // submit_mu_
+  SlotPicker slots_{1};  // submit_mu_; constructed for config_.concurrency
   std::mutex pending_mu_;
   int64_t pending_seq_ = -1;  // pending_mu_: seq that last set consistent_pending_
   uint64_t sync_requests_ = 0;

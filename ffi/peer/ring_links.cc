@@ -172,9 +172,10 @@ void RingLinks::file_link(const PeerHelloMsg& hello, Socket& s) {
     }
     it = incoming_.emplace(key, IncomingLinks{}).first;
     it->second.streams.resize(hello.streams);
+    it->second.slots = hello.slots;
   }
   IncomingLinks& in = it->second;
-  if (in.streams.size() != hello.streams) {
+  if (in.streams.size() != hello.streams || in.slots != hello.slots) {
     throw ProtocolViolation("ring link says " + std::to_string(hello.streams) +
                             " streams, an earlier one of the same hop said " +
                             std::to_string(in.streams.size()));
@@ -199,6 +200,7 @@ Socket RingLinks::open_link(uint64_t my_id, uint64_t epoch, const RingMember& ri
   PeerHelloMsg hello{my_id, epoch, group_};
   hello.stream = static_cast<uint16_t>(stream);
   hello.streams = static_cast<uint16_t>(streams);
+  hello.slots = static_cast<uint8_t>(my_slots_);
   write_frame(out, static_cast<uint16_t>(MsgType::kPeerHello), hello.encode(), deadline, cancel);
   return out;
 }
@@ -238,11 +240,15 @@ std::vector<Socket> RingLinks::open_links(uint64_t my_id, uint64_t epoch,
 
 void RingLinks::establish(uint64_t my_id, uint64_t epoch, const RingMember& right,
                           uint64_t left_id, const Deadline& deadline, const Canceller* cancel,
-                          int streams) {
+                          int streams, int slots) {
   if (streams < 1 || streams > kMaxRingStreams) {
     throw PcclError("ring connections must be 1.." + std::to_string(kMaxRingStreams));
   }
+  if (slots < 1 || slots > kConcurrentSlots || slots > streams) {
+    throw PcclError("collective slots must be 1.." + std::to_string(kConcurrentSlots));
+  }
   drop_links();
+  my_slots_ = slots;
   {
     std::lock_guard<std::mutex> lock(mu_);
     current_epoch_ = epoch;
@@ -256,6 +262,7 @@ void RingLinks::establish(uint64_t my_id, uint64_t epoch, const RingMember& righ
     auto it = incoming_.find({left_id, epoch});
     if (it != incoming_.end() && it->second.complete()) {
       left_ = std::move(it->second.streams);
+      left_slots_ = it->second.slots;
       incoming_.erase(it);
       break;
     }

@@ -47,8 +47,12 @@ class RingLinks {
   // Replaces the current links with those of `epoch`: `streams` connections
   // to the right neighbour, and as many from the left as it opens. Throws
   // PeerFailure (also when the right neighbour refuses or fails the handshake).
+  // `slots` (1..kConcurrentSlots) is this peer's collective concurrency; it
+  // travels in every PEER_HELLO, and left_slots() says the left neighbour's.
   void establish(uint64_t my_id, uint64_t epoch, const RingMember& right, uint64_t left_id,
-                 const Deadline& deadline, const Canceller* cancel, int streams = 1);
+                 const Deadline& deadline, const Canceller* cancel, int streams = 1,
+                 int slots = 1);
+  int left_slots() const { return left_slots_; }
   // A connection to `holder`'s listener for fetching shared state: same
   // handshake as a ring link, then PEER_HELLO with LinkPurpose::kStateFetch.
   Socket open_state_link(uint64_t my_id, const RingMember& holder, const Deadline& deadline,
@@ -98,11 +102,14 @@ class RingLinks {
 
   struct IncomingLinks {  // one neighbour's connections for one epoch
     std::vector<Socket> streams;
+    int slots = 1;
     size_t filed = 0;
     bool complete() const { return filed == streams.size(); }
   };
 
   uint32_t group_ = 0;
+  int my_slots_ = 1;    // what our PEER_HELLOs say (set by establish)
+  int left_slots_ = 1;  // what the left neighbour's said
   Secret secret_;
   StateLinkHandler on_state_link_;
   Socket listener_;

@@ -92,7 +92,8 @@ PeerDroppedMsg PeerDroppedMsg::decode(const std::vector<uint8_t>& b) {
 }
 
 std::vector<uint8_t> PeerHelloMsg::encode() const {
-  return WireWriter().u64(peer_id).u64(epoch).u32(group).u8(purpose).u16(stream).u16(streams).take();
+  return WireWriter().u64(peer_id).u64(epoch).u32(group).u8(purpose).u16(stream).u16(streams)
+      .u8(slots).take();
 }
 PeerHelloMsg PeerHelloMsg::decode(const std::vector<uint8_t>& b) {
   WireReader r(b);
@@ -109,6 +110,10 @@ PeerHelloMsg PeerHelloMsg::decode(const std::vector<uint8_t>& b) {
   if (m.streams == 0 || m.streams > kMaxRingStreams || m.stream >= m.streams) {
     throw ProtocolViolation("bad ring stream " + std::to_string(m.stream) + " of " +
                             std::to_string(m.streams));
+  }
+  m.slots = r.u8();
+  if (m.slots == 0 || m.slots > kConcurrentSlots || m.slots > m.streams) {
+    throw ProtocolViolation("bad collective slot count " + std::to_string(m.slots));
   }
   r.expect_end();
   return m;

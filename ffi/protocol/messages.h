@@ -111,6 +111,10 @@ struct PeerHelloMsg {
   // Checked on decode: 1 <= streams <= kMaxRingStreams, stream < streams.
   uint16_t stream = 0;
   uint16_t streams = 1;
+  // Collective slots the sender runs (its `concurrency`, see
+  // peer/collective_slots.h): 1..kConcurrentSlots, at most `streams`. Both
+  // ends of a hop must agree, so the receiver checks it.
+  uint8_t slots = 1;
   std::vector<uint8_t> encode() const;
   static PeerHelloMsg decode(const std::vector<uint8_t>& b);
 };

@@ -18,13 +18,15 @@ namespace pccl {
 
 inline std::unique_ptr<Communicator> make_peer(uint16_t master_port, double timeout = 10.0,
                                         const std::string& secret = "",
-                                        int connections = kDefaultRingConnections) {
+                                        int connections = kDefaultRingConnections,
+                                        int concurrency = 1) {
   CommunicatorConfig cfg;
   cfg.master_host = "127.0.0.1";
   cfg.master_port = master_port;
   cfg.timeout_s = timeout;
   cfg.secret = secret;
   cfg.connections = connections;
+  cfg.concurrency = concurrency;
   return std::make_unique<Communicator>(cfg);
 }
 
@@ -59,11 +61,11 @@ inline void with_ring_of(std::vector<std::unique_ptr<Communicator>>& comms,
 // `connections[i]` (if given) is peer i's number of connections per ring hop.
 inline void with_ring(Master& master, int n, const std::function<void(int, Communicator&)>& fn,
                       double timeout = 10.0, const std::string& secret = "",
-                      const std::vector<int>& connections = {}) {
+                      const std::vector<int>& connections = {}, int concurrency = 1) {
   std::vector<std::unique_ptr<Communicator>> comms;
   for (int i = 0; i < n; ++i) {
     int k = i < static_cast<int>(connections.size()) ? connections[i] : kDefaultRingConnections;
-    comms.push_back(make_peer(master.port(), timeout, secret, k));
+    comms.push_back(make_peer(master.port(), timeout, secret, k, concurrency));
   }
   with_ring_of(comms, fn);
 }

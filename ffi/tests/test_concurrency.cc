@@ -3,6 +3,7 @@
 // fast, and mismatches still named. A master and three communicators on
 // threads of one process, over 127.0.0.1.
 #include <chrono>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -73,7 +74,7 @@ void test_mixed_sizes_started_together_are_exact_and_identical() {
     c.wait_all_reduce(avg, bout.data(), bout.size() * 2);
     averages[r] = bout;
     CHECK_EQ(c.stats().collectives_done, uint64_t(jobs + 1));
-  });
+  }, 10.0, "", {}, kConcurrentSlots);
   for (int p = 1; p < kPeers; ++p) {
     CHECK(results[p] == results[0]);
     CHECK(averages[p] == averages[0]);
@@ -107,7 +108,7 @@ void test_all_reduce_concurrently_reduces_every_leaf_in_place() {
     size_t bad = 0;
     for (int j = 0; j < leaves; ++j) bad += mismatches(outs[j], j);
     CHECK_EQ(bad, size_t(0));
-  });
+  }, 10.0, "", {}, kConcurrentSlots);
   master.stop();
 }
 
@@ -132,7 +133,7 @@ void test_small_collective_overtakes_a_large_one() {
     CHECK_EQ(done_at_small - done_before, uint64_t(1));
     CHECK_EQ(small_out[0], 6.0f);
     CHECK_EQ(big_out[big.size() - 1], 3.0f);
-  });
+  }, 10.0, "", {}, kConcurrentSlots);
   master.stop();
 }
 
@@ -191,7 +192,7 @@ void test_peer_leaving_fails_every_collective_in_flight() {
     CHECK_EQ(c.all_reduce_concurrently(calls), 2);
     CHECK_EQ(a_out[a.size() - 1], 2.0f);
     CHECK_EQ(b_out[b.size() - 1], 2.0f);
-  });
+  }, 10.0, "", {}, kConcurrentSlots);
   master.stop();
 }
 
@@ -226,7 +227,46 @@ void test_mismatch_among_concurrent_collectives_named_everywhere() {
     std::vector<float> in(1000, 1.0f), out(1000);
     c.all_reduce(in.data(), out.data(), in.size(), DType::kFloat32, ReduceOp::kSum, {});
     CHECK_EQ(out[999], 3.0f);
+  }, 10.0, "", {}, kConcurrentSlots);
+  master.stop();
+}
+
+// Concurrency is opt-in and must match along the ring: a neighbour that
+// runs another value is refused with an error that says so, never a hang.
+void test_neighbours_with_different_concurrency_are_refused() {
+  Master master(MasterConfig{});
+  master.start();
+  auto serial = make_peer(master.port(), 5.0, "", 2, 1);
+  auto concurrent = make_peer(master.port(), 5.0, "", 2, kConcurrentSlots);
+  std::mutex mu;
+  std::string messages;
+  auto note = [&](const PcclError& e) {
+    std::lock_guard<std::mutex> lock(mu);
+    messages += std::string(e.what()) + "\n";
+  };
+  auto t0 = Clock::now();
+  serial->connect(10.0);
+  std::thread joiner([&] {
+    try {
+      concurrent->connect(10.0);
+      concurrent->update_topology();
+    } catch (const PcclError& e) {
+      note(e);
+    }
   });
+  try {
+    while (serial->group_world_size() < 2 && seconds_since(t0) < 15.0) {
+      serial->update_topology();
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  } catch (const PcclError& e) {
+    note(e);
+  }
+  joiner.join();
+  CHECK(messages.find("concurrency") != std::string::npos);
+  CHECK(seconds_since(t0) < 15.0);
+  serial->close();
+  concurrent->close();
   master.stop();
 }
 
@@ -238,5 +278,6 @@ int main() {
   test_small_collective_overtakes_a_large_one();
   test_peer_leaving_fails_every_collective_in_flight();
   test_mismatch_among_concurrent_collectives_named_everywhere();
+  test_neighbours_with_different_concurrency_are_refused();
   return check_summary("test_concurrency");
 }
