@@ -176,6 +176,15 @@ def test_sigkill_mid_collective_survivors_fail_fast_then_continue(swarm_factory,
         kill_one_of_four_and_check(swarm, survivor_steps=3, survivors_wait_s=60)
 
 
+def test_sigkill_during_a_jitted_start_wait_survivors_fail_fast_then_continue(swarm_factory):
+    """The wait handler is asynchronous (an XLA future completed by the
+    engine): a death must still reach the jitted call as a fast PeerFailure."""
+    with pccl.Master() as master:
+        swarm = swarm_factory(master.address, seconds=40, elements=1 << 20, timeout=30,
+                              **{"start-wait": True})
+        kill_one_of_four_and_check(swarm, survivor_steps=3, survivors_wait_s=60)
+
+
 def test_retry_helper_absorbs_a_peer_death(swarm_factory):
     with pccl.Master() as master:
         swarm = swarm_factory(master.address, seconds=30, elements=1 << 18, timeout=30,

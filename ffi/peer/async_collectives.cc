@@ -126,6 +126,11 @@ void AsyncCollectives::worker_loop(int index) {
     job->done = true;
     job->ended.notify_all();
     if (!slot.queue.empty()) slot.cv.notify_all();  // a caller may wait for its claimed turn
+    if (job->then) {
+      lock.unlock();
+      run_then(job);
+      lock.lock();
+    }
   }
 }
 
@@ -178,25 +183,63 @@ int AsyncCollectives::wait(uint64_t ticket, void* out, size_t bytes, const Deadl
   }
   jobs_.erase(ticket);
   lock.unlock();
+  return collect(*job, out, bytes);
+}
+
+int AsyncCollectives::collect(Job& job, void* out, size_t bytes) {
   auto give_back = [&] {
     std::lock_guard<std::mutex> relock(mu_);
-    release(std::move(job->in_stage));  // a job cancelled before it ran still holds it
-    release(std::move(job->out_stage));
+    release(std::move(job.in_stage));  // a job cancelled before it ran still holds it
+    release(std::move(job.out_stage));
   };
-  if (job->error) {
+  if (job.error) {
     give_back();
-    std::rethrow_exception(job->error);
+    std::rethrow_exception(job.error);
   }
-  if (bytes != job->bytes) {
+  if (bytes != job.bytes) {
     give_back();
     throw PcclError("all_reduce_wait: result size mismatch");
   }
-  if (job->staged && bytes > 0) {
+  if (job.staged && bytes > 0) {
     ring_io::advise_huge_pages(out, bytes);  // XLA's result buffer is usually fresh
-    std::memcpy(out, job->out_stage.data.get(), bytes);
+    std::memcpy(out, job.out_stage.data.get(), bytes);
   }
   give_back();
-  return job->world;
+  return job.world;
+}
+
+void AsyncCollectives::wait_then(uint64_t ticket, void* out, size_t bytes, Then then) {
+  std::unique_lock<std::mutex> lock(mu_);
+  auto it = jobs_.find(ticket);
+  if (it == jobs_.end()) {
+    throw PcclError("all_reduce_wait: unknown or already waited handle " + std::to_string(ticket));
+  }
+  std::shared_ptr<Job> job = it->second;
+  jobs_.erase(it);
+  job->then = std::move(then);
+  job->then_out = out;
+  job->then_bytes = bytes;
+  if (!job->done) return;  // the thread that ends it calls run_then()
+  lock.unlock();
+  run_then(job);
+}
+
+void AsyncCollectives::run_then(const std::shared_ptr<Job>& job) {
+  Then then;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!job->then) return;
+    then = std::move(job->then);
+    job->then = nullptr;  // exactly once, whoever gets here first
+  }
+  int world = 0;
+  std::exception_ptr error;
+  try {
+    world = collect(*job, job->then_out, job->then_bytes);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  then(world, error);
 }
 
 size_t AsyncCollectives::outstanding() const {
@@ -205,6 +248,7 @@ size_t AsyncCollectives::outstanding() const {
 }
 
 void AsyncCollectives::close() {
+  std::vector<std::shared_ptr<Job>> cancelled;
   {
     std::lock_guard<std::mutex> lock(mu_);
     closed_ = true;
@@ -214,11 +258,13 @@ void AsyncCollectives::close() {
         job->error = std::make_exception_ptr(Cancelled("communicator closed"));
         job->done = true;
         job->ended.notify_all();
+        cancelled.push_back(job);
       }
       slot.queue.clear();
       slot.cv.notify_all();  // callers waiting for their claimed turn
     }
   }
+  for (auto& job : cancelled) run_then(job);  // an async wait must hear of it too
   for (Slot& slot : slots_) {
     if (slot.worker.joinable()) slot.worker.join();
   }

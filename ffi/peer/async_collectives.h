@@ -48,6 +48,13 @@ class AsyncCollectives {
   // (staged ones). Throws the collective's error, or PcclError for an unknown
   // ticket or another size.
   int wait(uint64_t ticket, void* out, size_t bytes, const Deadline& deadline);
+  // wait() without blocking: `then(world, error)` runs exactly once, after the
+  // result is in `out` (or with the error wait() would throw): at once on
+  // this thread if the collective has ended, else on the thread that ends it
+  // (its slot's, or close()'s). `out` must stay valid until then. Throws
+  // PcclError for an unknown ticket, as wait() does.
+  using Then = std::function<void(int world, std::exception_ptr error)>;
+  void wait_then(uint64_t ticket, void* out, size_t bytes, Then then);
 
   // A plain blocking call in two steps, so that the caller can take its
   // place in the slot's order under its own ordering lock: claim() queues
@@ -85,6 +92,9 @@ class AsyncCollectives {
     bool on_caller = false;  // run by run_claimed(), not by the slot's thread
     bool done = false;
     std::condition_variable ended;  // done became true: its waiter alone wakes
+    Then then;  // set by wait_then() before the job ended: called when it does
+    void* then_out = nullptr;
+    size_t then_bytes = 0;
     int world = 0;
     std::exception_ptr error;
   };
@@ -100,6 +110,11 @@ class AsyncCollectives {
   uint64_t enqueue(std::shared_ptr<Job> job);  // mu_ held
   void worker_loop(int slot);
   static void run(Job& job);
+  // The end of a wait: copies the result out (or rethrows the job's error)
+  // and gives the staging buffers back. mu_ not held.
+  int collect(Job& job, void* out, size_t bytes);
+  // Calls the job's `then`, if wait_then() left one. mu_ not held.
+  void run_then(const std::shared_ptr<Job>& job);
 
   mutable std::mutex mu_;
   std::vector<Slot> slots_;

@@ -513,6 +513,11 @@ uint64_t Communicator::start_all_reduce(const void* in, size_t count, DType dtyp
   });
 }
 
+void Communicator::wait_all_reduce_then(uint64_t ticket, void* out, size_t bytes,
+                                        AsyncCollectives::Then then) {
+  async_.wait_then(ticket, out, bytes, std::move(then));
+}
+
 int Communicator::wait_all_reduce(uint64_t ticket, void* out, size_t bytes) {
   // No deadline of its own is needed: every queued collective is bounded by
   // the stall timeout and heartbeats, and close() fails the rest, so it ends.

@@ -122,6 +122,9 @@ class Communicator {
   uint64_t start_all_reduce(const void* in, size_t count, DType dtype, ReduceOp op,
                             const LeafDescriptor& leaf, Quantization quantization);
   int wait_all_reduce(uint64_t ticket, void* out, size_t bytes);
+  // wait_all_reduce without blocking the caller (see AsyncCollectives::wait_then).
+  void wait_all_reduce_then(uint64_t ticket, void* out, size_t bytes,
+                            AsyncCollectives::Then then);
 
   // Makes every peer's copy of the shared state identical (see
   // state/shared_state_sync.h and master/shared_state_election.h). Returns

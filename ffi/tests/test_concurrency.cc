@@ -3,6 +3,7 @@
 // fast, and mismatches still named. A master and three communicators on
 // threads of one process, over 127.0.0.1.
 #include <chrono>
+#include <future>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -109,6 +110,42 @@ void test_all_reduce_concurrently_reduces_every_leaf_in_place() {
     for (int j = 0; j < leaves; ++j) bad += mismatches(outs[j], j);
     CHECK_EQ(bad, size_t(0));
   }, 10.0, "", {}, kConcurrentSlots);
+  master.stop();
+}
+
+// The XLA wait handler does not block: wait_all_reduce_then() hands the
+// result over on the engine thread that ends the collective (or at once).
+void test_wait_then_hands_results_over_without_blocking() {
+  Master master(MasterConfig{});
+  master.start();
+  for (int concurrency : {1, static_cast<int>(kConcurrentSlots)}) {
+    with_ring(master, kPeers, [&](int, Communicator& c) {
+      const std::vector<size_t> counts = {2u << 20, 1024, 25600};
+      std::vector<std::vector<float>> outs;
+      std::vector<std::promise<int>> ended(counts.size());
+      for (size_t j = 0; j < counts.size(); ++j) {
+        std::vector<float> in = input_of(counts[j], static_cast<int>(j), c.rank());
+        outs.emplace_back(counts[j], -1.0f);
+        uint64_t ticket = c.start_all_reduce(in.data(), in.size(), DType::kFloat32,
+                                             ReduceOp::kSum, {}, Quantization::kNone);
+        c.wait_all_reduce_then(ticket, outs[j].data(), counts[j] * 4,
+                               [&, j](int world, std::exception_ptr error) {
+                                 if (error) ended[j].set_exception(error);
+                                 else ended[j].set_value(world);
+                               });
+      }
+      size_t bad = 0;
+      for (size_t j = 0; j < counts.size(); ++j) {
+        std::future<int> f = ended[j].get_future();
+        CHECK(f.wait_for(std::chrono::seconds(30)) == std::future_status::ready);
+        CHECK_EQ(f.get(), kPeers);
+        bad += mismatches(outs[j], static_cast<int>(j));
+      }
+      CHECK_EQ(bad, size_t(0));
+      CHECK(throws_kind([&] { c.wait_all_reduce_then(987654, nullptr, 0, nullptr); },
+                        ErrorKind::kGeneric));
+    }, 10.0, "", {}, concurrency);
+  }
   master.stop();
 }
 
@@ -275,6 +312,7 @@ void test_neighbours_with_different_concurrency_are_refused() {
 int main() {
   test_mixed_sizes_started_together_are_exact_and_identical();
   test_all_reduce_concurrently_reduces_every_leaf_in_place();
+  test_wait_then_hands_results_over_without_blocking();
   test_small_collective_overtakes_a_large_one();
   test_peer_leaving_fails_every_collective_in_flight();
   test_mismatch_among_concurrent_collectives_named_everywhere();

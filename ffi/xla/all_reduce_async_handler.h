@@ -4,7 +4,9 @@
 //   wait:  operands token, tickets     results token, outs..., world_size (int32)
 //          attributes comm
 // start copies the leaves to the engine and returns at once; the collective
-// progresses on the communicator's own thread while XLA runs other work.
+// progresses on the communicator's own threads while XLA runs other work.
+// wait is asynchronous (returns an ffi::Future): no XLA thread is held while
+// the collective finishes.
 #pragma once
 #include "xla/ffi/api/ffi.h"
 

@@ -40,6 +40,8 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=20.0)
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--shape", choices=["update_first", "step_first"], default="update_first")
+    ap.add_argument("--start-wait", action="store_true",
+                    help="the step is all_reduce_start + all_reduce_wait in one jit")
     ap.add_argument("--retry-helper", action="store_true",
                     help="run the step through pccl.retry_on_peer_failure")
     ap.add_argument("--master-grace", type=float, default=0.0,
@@ -60,6 +62,9 @@ def main() -> int:
     comm = pccl.Communicator(args.master, timeout=args.timeout).connect(timeout=120)
     emit(connected=comm.rank, world=comm.world_size, connect_s=time.time() - t_connect)
     step_fn = jax.jit(lambda x: pccl.all_reduce(x, comm, op="sum", return_info=True))
+    if args.start_wait:  # the asynchronous wait handler (an XLA future)
+        step_fn = jax.jit(lambda x: pccl.all_reduce_wait(pccl.all_reduce_start(x, comm, op="sum"),
+                                                         return_info=True))
     if args.retry_helper:  # failures are absorbed: the loop below never sees them
         step_fn = pccl.retry_on_peer_failure(comm, step_fn)
     x = np.full(args.elements, 1 << args.index, np.int32)
