@@ -14,9 +14,6 @@ namespace {
 // A partial chunk leaves only in pieces of at least this much, so a sender
 // that keeps up with the reduction still hands TCP big writes.
 constexpr size_t kMinPartialSend = 64 << 10;
-// After an interrupt, how long the lanes may stay silent before the
-// collective fails (any byte that arrives restarts it).
-constexpr double kInterruptGraceS = 0.25;
 
 }  // namespace
 

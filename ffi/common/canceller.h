@@ -6,6 +6,12 @@
 
 namespace pccl {
 
+// After an interrupt (a member left), how long a collective still waits for
+// bytes that may be on their way before it fails; any byte that arrives
+// restarts the wait. A neighbour that sent its last bytes and exited is
+// announced by the master, and that notice can overtake those bytes.
+constexpr double kInterruptGraceS = 0.25;
+
 class Canceller {
  public:
   Canceller();

@@ -15,8 +15,6 @@ namespace pccl {
 namespace {
 
 constexpr uint32_t kMaxHeaderFrame = 512;
-// As in the ring's lane loop: how long a drop notice waits for bytes still on the way.
-constexpr double kInterruptGraceS = 0.25;
 
 std::string describe(const CollectiveHeader& h) {
   if (h.kind == static_cast<uint8_t>(CollectiveKind::kTopologyCheck)) return "update_topology()";
@@ -50,7 +48,7 @@ std::string differing_fields(const CollectiveHeader& a, const CollectiveHeader& 
 }  // namespace
 
 Communicator::Communicator(CommunicatorConfig config)
-    : config_(std::move(config)), server_(config_.timeout_s) {
+    : config_(std::move(config)), server_(config_.timeout_s), slots_(config_.concurrency) {
   if (config_.connections < 1 || config_.connections > kMaxRingConnections) {
     throw PcclError("connections must be between 1 and " + std::to_string(kMaxRingConnections) +
                     ", got " + std::to_string(config_.connections));
@@ -59,7 +57,6 @@ Communicator::Communicator(CommunicatorConfig config)
     throw PcclError("concurrency must be between 1 and " + std::to_string(kConcurrentSlots) +
                     ", got " + std::to_string(config_.concurrency));
   }
-  slots_ = SlotPicker(config_.concurrency);
 }
 
 Communicator::~Communicator() { close(); }

@@ -213,7 +213,7 @@ class Communicator {
   uint64_t peer_id_ = 0;
   uint64_t epoch_ = 0;  // written with op_mu_ and submit_mu_ held: either reads it
   uint64_t seq_ = 0;    // submit_mu_
-  SlotPicker slots_{1};  // submit_mu_; constructed for config_.concurrency
+  SlotPicker slots_;    // submit_mu_
   std::mutex pending_mu_;
   int64_t pending_seq_ = -1;  // pending_mu_: seq that last set consistent_pending_
   uint64_t sync_requests_ = 0;
