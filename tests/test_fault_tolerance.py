@@ -58,6 +58,13 @@ class Swarm:
         except FileNotFoundError:
             return ""
 
+    def start_four_training(self) -> None:
+        """Starts peers 0-3 and returns once each has done 3 steps at world 4."""
+        for i in range(4):
+            self.start(i)
+        self.wait_until(lambda: all(self.steps_at_world(i, 4) >= 3 for i in range(4)), 120,
+                        "4 peers training")
+
     def wait_until(self, predicate, timeout: float, what: str) -> None:
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -148,10 +155,7 @@ def kill_one_of_four_and_check(swarm, survivor_steps: int, survivors_wait_s: flo
     """4 peers train; peer 2 is SIGKILLed. Every survivor's results are exact,
     it recovers at world 3 (result bitmask 0b1011) and any failure it saw came
     fast (EOF, not the collective timeout)."""
-    for i in range(4):
-        swarm.start(i)
-    swarm.wait_until(lambda: all(swarm.steps_at_world(i, 4) >= 3 for i in range(4)), 120,
-                     "4 peers training")
+    swarm.start_four_training()
     killed_at = time.time()
     os.killpg(swarm.procs[2].pid, signal.SIGKILL)
     survivors = [0, 1, 3]
@@ -189,10 +193,7 @@ def test_retry_helper_absorbs_a_peer_death(swarm_factory):
     with pccl.Master() as master:
         swarm = swarm_factory(master.address, seconds=30, elements=1 << 18, timeout=30,
                               **{"retry-helper": True})
-        for i in range(4):
-            swarm.start(i)
-        swarm.wait_until(lambda: all(swarm.steps_at_world(i, 4) >= 3 for i in range(4)), 120,
-                         "4 peers training")
+        swarm.start_four_training()
         os.killpg(swarm.procs[3].pid, signal.SIGKILL)
         survivors = [0, 1, 2]
         swarm.wait_until(lambda: all(swarm.steps_at_world(i, 3) >= 5 for i in survivors), 60,
@@ -207,10 +208,7 @@ def test_retry_helper_absorbs_a_peer_death(swarm_factory):
 def test_sigstop_detected_within_bound_and_frozen_peer_evicted(swarm_factory):
     with pccl.Master() as master:
         swarm = swarm_factory(master.address, seconds=40, elements=1 << 18, timeout=30)
-        for i in range(4):
-            swarm.start(i)
-        swarm.wait_until(lambda: all(swarm.steps_at_world(i, 4) >= 3 for i in range(4)), 120,
-                         "4 peers training")
+        swarm.start_four_training()
         frozen_at = time.time()
         os.killpg(swarm.procs[1].pid, signal.SIGSTOP)
         survivors = [0, 2, 3]
