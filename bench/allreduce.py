@@ -5,7 +5,7 @@ stream between two processes on the same loopback.
 
 Usage:
     python bench/allreduce.py --peers 2 --sizes 4K,1M,16M,64M,256M --iters 10 \
-        [--only pccl,gloo,tcp] [--connections K]
+        [--only pccl,gloo,tcp] [--connections K] [--donate]
 
 For every implementation and message size (bytes of a float32 array held by
 *each* peer) the driver spawns N worker processes (this same file re-invoked
@@ -95,17 +95,28 @@ BURST_MAX_BYTES = 64 << 10
 BURST_CALLS = 50
 
 
-def time_sizes(run_allreduce, barrier, make_input, check, sizes, warmup, iters, log):
-    """Shared timing loop. Returns {size: [seconds per call, one per timed iteration]}."""
+def time_sizes(run_allreduce, barrier, make_input, check, sizes, warmup, iters, log,
+               donate=False):
+    """Shared timing loop. Returns {size: [seconds per call, one per timed iteration]}.
+
+    With ``donate`` each call consumes its input (jit with donate_argnums) and
+    its result is the next call's input, as in a training loop that reduces
+    a buffer it no longer needs. Only the first result is checked: later
+    sums keep growing (float32 reaches inf, at unchanged speed).
+    """
     out = {}
     for nbytes in sizes:
         x = make_input(nbytes // 4)
         calls = BURST_CALLS if nbytes <= BURST_MAX_BYTES else 1
+        y = run_allreduce(x)
+        y.block_until_ready()
+        check(y)
+        x = y if donate else x
         for _ in range(warmup):
             barrier()
             y = run_allreduce(x)
             y.block_until_ready()
-        check(y)
+            x = y if donate else x
         del y
         times = []
         for _ in range(iters):
@@ -114,6 +125,7 @@ def time_sizes(run_allreduce, barrier, make_input, check, sizes, warmup, iters, 
             for _ in range(calls):
                 y = run_allreduce(x)
                 y.block_until_ready()
+                x = y if donate else x
             times.append((time.perf_counter() - t0) / calls)
             del y
         out[nbytes] = times
@@ -176,8 +188,10 @@ def worker_gloo(a) -> None:
         return jax.make_array_from_single_device_arrays(
             (n * local.shape[0],), sharding, [shard])
 
-    psum = jax.jit(jax.shard_map(lambda v: jax.lax.psum(v, "x"), mesh=mesh,
-                                 in_specs=P("x"), out_specs=P("x")))
+    psum_fn = jax.shard_map(lambda v: jax.lax.psum(v, "x"), mesh=mesh,
+                            in_specs=P("x"), out_specs=P("x"))
+    psum = jax.jit(psum_fn)
+    timed = jax.jit(psum_fn, donate_argnums=0) if a.donate else psum
 
     tiny = global_array(np.ones((1,), np.float32))
 
@@ -194,7 +208,8 @@ def worker_gloo(a) -> None:
         if not np.allclose(loc, expect):
             raise SystemExit(f"gloo wrong result: {loc} != {expect}")
 
-    res = time_sizes(psum, barrier, make_input, check, a.sizes, a.warmup, a.iters, log)
+    res = time_sizes(timed, barrier, make_input, check, a.sizes, a.warmup, a.iters, log,
+                     donate=a.donate)
     emit({"impl": "gloo", "rank": rank, "times": {str(k): v for k, v in res.items()}})
     try:
         jax.distributed.shutdown()
@@ -223,6 +238,9 @@ def worker_pccl(a) -> None:
         return ws() if callable(ws) else ws
 
     f = jax.jit(lambda v: pccl.all_reduce(v, comm, op="sum"))
+    # Donated: the result reuses the input's buffer (in-place engine path).
+    timed = (jax.jit(lambda v: pccl.all_reduce(v, comm, op="sum", donate=True), donate_argnums=0)
+             if a.donate else f)
     tiny = jnp.ones((1,), jnp.float32)
 
     # Early engine builds refreshed their (group-consistent) "peers pending"
@@ -254,7 +272,8 @@ def worker_pccl(a) -> None:
         if not np.allclose(loc, expect):
             raise SystemExit(f"pccl wrong result: {loc} != {expect}")
 
-    res = time_sizes(f, barrier, make_input, check, a.sizes, a.warmup, a.iters, log)
+    res = time_sizes(timed, barrier, make_input, check, a.sizes, a.warmup, a.iters, log,
+                     donate=a.donate)
     emit({"impl": "pccl", "rank": idx, "times": {str(k): v for k, v in res.items()}})
     for name in ("close", "destroy", "shutdown", "disconnect"):
         fn = getattr(comm, name, None)
@@ -342,6 +361,8 @@ def run_workers(impl: str, addr: str, a, timeout: float):
                "--join-timeout", str(a.join_timeout)]
         if a.connections is not None:
             cmd += ["--connections", str(a.connections)]
+        if a.donate:
+            cmd += ["--donate"]
         out = open(os.path.join(tmp, f"{i}.out"), "w+")
         err = open(os.path.join(tmp, f"{i}.err"), "w+")
         p = subprocess.Popen(cmd, stdout=out, stderr=err, env=env,
@@ -464,6 +485,9 @@ def main():
                     help="comma list of pccl,gloo,tcp (default: all three)")
     ap.add_argument("--connections", type=int, default=None,
                     help="jax_pccl connections per ring hop (default: the library's)")
+    ap.add_argument("--donate", action="store_true",
+                    help="jax_pccl and gloo alike: each call donates its input and the result "
+                         "feeds the next call (in place, no fresh output buffer per call)")
     ap.add_argument("--timeout", type=float, default=None,
                     help="hard timeout per implementation run in s (default: scaled with sizes)")
     ap.add_argument("--join-timeout", type=float, default=60.0, help=argparse.SUPPRESS)

@@ -66,7 +66,8 @@ def run_peer(address: str, peers: int, steps: int, batch: int, lr: float) -> int
     @jax.jit
     def train_step(p, x, y):
         loss, grads = jax.value_and_grad(loss_fn)(p, x, y)
-        grads, info = pccl.all_reduce(grads, comm, op="avg", return_info=True)
+        # donate: the reduced gradients reuse the local gradients' buffers
+        grads, info = pccl.all_reduce(grads, comm, op="avg", return_info=True, donate=True)
         loss = pccl.all_reduce(loss, comm, op="avg")
         p = jax.tree_util.tree_map(lambda w, g: w - lr * g, p, grads)
         return p, loss, info.world_size

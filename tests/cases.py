@@ -206,6 +206,7 @@ TWO_OPS_SPECS = {  # name: (op, shape, dtype), issued in this order in one jit
 SCAN_STEPS, SCAN_WIDTH = 4, 3
 VMAP_BATCH, VMAP_WIDTH = 4, 6
 GRAD_SIZE = 5
+DONATE_SIZES = (1000, 70_001)  # float32: inline path, ring path
 
 
 def scan_reference(xs_all: np.ndarray):

@@ -328,6 +328,38 @@ def scenario_transforms(ctx):
         rec.check(f"grad/eager/{op}", lambda vg=vg: [encode(v) for v in ready(vg(xg))])
         rec.check(f"grad/jit/{op}", lambda vg=vg: [encode(v) for v in ready(jax.jit(vg)(xg))])
 
+    # donate=True: the result takes over the input's buffer (in-place engine
+    # path), on the inline (small) and the ring (large) path.
+    for size in cases.DONATE_SIZES:
+        def donated_input(size=size):
+            return jnp.asarray(cases.small_ints(("donate", size), i, (size,), "float32"))
+
+        def eager_donated(size=size):
+            x = donated_input()
+            y = ready(pccl.all_reduce(x, comm, op="sum", donate=True))
+            return {"y": encode(y), "input_deleted": x.is_deleted()}
+
+        def jit_donated_argument(size=size):
+            x = donated_input()
+            f = jax.jit(lambda v: pccl.all_reduce(v, comm, op="sum", donate=True), donate_argnums=0)
+            y = ready(f(x))
+            return {"y": encode(y), "input_deleted": x.is_deleted()}
+
+        def jit_intermediate(size=size):
+            f = jax.jit(lambda v: pccl.all_reduce(v * 2, comm, op="avg", donate=True))
+            return encode(ready(f(donated_input())))
+
+        def jit_input_kept(size=size):
+            x = donated_input()
+            f = jax.jit(lambda v: (pccl.all_reduce(v, comm, op="max", donate=True), v + 0))
+            y, again = ready(f(x))
+            return {"y": encode(y), "input_after": encode(again)}
+
+        rec.check(f"donate/{size}/eager", eager_donated)
+        rec.check(f"donate/{size}/jit_argument", jit_donated_argument)
+        rec.check(f"donate/{size}/jit_intermediate", jit_intermediate)
+        rec.check(f"donate/{size}/jit_input_kept", jit_input_kept)
+
 
 MISMATCH_LEN = 16
 

@@ -131,3 +131,35 @@ def test_grad_is_gradient_of_the_sum_of_all_peers_losses(run, mode, op):
         terms = reduced_x * w[i]
         np.testing.assert_allclose(loss, terms.sum(), rtol=1e-6, atol=1e-6 * np.abs(terms).sum(),
                                    err_msg=f"{name}: peer {i} loss value")
+
+
+# --- donate=True: results in the input's buffer ----------------------------------
+
+def _donate_inputs(size):
+    return np.stack([cases.small_ints(("donate", size), i, (size,), "float32") for i in range(N)])
+
+
+@pytest.mark.parametrize("size", cases.DONATE_SIZES)
+def test_donated_eager_and_jit_argument_reduce_exactly_and_consume_input(run, size):
+    expected = cases.reference("sum", _donate_inputs(size), "float32")
+    for mode in ("eager", "jit_argument"):
+        results = run.values(f"donate/{size}/{mode}")
+        harness.assert_exact([r["y"] for r in results], expected, f"donate/{size}/{mode}")
+        assert all(r["input_deleted"] for r in results), f"{mode}: the donated input is still alive"
+
+
+@pytest.mark.parametrize("size", cases.DONATE_SIZES)
+def test_donated_intermediate_reduces_exactly(run, size):
+    expected = cases.reference("avg", _donate_inputs(size) * 2, "float32")
+    harness.assert_exact(run.values(f"donate/{size}/jit_intermediate"), expected,
+                         f"donate/{size}/jit_intermediate")
+
+
+@pytest.mark.parametrize("size", cases.DONATE_SIZES)
+def test_donated_input_still_needed_is_copied_not_clobbered(run, size):
+    inputs = _donate_inputs(size)
+    results = run.values(f"donate/{size}/jit_input_kept")
+    harness.assert_exact([r["y"] for r in results], cases.reference("max", inputs, "float32"),
+                         f"donate/{size}/jit_input_kept")
+    for i, r in enumerate(results):
+        harness.assert_exact([r["input_after"]], inputs[i], f"peer {i}'s input after the call")

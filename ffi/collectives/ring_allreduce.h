@@ -8,7 +8,8 @@
 // send stream may run as far ahead as the receive stream has been processed:
 // chunk c of step k+1 leaves as soon as chunk c of step k is reduced. Reduction
 // of one chunk thus overlaps the transfer of the next, across step boundaries.
-// Bytes are received straight into the output and reduced there in place.
+// Bytes are received straight into the output and reduced there in place
+// (into a per-lane scratch chunk first when the input is the output).
 //
 // Only the owner of a segment computes its final value (and applies avg's
 // division); the all-gather ships those bytes verbatim, so every peer ends
@@ -47,8 +48,9 @@ struct RingTraffic {
   uint64_t bytes_received = 0;
 };
 
-// out = reduce over peers of in (count elements). in and out must not overlap.
-// Throws PeerFailure (EOF, reset, stall) or Cancelled; `in` is never written.
+// out = reduce over peers of in (count elements). in and out are either the
+// same buffer (in place) or do not overlap. Throws PeerFailure (EOF, reset,
+// stall) or Cancelled; out of place, `in` is never written.
 RingTraffic ring_all_reduce(const RingPeers& ring, const RingOptions& options, const void* in,
                             void* out, size_t count, DType dtype, ReduceOp op);
 

@@ -89,7 +89,7 @@ RingTraffic ring_all_reduce_quantized(const RingPeers& ring, const RingOptions& 
                                       ReduceOp op, Quantization quantization) {
   if (ring.size <= 1 || count == 0) {
     // Alone, nothing crosses a wire: the exact input is the result.
-    if (count > 0) std::memcpy(out, in, count * dtype_size(dtype));
+    if (count > 0 && in != out) std::memcpy(out, in, count * dtype_size(dtype));
     return {};
   }
   ring_io::advise_huge_pages(out, count * dtype_size(dtype));

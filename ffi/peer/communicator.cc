@@ -379,10 +379,14 @@ void Communicator::reduce_inline(const void* in, void* out, size_t count, DType 
                                  ReduceOp op, std::vector<std::vector<uint8_t>>& inputs,
                                  RingTraffic& traffic) const {
   size_t bytes = count * dtype_size(dtype);
+  // In place, the output is written from rank 0's input on: keep our own
+  // input aside first (at most kMaxInlineCollectiveData bytes).
+  std::vector<uint8_t> own;
+  if (in == out) own.assign(static_cast<const uint8_t*>(in), static_cast<const uint8_t*>(in) + bytes);
   std::vector<const uint8_t*> ordered(inputs.size());
   for (size_t i = 0; i < inputs.size(); ++i) {
     if (static_cast<int>(i) == rank_) {
-      ordered[i] = static_cast<const uint8_t*>(in);
+      ordered[i] = in == out ? own.data() : static_cast<const uint8_t*>(in);
       continue;
     }
     // The headers agreed, so every peer attached exactly its input.

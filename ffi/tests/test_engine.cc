@@ -194,6 +194,37 @@ void test_striped_hops_with_different_lane_counts_are_exact() {
   master.stop();
 }
 
+// In place (in == out, what XLA hands over when the input buffer is donated)
+// must give exactly the bytes of the out-of-place call, on every path: inline,
+// single-lane ring, striped ring with unequal lane counts, and quantized.
+void test_in_place_matches_out_of_place_on_every_path() {
+  Master master(MasterConfig{});
+  master.start();
+  const int n = 3;
+  const std::vector<size_t> counts = {1, 1024, kMaxInlineCollectiveData / 4 + 1, (3u << 20) + 7};
+  const std::vector<std::pair<ReduceOp, Quantization>> kinds = {
+      {ReduceOp::kSum, Quantization::kNone},
+      {ReduceOp::kAvg, Quantization::kNone},
+      {ReduceOp::kMax, Quantization::kNone},
+      {ReduceOp::kAvg, Quantization::kMinMaxUInt8}};
+  std::vector<std::vector<float>> last(n);
+  with_ring(master, n, [&](int, Communicator& c) {
+    for (size_t count : counts) {
+      for (auto [op, q] : kinds) {
+        std::vector<float> in(count), out(count);
+        for (size_t i = 0; i < count; ++i) in[i] = std::cos(0.11f * i + c.rank()) * (i % 7 + 1);
+        c.all_reduce(in.data(), out.data(), count, DType::kFloat32, op, {}, q);
+        std::vector<float> buffer = in;
+        c.all_reduce(buffer.data(), buffer.data(), count, DType::kFloat32, op, {}, q);
+        CHECK(buffer == out);
+        last[c.rank()] = buffer;
+      }
+    }
+  }, 10.0, "", {1, 3, 7});
+  CHECK(last[0] == last[1] && last[1] == last[2]);
+  master.stop();
+}
+
 // A dead neighbour closes every one of its connections; whichever lane sees
 // it first must end the collective for the survivors at once.
 void test_striped_peer_death_fails_every_survivor_fast() {
@@ -741,6 +772,7 @@ int main(int argc, char** argv) {
   test_mismatch_reported_everywhere_ring_survives();
   test_closed_peer_fails_others_fast_then_survivors_continue();
   test_striped_hops_with_different_lane_counts_are_exact();
+  test_in_place_matches_out_of_place_on_every_path();
   test_striped_peer_death_fails_every_survivor_fast();
   test_connections_out_of_range_refused();
   test_unreachable_master_bounded();

@@ -70,6 +70,7 @@ def outer_step(state: OuterState, local_params, comm, outer: optax.GradientTrans
     update, so the returned state is bit-identical on every peer. Start the
     next inner phase from ``new_state.params``. Works eagerly and under jit
     (close over ``comm`` and ``outer``)."""
+    # The pseudo-gradient is a temporary: its buffers can hold the result.
     pseudo_grad = all_reduce(pseudo_gradient(state.params, local_params), comm, op="avg",
-                             quantization=quantization)
+                             quantization=quantization, donate=True)
     return apply_outer_update(state, pseudo_grad, outer)

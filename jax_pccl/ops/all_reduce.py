@@ -41,8 +41,8 @@ all_reduce_p.multiple_results = True
 all_reduce_p.def_impl(functools.partial(dispatch.apply_primitive, all_reduce_p))
 
 
-def _abstract_eval(*leaves, comm, op, quant):
-    del comm, op, quant
+def _abstract_eval(*leaves, comm, op, quant, donate):
+    del comm, op, quant, donate
     outs = [jax.core.ShapedArray(x.shape, x.dtype) for x in leaves]
     outs.append(jax.core.ShapedArray((), jnp.int32))
     return outs, {COLLECTIVE_EFFECT}
@@ -51,38 +51,39 @@ def _abstract_eval(*leaves, comm, op, quant):
 all_reduce_p.def_effectful_abstract_eval(_abstract_eval)
 
 
-def _lowering(ctx: mlir.LoweringRuleContext, *leaves, comm, op, quant):
+def _lowering(ctx: mlir.LoweringRuleContext, *leaves, comm, op, quant, donate):
     return effectful_ffi_call(ctx, FFI_TARGET, leaves, {
-        "comm": int_attr(64, comm), "op": int_attr(32, op), "quant": int_attr(32, quant)})
+        "comm": int_attr(64, comm), "op": int_attr(32, op), "quant": int_attr(32, quant)},
+        in_place=donate)
 
 
 mlir.register_lowering(all_reduce_p, _lowering, platform="cpu")
 
 
-def _batching_rule(args, dims, *, comm, op, quant):
+def _batching_rule(args, dims, *, comm, op, quant, donate):
     # Element-wise across peers: the batch axis needs no special treatment.
-    outs = all_reduce_p.bind(*args, comm=comm, op=op, quant=quant)
+    outs = all_reduce_p.bind(*args, comm=comm, op=op, quant=quant, donate=donate)
     return outs, [*dims, None]  # world_size is not batched
 
 
 batching.primitive_batchers[all_reduce_p] = _batching_rule
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
-def _all_reduce_leaves(leaves: tuple, comm: int, op: int, quant: int):
-    *outs, world = all_reduce_p.bind(*leaves, comm=comm, op=op, quant=quant)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
+def _all_reduce_leaves(leaves: tuple, comm: int, op: int, quant: int, donate: bool):
+    *outs, world = all_reduce_p.bind(*leaves, comm=comm, op=op, quant=quant, donate=donate)
     return tuple(outs), world
 
 
-def _fwd(leaves, comm, op, quant):
-    return _all_reduce_leaves(leaves, comm, op, quant), None
+def _fwd(leaves, comm, op, quant, donate):
+    return _all_reduce_leaves(leaves, comm, op, quant, donate), None
 
 
-def _bwd(comm, op, quant, _residual, cotangents):
+def _bwd(comm, op, quant, donate, _residual, cotangents):
     ct_leaves, _ct_world = cotangents
     if op not in (REDUCE_OPS["sum"], REDUCE_OPS["avg"]):
         raise NotImplementedError("all_reduce is differentiable only for op='sum' and op='avg'")
-    *reduced, _ = all_reduce_p.bind(*ct_leaves, comm=comm, op=op, quant=quant)
+    *reduced, _ = all_reduce_p.bind(*ct_leaves, comm=comm, op=op, quant=quant, donate=donate)
     return (tuple(reduced),)
 
 
@@ -93,7 +94,8 @@ def _is_traced(leaves) -> bool:
     return any(isinstance(x, jax.core.Tracer) for x in leaves)
 
 
-def all_reduce(x, comm, op: str = "sum", *, quantization=None, return_info: bool = False):
+def all_reduce(x, comm, op: str = "sum", *, quantization=None, return_info: bool = False,
+               donate: bool = False):
     """Reduces ``x`` (an array or pytree of arrays) over all peers of ``comm``'s group.
 
     Works eagerly and under ``jax.jit`` / ``scan`` / ``cond`` / ``vmap`` /
@@ -103,6 +105,13 @@ def all_reduce(x, comm, op: str = "sum", *, quantization=None, return_info: bool
     compresses floating leaves on the wire; results keep the input dtype and
     stay bit-identical across peers. With ``return_info=True`` returns
     ``(result, AllReduceInfo)``.
+
+    ``donate=True`` lets the result take over ``x``'s buffers instead of new
+    ones: eagerly ``x`` is consumed (like ``jax.jit(..., donate_argnums)``);
+    under jit XLA reuses the buffer when ``x`` is not needed afterwards (an
+    intermediate such as gradients, or a donated argument) and copies it
+    first otherwise. For large arrays this saves the memory and the cost of
+    faulting in fresh pages.
     """
     leaves, treedef, handle, code, quant = prepare_collective(x, comm, op, quantization)
     if not leaves:
@@ -110,15 +119,25 @@ def all_reduce(x, comm, op: str = "sum", *, quantization=None, return_info: bool
         return (x, info) if return_info else x
     _native.ensure_ffi_registered()
     if _is_traced(leaves):
-        outs, world = _all_reduce_leaves(tuple(leaves), handle, code, quant)
+        outs, world = _all_reduce_leaves(tuple(leaves), handle, code, quant, donate)
     else:
-        outs, world = _run_eagerly(tuple(leaves), handle, code, quant)
+        outs, world = _run_eagerly(tuple(leaves), handle, code, quant, donate)
     result = jax.tree_util.tree_unflatten(treedef, list(outs))
     return (result, AllReduceInfo(world_size=world)) if return_info else result
 
 
-def _run_eagerly(leaves, handle, code, quant):
-    return _translate_errors(lambda: _all_reduce_leaves(leaves, handle, code, quant))
+def _run_eagerly(leaves, handle, code, quant, donate):
+    if donate:
+        run = _donating_call(handle, code, quant)
+        return _translate_errors(lambda: run(leaves))
+    return _translate_errors(lambda: _all_reduce_leaves(leaves, handle, code, quant, False))
+
+
+@functools.lru_cache(maxsize=64)
+def _donating_call(handle, code, quant):
+    """An eager call that consumes its input buffers (one compiled function per setting)."""
+    return jax.jit(lambda leaves: _all_reduce_leaves(leaves, handle, code, quant, True),
+                   donate_argnums=0)
 
 
 def _translate_errors(run):

@@ -21,8 +21,14 @@ def int_attr(bits: int, value: int) -> ir.Attribute:
     return ir.IntegerAttr.get(ir.IntegerType.get_signless(bits), value)
 
 
-def effectful_ffi_call(ctx: mlir.LoweringRuleContext, target: str, operands, attributes: dict):
-    """Emits the custom call, threading the collective token through it."""
+def effectful_ffi_call(ctx: mlir.LoweringRuleContext, target: str, operands, attributes: dict,
+                       *, in_place: bool = False):
+    """Emits the custom call, threading the collective token through it.
+
+    ``in_place``: result i+1 aliases operand i+1 (after the token), so XLA hands
+    the handler the same buffer for both (copying first only if the operand is
+    still needed elsewhere).
+    """
     token = ctx.tokens_in.get(COLLECTIVE_EFFECT)
     types = [mlir.token_type()] + [mlir.aval_to_ir_type(ctx.module_context, a)
                                    for a in ctx.avals_out]
@@ -35,6 +41,7 @@ def effectful_ffi_call(ctx: mlir.LoweringRuleContext, target: str, operands, att
         api_version=4,
         operand_layouts=[()] + [row_major(a) for a in ctx.avals_in],
         result_layouts=[()] + [row_major(a) for a in ctx.avals_out],
+        operand_output_aliases={i: i for i in range(1, len(operands) + 1)} if in_place else None,
     )
     results = list(call.results)
     ctx.set_tokens_out(ctx.tokens_in.update_tokens(mlir.TokenSet({COLLECTIVE_EFFECT: results[0]})))
