@@ -179,11 +179,24 @@ class Lab:
         if self.loss > 0:
             up += ["--loss", str(self.loss), "--no-offload"]
         self.sh(*up)
+        if self.a.rt_delay:
+            self.make_delay_line_realtime()
         for i in range(1, self.hosts + 1):
             for k, v in self.a.sysctl:
                 subprocess.run(["ip", "netns", "exec", self.ns(i), "sysctl", "-qw", f"{k}={v}"],
                                check=True)
         return self
+
+    def make_delay_line_realtime(self) -> None:
+        """The delay line (wan_lab's wandelay daemon) is the emulated internet:
+        on a real WAN, compute on the hosts never slows the network down. Here
+        it shares the CPUs with the peers, so a CPU-bound step would also
+        delay packets in flight. SCHED_FIFO keeps it ahead of host work (it
+        sleeps between batched releases, so it cannot monopolise a core)."""
+        state = os.environ.get("WAN_LAB_STATE", f"/tmp/wan_lab.{self.a.prefix}")
+        with open(os.path.join(state, "wandelay.pid")) as f:
+            pid = f.read().strip()
+        subprocess.run(["chrt", "-f", "-p", "20", pid], check=True, capture_output=True)
 
     def __exit__(self, *exc):
         subprocess.run(["bash", WAN_LAB, "down"], env=self.env, capture_output=True, timeout=120)
@@ -452,6 +465,10 @@ def main():
                     help="iperf3 ceiling per lab (same connection counts and buffers)")
     ap.add_argument("--sysctl", action="append", default=[], type=lambda s: tuple(s.split("=", 1)),
                     help="KEY=VALUE set in every lab host, e.g. net.ipv4.tcp_slow_start_after_idle=0")
+    ap.add_argument("--rt-delay", type=int, default=1,
+                    help="1 (default): run the lab's delay line with real-time priority so "
+                         "that the hosts' compute cannot slow the emulated network; 0: as "
+                         "wan_lab.sh starts it (nice -10)")
     ap.add_argument("--prefix", default="h8w")
     ap.add_argument("--subnet", default=os.environ.get("WAN_LAB_SUBNET", "10.88"))
     ap.add_argument("--timeout", type=float, default=900, help="hard limit per launch, s")
