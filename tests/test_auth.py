@@ -20,6 +20,8 @@ import time
 
 import pytest
 
+from hostile import wire
+
 import harness
 
 NEUTRAL_CWD = tempfile.gettempdir()
@@ -213,7 +215,7 @@ def _read_frames_until_eof(sock: socket.socket, timeout: float) -> tuple[list, b
     frames = []
     while len(data) >= FRAME_HEADER:
         magic, version, ftype, length = struct.unpack("<4sHHI", data[:FRAME_HEADER])
-        assert magic == b"PCCL" and version == 1, data[:FRAME_HEADER]
+        assert magic == b"PCCL" and version == wire.VERSION, data[:FRAME_HEADER]
         frames.append((ftype, data[FRAME_HEADER:FRAME_HEADER + length]))
         data = data[FRAME_HEADER + length:]
     return frames, closed

@@ -126,7 +126,8 @@ void test_frame_header_checks() {
     CHECK(false);
   } catch (const PcclError& e) {
     std::string msg = e.what();
-    CHECK(msg.find("v9") != std::string::npos && msg.find("v1") != std::string::npos);
+    CHECK(msg.find("v9") != std::string::npos &&
+          msg.find("v" + std::to_string(kProtocolVersion)) != std::string::npos);
   }
 }
 

@@ -12,7 +12,11 @@
 namespace pccl {
 
 constexpr uint32_t kFrameMagic = 0x4C434350u;  // bytes "PCCL" in little-endian order
-constexpr uint16_t kProtocolVersion = 1;
+// Bumped on every change to a message's layout or meaning, so that mixed
+// builds fail at the first frame with a version error. v2: PEER_HELLO carries
+// the concurrency slots byte; COLLECTIVE_INLINE (small all-reduce data
+// attached to the header exchange) exists.
+constexpr uint16_t kProtocolVersion = 2;
 constexpr size_t kFrameHeaderSize = 12;
 constexpr uint32_t kMaxControlPayload = 1u << 20;
 
