@@ -146,9 +146,12 @@ def main() -> int:
                                                "the whole training set) or 0,1")
     ap.add_argument("--eval-every", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0, help="model init seed (as the example's --seed)")
+    ap.add_argument("--task-kw", default="", help="keyword arguments of the task's constructor, e.g. "
+                                                  "d_model=32,layers=2 (chars); default: the task's own")
     args = ap.parse_args()
 
-    task = diloco_tasks.TASKS[args.task]()
+    task_kw = {k: int(v) for k, v in (kv.split("=") for kv in args.task_kw.split(",") if kv)}
+    task = diloco_tasks.TASKS[args.task](**task_kw)
     grid = lambda s, f: [f(x) for x in s.split(",")]  # noqa: E731
     modes = args.modes.split(",")
     outers = [tuple(float(v) for v in o.split(":")) for o in args.outer.split(",")]
@@ -165,6 +168,8 @@ def main() -> int:
                                  iid=bool(iid), eval_every=args.eval_every, seed=args.seed)
                     line = {"task": args.task, "mode": mode, "steps": steps, "batch": batch,
                             "iid": iid, "lr": lr, "seed": args.seed}
+                    if task_kw:
+                        line["task_kw"] = task_kw
                     if mode == "ddp":
                         ddp[lr] = r["loss"]
                         key = (steps, batch, iid)
