@@ -171,6 +171,23 @@ def scenario_async(ctx):
     rec.check("jit/max", lambda: (lambda o: {"out": {k: encode(v) for k, v in o[0].items()},
                                              "world": int(o[1])})(ready(overlapped(tree, jnp.eye(32)))))
 
+    # Pipelined: each jitted step waits for the handle the previous step
+    # returned and starts the next collective (README's recommended pattern).
+    @jax.jit
+    def pipelined_step(handle, x):
+        previous = pccl.all_reduce_wait(handle)
+        return pccl.all_reduce_start(x * 2, comm, op="sum"), previous
+
+    def pipelined():
+        handle = jax.jit(lambda x: pccl.all_reduce_start(x, comm, op="sum"))(tree["f"])
+        results = []
+        for _ in range(3):
+            handle, previous = pipelined_step(handle, tree["f"])
+            results.append(encode(ready(previous)))
+        results.append(encode(ready(pccl.all_reduce_wait(handle))))
+        return results
+    rec.check("pipelined", pipelined)
+
     def interleaved():
         h1 = pccl.all_reduce_start(tree["f"], comm, op="sum")
         h2 = pccl.all_reduce_start(tree["f"] * 2, comm, op="sum")

@@ -40,6 +40,15 @@ def test_jitted_start_wait_with_compute_in_between(run):
                                           np.max([x[key] for x in ins], axis=0))
 
 
+def test_handles_cross_jitted_steps_in_a_pipeline(run):
+    total_f = np.sum([x["f"] for x in inputs(run)], axis=0)
+    for peer in run.values("pipelined"):
+        got = [harness.decode(r) for r in peer]
+        np.testing.assert_array_equal(got[0], total_f)  # started before the loop
+        for reduced in got[1:]:
+            np.testing.assert_array_equal(reduced, 2 * total_f)
+
+
 def test_started_collectives_keep_program_order_with_plain_all_reduce(run):
     ins = inputs(run)
     total_f = np.sum([x["f"] for x in ins], axis=0)
