@@ -104,28 +104,28 @@ def time_sizes(run_allreduce, barrier, make_input, check, sizes, warmup, iters, 
     a buffer it no longer needs. Only the first result is checked: later
     sums keep growing (float32 reaches inf, at unchanged speed).
     """
+    def call(x):
+        """One blocking call; returns (result, the next call's input)."""
+        y = run_allreduce(x)
+        y.block_until_ready()
+        return y, (y if donate else x)
+
     out = {}
     for nbytes in sizes:
         x = make_input(nbytes // 4)
         calls = BURST_CALLS if nbytes <= BURST_MAX_BYTES else 1
-        y = run_allreduce(x)
-        y.block_until_ready()
+        y, x = call(x)
         check(y)
-        x = y if donate else x
         for _ in range(warmup):
             barrier()
-            y = run_allreduce(x)
-            y.block_until_ready()
-            x = y if donate else x
+            y, x = call(x)
         del y
         times = []
         for _ in range(iters):
             barrier()
             t0 = time.perf_counter()
             for _ in range(calls):
-                y = run_allreduce(x)
-                y.block_until_ready()
-                x = y if donate else x
+                y, x = call(x)
             times.append((time.perf_counter() - t0) / calls)
             del y
         out[nbytes] = times
