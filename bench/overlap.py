@@ -36,6 +36,7 @@ def measure_overlap(comm, nbytes: int, iters: int) -> dict:
     import jax_pccl as pccl
 
     grads = jnp.ones(nbytes // 4, jnp.float32)
+    cores_busy = {}
     barrier = jax.jit(lambda: pccl.all_reduce(jnp.zeros(1), comm))
 
     def chain(w, n):
@@ -43,14 +44,17 @@ def measure_overlap(comm, nbytes: int, iters: int) -> dict:
             w = jnp.tanh(w @ w) * 0.5
         return w.sum()
 
-    def timed(fn, *xs):
+    def timed(fn, *xs, name=None):
         fn(*xs)
-        samples = []
+        samples, busy = [], []
         for _ in range(iters):
             barrier().block_until_ready()
-            t = time.perf_counter()
+            t, c = time.perf_counter(), busy_core_seconds()
             jax.block_until_ready(fn(*xs))
             samples.append(time.perf_counter() - t)
+            busy.append((busy_core_seconds() - c) / samples[-1])
+        if name:
+            cores_busy[name] = statistics.median(busy)
         return statistics.median(samples)
 
     def agreed(value):
@@ -58,7 +62,7 @@ def measure_overlap(comm, nbytes: int, iters: int) -> dict:
         return int(pccl.all_reduce(np.asarray([value], np.int32), comm, op="max")[0])
 
     comm_only = jax.jit(lambda g: pccl.all_reduce(g, comm, op="avg"))
-    t_comm = timed(comm_only, grads)
+    t_comm = timed(comm_only, grads, name="comm")
     # size the compute to roughly match the communication time
     w = jnp.eye(512, dtype=jnp.float32) * 0.5
     one = timed(jax.jit(lambda w: chain(w, 1)), w)
@@ -69,19 +73,28 @@ def measure_overlap(comm, nbytes: int, iters: int) -> dict:
         if better == depth:
             break
         depth = better
-    t_compute = timed(jax.jit(lambda w: chain(w, depth)), w)
+    t_compute = timed(jax.jit(lambda w: chain(w, depth)), w, name="compute")
     plain = jax.jit(lambda g, w: (pccl.all_reduce(g, comm, op="avg"), chain(w, depth)))
-    t_plain = timed(plain, grads, w)
+    t_plain = timed(plain, grads, w, name="plain")
 
     @jax.jit
     def overlapped(g, w):
         h = pccl.all_reduce_start(g, comm, op="avg")
         c = chain(w, depth)
         return pccl.all_reduce_wait(h), c
-    t_overlap = timed(overlapped, grads, w)
+    t_overlap = timed(overlapped, grads, w, name="overlap")
     t_pipelined = time_pipelined(comm, chain, depth, grads, w, barrier, iters)
     return {"comm": t_comm, "compute": t_compute, "plain": t_plain, "overlap": t_overlap,
-            "pipelined": t_pipelined, "depth": depth}
+            "pipelined": t_pipelined, "depth": depth, "cores_busy": cores_busy}
+
+
+def busy_core_seconds() -> float:
+    """Seconds of CPU time the whole machine has spent busy (all cores,
+    every process: peers, kernel, the WAN lab's delay line), from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def time_pipelined(comm, chain, depth, grads, w, barrier, iters: int) -> float:
@@ -122,9 +135,12 @@ def summarize(reports: list, label: str) -> dict:
     """Max over peers of each median; prints the table and both ratios."""
     keys = ("comm", "compute", "plain", "overlap", "pipelined")
     r = {k: max(rep[k] for rep in reports) for k in keys}
+    # machine-wide, so every peer saw about the same: the first peer's
+    busy = reports[0].get("cores_busy", {})
     print(label)
     for k in keys:
-        print(f"  {k:9s} {r[k] * 1e3:8.1f} ms")
+        cores = f"   {busy[k]:.2f} of {os.cpu_count()} cores busy" if k in busy else ""
+        print(f"  {k:9s} {r[k] * 1e3:8.1f} ms{cores}")
     ratio_overlap = r["overlap"] / max(r["comm"], r["compute"])
     ratio_pipelined = r["pipelined"] / max(r["comm"], r["compute"])
     ratio_plain = r["plain"] / (r["comm"] + r["compute"])

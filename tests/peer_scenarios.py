@@ -188,6 +188,8 @@ def scenario_async(ctx):
         return results
     rec.check("pipelined", pipelined)
 
+    rec.check("compute_runs_while_waiting", lambda: compute_runs_while_waiting(ctx, tree["f"]))
+
     def interleaved():
         h1 = pccl.all_reduce_start(tree["f"], comm, op="sum")
         h2 = pccl.all_reduce_start(tree["f"] * 2, comm, op="sum")
@@ -207,6 +209,40 @@ def scenario_async(ctx):
         pccl.all_reduce_wait(h)
         return outcome
     rec.check("guard", guard)
+
+
+def compute_runs_while_waiting(ctx, x, patience: float = 8.0) -> dict:
+    """Peer 0 runs start, compute, wait in one jit; the other peers join that
+    collective only once peer 0's compute has run (a callback leaves a flag
+    file). If XLA held the compute back until the collective ended, the
+    others give up waiting for the flag after `patience` seconds and report
+    flag_seen False (then join, so nothing hangs)."""
+    import jax
+    import jax.numpy as jnp
+    pccl, comm = ctx.pccl, ctx.comm
+    flag = os.path.join(os.path.dirname(ctx.args.out), "compute-ran.flag")
+    if ctx.index != 0:
+        deadline = time.monotonic() + patience
+        while not os.path.exists(flag) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        seen = os.path.exists(flag)
+        out = pccl.all_reduce_wait(pccl.all_reduce_start(x, comm, op="sum"))
+        return {"flag_seen": seen, "out": encode(ready(out))}
+
+    def leave_flag(value):
+        with open(flag, "w") as f:
+            f.write(str(float(value)))
+        return np.zeros((), np.float32)
+
+    @jax.jit
+    def step(x, w):
+        h = pccl.all_reduce_start(x, comm, op="sum")
+        for _ in range(40):  # a chain of matmuls like a model's forward pass
+            w = jnp.tanh(w @ w) * 0.5
+        done = jax.pure_callback(leave_flag, jax.ShapeDtypeStruct((), jnp.float32), w.sum())
+        return pccl.all_reduce_wait(h), done
+    out, _ = ready(step(x, jnp.eye(128, dtype=jnp.float32) * 0.5))
+    return {"flag_seen": True, "out": encode(out)}
 
 
 def scenario_quantized(ctx):

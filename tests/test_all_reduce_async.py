@@ -49,6 +49,17 @@ def test_handles_cross_jitted_steps_in_a_pipeline(run):
             np.testing.assert_array_equal(reduced, 2 * total_f)
 
 
+def test_compute_in_the_same_jit_runs_while_the_collective_waits(run):
+    """Peer 0's jitted matmul chain sits between start and wait; the other
+    peers join the collective only after that chain has run. Before the wait
+    took its tickets in a separate call, XLA's buffer reuse made the chain wait
+    for the collective's end: a deadlock broken only by the others' patience."""
+    total = np.sum([x["f"] for x in inputs(run)], axis=0)
+    for index, peer in enumerate(run.values("compute_runs_while_waiting")):
+        assert peer["flag_seen"], f"peer {index} joined before peer 0's compute had run"
+        np.testing.assert_array_equal(harness.decode(peer["out"]), total)
+
+
 def test_started_collectives_keep_program_order_with_plain_all_reduce(run):
     ins = inputs(run)
     total_f = np.sum([x["f"] for x in ins], axis=0)

@@ -224,6 +224,8 @@ NB_MODULE(_pccl, m) {
         nb::capsule(reinterpret_cast<void*>(&AllReduceCpuHandler), "xla._CUSTOM_CALL_TARGET");
     targets["jax_pccl_all_reduce_start"] =
         nb::capsule(reinterpret_cast<void*>(&AllReduceStartCpuHandler), "xla._CUSTOM_CALL_TARGET");
+    targets["jax_pccl_all_reduce_wait_bind"] = nb::capsule(
+        reinterpret_cast<void*>(&AllReduceWaitBindCpuHandler), "xla._CUSTOM_CALL_TARGET");
     targets["jax_pccl_all_reduce_wait"] =
         nb::capsule(reinterpret_cast<void*>(&AllReduceWaitCpuHandler), "xla._CUSTOM_CALL_TARGET");
     return targets;

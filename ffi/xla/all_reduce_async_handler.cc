@@ -5,7 +5,9 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
+#include "xla/bound_waits.h"
 #include "xla/comm_registry.h"
 #include "xla/ffi_support.h"
 
@@ -24,9 +26,12 @@ ffi::Error start_impl(ffi::Token, ffi::RemainingArgs args, ffi::Result<ffi::Toke
     return ffi::Error::InvalidArgument("PcclError: invalid op or quantization");
   }
   size_t leaves = args.size();
-  if (tickets->element_count() != leaves) {
+  if (tickets->element_count() != leaves + 1) {
     return ffi::Error::InvalidArgument("PcclError: ticket count does not match operands");
   }
+  // The world size rides after the tickets: the collectives run on the ring
+  // they were placed on now (a later update_topology fails them instead).
+  tickets->typed_data()[leaves] = comm->group_world_size();
   try {
     for (size_t i = 0; i < leaves; ++i) {
       auto in = args.get<ffi::AnyBuffer>(i);
@@ -46,20 +51,26 @@ ffi::Error start_impl(ffi::Token, ffi::RemainingArgs args, ffi::Result<ffi::Toke
   return ffi::Error::Success();
 }
 
+ffi::Error bind_impl(ffi::Token, ffi::Buffer<ffi::S32> tickets, ffi::Result<ffi::Token>,
+                     int64_t comm_handle, int64_t site) {
+  size_t count = tickets.element_count();
+  if (count == 0) return ffi::Error::InvalidArgument("PcclError: no tickets to wait for");
+  std::vector<uint64_t> bound(count - 1);  // the last entry is the world size
+  for (size_t i = 0; i + 1 < count; ++i) bound[i] = static_cast<uint64_t>(tickets.typed_data()[i]);
+  bind_wait(comm_handle, site, std::move(bound));
+  return ffi::Error::Success();
+}
+
 // What one wait call's leaves share while they end, one by one, on engine
-// threads: the first error, the world size, and how many are still out.
+// threads: the first error and how many are still out.
 struct PendingWait {
   std::mutex mu;
   size_t left = 0;
-  int world = 0;
   std::optional<ffi::Error> error;
-  int32_t* world_out = nullptr;
   ffi::Promise promise;
 };
 
-// `world` is empty for the hand-over count (no leaf behind it).
-void leaf_ended(const std::shared_ptr<PendingWait>& wait, std::optional<int> world,
-                std::exception_ptr failure) {
+void leaf_ended(const std::shared_ptr<PendingWait>& wait, std::exception_ptr failure) {
   std::optional<ffi::Error> error;
   if (failure) {
     try {
@@ -72,13 +83,11 @@ void leaf_ended(const std::shared_ptr<PendingWait>& wait, std::optional<int> wor
   }
   std::lock_guard<std::mutex> lock(wait->mu);
   if (error && !wait->error) wait->error = std::move(error);
-  if (!failure && world) wait->world = *world;
   if (--wait->left > 0) return;
   if (wait->error) {
     wait->promise.SetError(std::move(*wait->error));
     return;
   }
-  *wait->world_out = wait->world;
   wait->promise.SetAvailable();
 }
 
@@ -91,45 +100,37 @@ ffi::Future failed(ffi::Error error) {
 
 // Asynchronous: XLA's thread returns at once and XLA carries on with
 // whatever does not need the results; the future completes on the engine
-// thread that ends the last leaf (results already copied into place).
-ffi::Future wait_impl(ffi::Token, ffi::Buffer<ffi::S32> tickets, ffi::Result<ffi::Token>,
-                      ffi::RemainingRets rets, int64_t comm_handle) {
+// thread that ends the last leaf (results already copied into place). Its
+// only buffers are the results (see bound_waits.h).
+ffi::Future wait_impl(ffi::Token, ffi::Result<ffi::Token>, ffi::RemainingRets rets,
+                      int64_t comm_handle, int64_t site) {
+  std::optional<std::vector<uint64_t>> tickets = take_bound_wait(comm_handle, site);
   std::shared_ptr<Communicator> comm = find_communicator(comm_handle);
   if (!comm) return failed(precondition("the communicator used by this compiled function was closed"));
-  size_t leaves = tickets.element_count();
-  if (rets.size() != leaves + 1) {
+  if (!tickets) return failed(ffi::Error::Internal("PcclError: all_reduce_wait found no bound tickets"));
+  size_t leaves = tickets->size();
+  if (rets.size() != leaves) {
     return failed(ffi::Error::InvalidArgument("PcclError: result count does not match tickets"));
   }
-  auto ws = rets.get<ffi::AnyBuffer>(leaves);
-  if (!ws.has_value()) {
-    return failed(ffi::Error::InvalidArgument("PcclError: missing world_size result"));
-  }
   auto wait = std::make_shared<PendingWait>();
-  wait->world = comm->group_world_size();
-  wait->world_out = static_cast<int32_t*>((*ws)->untyped_data());
   ffi::Future future(wait->promise);
-  if (leaves == 0) {
-    *wait->world_out = wait->world;
-    wait->promise.SetAvailable();
-    return future;
-  }
-  // One count per leaf, released as each leaf ends, so that the promise is
-  // set only after every ticket was handed over (none left dangling).
+  // One count per leaf, released as each leaf ends, plus one for the
+  // hand-over, so that the promise is set only after every ticket was handed
+  // over (none left dangling).
   wait->left = leaves + 1;
   for (size_t i = 0; i < leaves; ++i) {
     auto out = rets.get<ffi::AnyBuffer>(i);
-    uint64_t ticket = static_cast<uint64_t>(tickets.typed_data()[i]);
     try {
       if (!out.has_value()) throw PcclError("bad result buffer");
-      comm->wait_all_reduce_then(ticket, (*out)->untyped_data(), (*out)->size_bytes(),
-                                 [wait](int world, std::exception_ptr failure) {
-                                   leaf_ended(wait, world, std::move(failure));
+      comm->wait_all_reduce_then((*tickets)[i], (*out)->untyped_data(), (*out)->size_bytes(),
+                                 [wait](int, std::exception_ptr failure) {
+                                   leaf_ended(wait, std::move(failure));
                                  });
     } catch (...) {
-      leaf_ended(wait, std::nullopt, std::current_exception());
+      leaf_ended(wait, std::current_exception());
     }
   }
-  leaf_ended(wait, std::nullopt, nullptr);  // the hand-over count
+  leaf_ended(wait, nullptr);  // the hand-over count
   return future;
 }
 
@@ -145,12 +146,20 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(AllReduceStartCpuHandler, start_impl,
                                   .Attr<int32_t>("op")
                                   .Attr<int32_t>("quant"));
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(AllReduceWaitCpuHandler, wait_impl,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(AllReduceWaitBindCpuHandler, bind_impl,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::Token>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Token>()
+                                  .Attr<int64_t>("comm")
+                                  .Attr<int64_t>("site"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(AllReduceWaitCpuHandler, wait_impl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Token>()
+                                  .Ret<ffi::Token>()
                                   .RemainingRets()
-                                  .Attr<int64_t>("comm"));
+                                  .Attr<int64_t>("comm")
+                                  .Attr<int64_t>("site"));
 
 }  // namespace pccl

@@ -1,5 +1,7 @@
 #include "xla/comm_registry.h"
 
+#include "xla/bound_waits.h"
+
 #include <map>
 #include <mutex>
 
@@ -23,8 +25,11 @@ int64_t register_communicator(std::shared_ptr<Communicator> comm) {
 }
 
 void unregister_communicator(int64_t handle) {
-  std::lock_guard<std::mutex> lock(registry_mu);
-  registry().erase(handle);
+  {
+    std::lock_guard<std::mutex> lock(registry_mu);
+    registry().erase(handle);
+  }
+  forget_bound_waits(handle);
 }
 
 std::shared_ptr<Communicator> find_communicator(int64_t handle) {

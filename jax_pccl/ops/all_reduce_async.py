@@ -8,7 +8,15 @@ Both are primitives with the same ordered effect as all_reduce, so starts,
 waits and plain all_reduces keep program order on every peer. start copies
 its inputs and hands them to the engine's collective threads (up to 4 run at
 once, matched across peers by sequence number); the handle is a
-pytree (int32 tickets + static shapes/dtypes) usable inside and outside jit.
+pytree (int32 tickets, then the world size, + static shapes/dtypes) usable
+inside and outside jit.
+
+all_reduce_wait lowers to two custom calls: a synchronous one that hands the
+tickets to the engine, then the asynchronous wait, whose only buffers are its
+results. XLA's CPU runtime keeps any later kernel that reuses the bytes of an
+unfinished asynchronous call's operands or results from starting; a wait that
+read its tickets itself made compute placed after it in the schedule (and
+sharing those bytes) wait for the whole collective (ffi/xla/bound_waits.h).
 Every started collective must be waited for before update_topology().
 Not differentiable and not batchable (use all_reduce for that).
 """
@@ -16,6 +24,7 @@ Not differentiable and not batchable (use all_reduce for that).
 from __future__ import annotations
 
 import functools
+import itertools
 from typing import Any
 
 import jax
@@ -29,10 +38,15 @@ from .. import _native
 from ..validation import prepare_collective
 from .all_reduce import AllReduceInfo, _translate_errors
 from .effects import COLLECTIVE_EFFECT
-from .lowering import effectful_ffi_call, int_attr
+from .lowering import chained_ffi_call, effectful_ffi_call, int_attr
 
 START_TARGET = "jax_pccl_all_reduce_start"
+WAIT_BIND_TARGET = "jax_pccl_all_reduce_wait_bind"
 WAIT_TARGET = "jax_pccl_all_reduce_wait"
+
+# Pairs each lowered wait's bind call with its wait call (the engine keys the
+# handed-over tickets by communicator and site).
+_wait_sites = itertools.count(1)
 
 
 @jax.tree_util.register_pytree_node_class
@@ -40,7 +54,7 @@ class AllReduceHandle:
     """What all_reduce_start returns: pass it to all_reduce_wait exactly once."""
 
     def __init__(self, tickets, comm: int, treedef, avals: tuple):
-        self.tickets = tickets  # int32[num_leaves]
+        self.tickets = tickets  # int32[num_leaves + 1]: the tickets, then the world size
         self.comm = comm
         self.treedef = treedef
         self.avals = avals  # ((shape, dtype name), ...) per leaf
@@ -62,13 +76,12 @@ wait_p.def_impl(functools.partial(dispatch.apply_primitive, wait_p))
 
 def _start_abstract(*leaves, comm, op, quant):
     del comm, op, quant
-    return jax.core.ShapedArray((len(leaves),), jnp.int32), {COLLECTIVE_EFFECT}
+    return jax.core.ShapedArray((len(leaves) + 1,), jnp.int32), {COLLECTIVE_EFFECT}
 
 
 def _wait_abstract(tickets, *, comm, avals):
     del tickets, comm
-    outs = [jax.core.ShapedArray(shape, np.dtype(dtype)) for shape, dtype in avals]
-    return outs + [jax.core.ShapedArray((), jnp.int32)], {COLLECTIVE_EFFECT}
+    return [jax.core.ShapedArray(shape, np.dtype(dtype)) for shape, dtype in avals], {COLLECTIVE_EFFECT}
 
 
 start_p.def_effectful_abstract_eval(_start_abstract)
@@ -82,7 +95,12 @@ def _start_lowering(ctx, *leaves, comm, op, quant):
 
 def _wait_lowering(ctx, tickets, *, comm, avals):
     del avals
-    return effectful_ffi_call(ctx, WAIT_TARGET, [tickets], {"comm": int_attr(64, comm)})
+    attributes = {"comm": int_attr(64, comm), "site": int_attr(64, next(_wait_sites))}
+    token = ctx.tokens_in.get(COLLECTIVE_EFFECT)
+    token, _ = chained_ffi_call(ctx, WAIT_BIND_TARGET, token, [tickets], ctx.avals_in, [], attributes)
+    token, results = chained_ffi_call(ctx, WAIT_TARGET, token, [], [], ctx.avals_out, attributes)
+    ctx.set_tokens_out(ctx.tokens_in.update_tokens(mlir.TokenSet({COLLECTIVE_EFFECT: token})))
+    return results
 
 
 mlir.register_lowering(start_p, _start_lowering, platform="cpu")
@@ -111,6 +129,8 @@ def all_reduce_wait(handle: AllReduceHandle, *, return_info: bool = False) -> An
                         f"got {type(handle).__name__}")
     bind = functools.partial(wait_p.bind, handle.tickets, comm=handle.comm, avals=handle.avals)
     traced = isinstance(handle.tickets, jax.core.Tracer)
-    *outs, world = bind() if traced else _translate_errors(bind)
+    outs = bind() if traced else _translate_errors(bind)
     result = jax.tree_util.tree_unflatten(handle.treedef, outs)
-    return (result, AllReduceInfo(world_size=world)) if return_info else result
+    if not return_info:
+        return result
+    return result, AllReduceInfo(world_size=handle.tickets[len(outs)])

@@ -29,9 +29,18 @@ def effectful_ffi_call(ctx: mlir.LoweringRuleContext, target: str, operands, att
     the handler the same buffer for both (copying first only if the operand is
     still needed elsewhere).
     """
-    token = ctx.tokens_in.get(COLLECTIVE_EFFECT)
-    types = [mlir.token_type()] + [mlir.aval_to_ir_type(ctx.module_context, a)
-                                   for a in ctx.avals_out]
+    token, results = chained_ffi_call(ctx, target, ctx.tokens_in.get(COLLECTIVE_EFFECT), operands,
+                                      ctx.avals_in, ctx.avals_out, attributes, in_place=in_place)
+    ctx.set_tokens_out(ctx.tokens_in.update_tokens(mlir.TokenSet({COLLECTIVE_EFFECT: token})))
+    return results
+
+
+def chained_ffi_call(ctx: mlir.LoweringRuleContext, target: str, token, operands, avals_in,
+                     avals_out, attributes: dict, *, in_place: bool = False):
+    """One side-effecting custom call after ``token``: (its token, its results).
+    For lowerings that emit several calls in a row (the caller sets the
+    rule's output token to the last one)."""
+    types = [mlir.token_type()] + [mlir.aval_to_ir_type(ctx.module_context, a) for a in avals_out]
     call = mlir.custom_call(
         target,
         result_types=types,
@@ -39,10 +48,9 @@ def effectful_ffi_call(ctx: mlir.LoweringRuleContext, target: str, operands, att
         backend_config=attributes,
         has_side_effect=True,
         api_version=4,
-        operand_layouts=[()] + [row_major(a) for a in ctx.avals_in],
-        result_layouts=[()] + [row_major(a) for a in ctx.avals_out],
+        operand_layouts=[()] + [row_major(a) for a in avals_in],
+        result_layouts=[()] + [row_major(a) for a in avals_out],
         operand_output_aliases={i: i for i in range(1, len(operands) + 1)} if in_place else None,
     )
     results = list(call.results)
-    ctx.set_tokens_out(ctx.tokens_in.update_tokens(mlir.TokenSet({COLLECTIVE_EFFECT: results[0]})))
-    return results[1:]
+    return results[0], results[1:]
