@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
 #include <netdb.h>
@@ -151,6 +152,31 @@ void Socket::tune_for_bulk() {
   int bytes = 4 << 20;
   setsockopt(fd_, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof(bytes));
   setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes));
+  const char* congestion = std::getenv(kCongestionControlEnv);
+  if (congestion != nullptr && *congestion != '\0') {
+    try {
+      set_congestion_control(congestion);
+    } catch (const PcclError& e) {
+      throw PcclError(std::string(e.what()) + " (from " + kCongestionControlEnv + ")");
+    }
+  }
+}
+
+void Socket::set_congestion_control(const std::string& name) {
+  if (setsockopt(fd_, IPPROTO_TCP, TCP_CONGESTION, name.data(), name.size()) != 0) {
+    int err = errno;
+    throw PcclError("TCP congestion control '" + name + "' refused: " + errno_text(err) +
+                    (err == ENOENT ? " (not in net.ipv4.tcp_available_congestion_control)"
+                     : err == EPERM ? " (not in net.ipv4.tcp_allowed_congestion_control)"
+                                    : ""));
+  }
+}
+
+std::string Socket::congestion_control() const {
+  char name[64] = {};
+  socklen_t len = sizeof(name) - 1;
+  if (getsockopt(fd_, IPPROTO_TCP, TCP_CONGESTION, name, &len) != 0) return "";
+  return std::string(name, strnlen(name, len));
 }
 
 void Socket::send_all(const void* data, size_t n, const Deadline& deadline,

@@ -10,6 +10,10 @@
 
 namespace pccl {
 
+// Environment variable naming the TCP congestion control of ring connections
+// (unset or empty: the system default, net.ipv4.tcp_congestion_control).
+inline constexpr const char* kCongestionControlEnv = "JAX_PCCL_TCP_CONGESTION";
+
 // Waits until fd is ready for `events` (POLLIN/POLLOUT). Returns false on
 // deadline; throws Cancelled if the canceller fires.
 bool wait_ready(int fd, short events, const Deadline& deadline, const Canceller* cancel);
@@ -40,7 +44,13 @@ class Socket {
   void shutdown_both();
 
   void set_nonblocking();
-  void tune_for_bulk();  // TCP_NODELAY + large buffers
+  // TCP_NODELAY + large buffers, and the congestion control named by
+  // $JAX_PCCL_TCP_CONGESTION if set (throws PcclError if the kernel refuses).
+  void tune_for_bulk();
+  // TCP_CONGESTION for this socket (e.g. "bbr": loss does not halve its rate,
+  // and it does not restart slow start after an idle pause). Throws PcclError.
+  void set_congestion_control(const std::string& name);
+  std::string congestion_control() const;  // "" if unknown
 
   // Sends/receives exactly n bytes before the deadline (the socket must be
   // non-blocking). Throws PeerFailure on EOF/reset/deadline, Cancelled on cancel.
