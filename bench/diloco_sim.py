@@ -39,7 +39,7 @@ def make_inner(lr: float, steps: int) -> optax.GradientTransformation:
 
 def simulate(task, mode: str, *, world: int, steps: int, H: int, batch: int, lr: float,
              outer_lr: float, outer_momentum: float, fragments: int, iid: bool, seed: int = 0,
-             eval_every: int = 0) -> dict:
+             eval_every: int = 0, nesterov: bool = True, async_mix: float = 1.0) -> dict:
     inner = make_inner(lr, steps)
     samplers = [task.sampler(i, world, seed=i, batch_size=batch, iid=iid) for i in range(world)]
     params = task.init(jax.random.PRNGKey(seed))
@@ -68,7 +68,15 @@ def simulate(task, mode: str, *, world: int, steps: int, H: int, batch: int, lr:
         overlap = {"streaming": 1, "async": H}.get(mode, 0)
         sched = Schedule(H, F, overlap)
         frag = Fragments(params, F)
-        outer = diloco.nesterov(outer_lr, outer_momentum)
+        outer = (diloco.nesterov(outer_lr, outer_momentum) if nesterov else
+                 optax.sgd(outer_lr, momentum=outer_momentum))  # heavy ball
+        # Experiment (async only, not in jax_pccl.diloco): each peer restarts the inner phase
+        # from new + mix * (own progress while in flight) + (1 - mix) * (averaged progress of the
+        # phase just completed, = -pseudo); the pseudo-gradients sent still count every peer's
+        # real progress, so the global params and outer state stay identical on every peer.
+        if async_mix != 1.0 and mode != "async":
+            raise ValueError("--async-mix applies to mode async only")
+        shifts = {}
         stack = lambda tree: jax.tree_util.tree_map(lambda x: jnp.stack([x] * world), tree)  # noqa: E731
         local = stack(params)
         opt = jax.vmap(inner.init)(local)
@@ -105,9 +113,16 @@ def simulate(task, mode: str, *, world: int, steps: int, H: int, batch: int, lr:
         send_j = [jax.jit(lambda g, l, p=p: send(g, l, p)) for p in range(F)]
         complete_j = [jax.jit(lambda g, o, l, ps, a, p=p: complete(g, o, l, ps, a, p)) for p in range(F)]
 
+        @jax.jit
+        def shift_of(local, pseudo, at_send):
+            return jax.tree_util.tree_map(lambda now, ps, sent: (1 - async_mix) * (-ps[None] - (now - sent)),
+                                          local, pseudo, at_send)
+
         def finish_one(p, local):
             nonlocal g
             pseudo, at_send = pending.pop(p)
+            if async_mix != 1.0:
+                shifts[p] = shift_of(local, pseudo, at_send)
             g, outer_states[p], local = complete_j[p](g, outer_states[p], local, pseudo, at_send)
             return local
 
@@ -117,6 +132,11 @@ def simulate(task, mode: str, *, world: int, steps: int, H: int, batch: int, lr:
                 local = finish_one(p, local)
             for p in sched.sends_at(t):
                 pending[p] = send_j[p](g, local)
+                if p in shifts:  # the next phase starts (and its progress is measured) from the shifted point
+                    sh = shifts.pop(p)
+                    add = lambda a, b: jax.tree_util.tree_map(jnp.add, a, b)  # noqa: E731
+                    local = add(local, sh)
+                    pending[p] = (pending[p][0], add(pending[p][1], sh))
                 if overlap == 0:
                     local = finish_one(p, local)
             if eval_every and t % eval_every == 0:
@@ -145,6 +165,10 @@ def main() -> int:
     ap.add_argument("--iid", default="0", help="0 (peer i samples shard i), 1 (every peer samples "
                                                "the whole training set) or 0,1")
     ap.add_argument("--eval-every", type=int, default=0)
+    ap.add_argument("--nesterov", type=int, default=1, help="outer SGD momentum: 1 Nesterov, 0 heavy ball")
+    ap.add_argument("--async-mix", default="1", help="experiment, async only (comma-separated grid): "
+                    "restart each inner phase from new + mix * own progress + (1 - mix) * the "
+                    "averaged progress just received; 1 = jax_pccl.diloco's async")
     ap.add_argument("--seed", type=int, default=0, help="model init seed (as the example's --seed)")
     ap.add_argument("--task-kw", default="", help="keyword arguments of the task's constructor, e.g. "
                                                   "d_model=32,layers=2 (chars); default: the task's own")
@@ -161,11 +185,14 @@ def main() -> int:
         ddp = {}
         for lr in grid(args.lr, float):
             for mode in modes:
-                for olr, om in ([(None, None)] if mode == "ddp" else outers):
+                for (olr, om), mix in ([((None, None), 1.0)] if mode == "ddp" else
+                                       itertools.product(outers, grid(args.async_mix, float)
+                                                         if mode == "async" else [1.0])):
                     t0 = time.time()
                     r = simulate(task, mode, world=args.world, steps=steps, H=H, batch=batch, lr=lr,
                                  outer_lr=olr, outer_momentum=om, fragments=args.fragments,
-                                 iid=bool(iid), eval_every=args.eval_every, seed=args.seed)
+                                 iid=bool(iid), eval_every=args.eval_every, seed=args.seed,
+                                 nesterov=bool(args.nesterov), async_mix=mix)
                     line = {"task": args.task, "mode": mode, "steps": steps, "batch": batch,
                             "iid": iid, "lr": lr, "seed": args.seed}
                     if task_kw:
@@ -176,6 +203,10 @@ def main() -> int:
                         best_ddp[key] = min(best_ddp.get(key, np.inf), r["loss"])
                     else:
                         line.update(H=H, outer=[olr, om])
+                        if not args.nesterov:
+                            line["nesterov"] = False
+                        if mix != 1.0:
+                            line["async_mix"] = mix
                         if lr in ddp:
                             line["vs_ddp_same_lr"] = round(r["loss"] / ddp[lr], 4)
                     line.update(r, s=round(time.time() - t0, 1))
