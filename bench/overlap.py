@@ -143,7 +143,7 @@ def time_pipelined(comm, chain, depth, grads, w, barrier, iters: int) -> float:
 
 
 def summarize(reports: list, label: str) -> dict:
-    """Max over peers of each median; prints the table and both ratios."""
+    """Max over peers of each median; prints the table and the ratios."""
     keys = ("comm", "compute", "plain", "overlap", "pipelined")
     r = {k: max(rep[k] for rep in reports) for k in keys}
     # cores busy (machine-wide) while the slowest peer ran that phase

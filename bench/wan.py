@@ -412,8 +412,8 @@ def print_table(a, rows) -> None:
                   f"{many['busbw_mbit'] / ceiling['busbw_mbit']:.1%}")
         # Against float32 at the same K, and against the fastest float32 of
         # this lab (a K that collapses would flatter the quantized formats).
-        best = min((get(0.0, k, "float32") for k in a.connections if get(0.0, k, "float32")),
-                   key=lambda r: r["median_s"], default=None)
+        floats = [r for r in (get(0.0, k, "float32") for k in a.connections) if r]
+        best = min(floats, key=lambda r: r["median_s"], default=None)
         for q in a.quantized:
             r = get(0.0, k_hi, q)
             if r and many and best:
