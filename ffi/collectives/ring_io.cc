@@ -35,6 +35,11 @@ size_t try_recv(int fd, void* data, size_t n, bool* would_block) {
   throw PeerFailure(std::string("lost the link to the left neighbour: ") + std::strerror(errno));
 }
 
+bool set_recv_lowat(int fd, size_t bytes) {
+  int v = static_cast<int>(std::min<size_t>(std::max<size_t>(bytes, 1), 1 << 30));
+  return ::setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v)) == 0;
+}
+
 void advise_huge_pages(void* out, size_t bytes) {
   constexpr uintptr_t kHuge = 2u << 20;
   if (bytes < 4 * kHuge) return;

@@ -15,6 +15,15 @@ namespace {
 // that keeps up with the reduction still hands TCP big writes.
 constexpr size_t kMinPartialSend = 64 << 10;
 
+// A receive lane sleeps until this much of its chunk has arrived (or the
+// rest of the chunk, if less). On a long-fat link TCP hands over data in
+// skbs of a few tens of KiB, and waking for each costs a poll, a recv and a
+// context switch: per byte, more CPU than the copy. That CPU competes with
+// the compute the collective is meant to hide behind. The piece is small
+// against a chunk (>= 256 KiB, usually 1 MiB), so forwarding waits on it
+// only briefly.
+constexpr size_t kRecvLowat = 256 << 10;
+
 }  // namespace
 
 LaneLoop::LaneLoop(const RingPeers& ring, const RingOptions& options, const StripeLayout& layout,
@@ -35,6 +44,13 @@ LaneLoop::LaneLoop(const RingPeers& ring, const RingOptions& options, const Stri
   }
   fds_.reserve(send_.size() + recv_.size() + 1);
   owners_.reserve(fds_.capacity());
+}
+
+LaneLoop::~LaneLoop() {
+  // The links outlive the collective: other readers expect every byte to wake them.
+  for (RecvLane& l : recv_) {
+    if (l.lowat != 1) ring_io::set_recv_lowat(l.fd, 1);
+  }
 }
 
 RingTraffic LaneLoop::run() {
@@ -137,12 +153,27 @@ void LaneLoop::on_interrupt(bool moved) {
   if (interrupted_grace_.expired()) throw Cancelled("all_reduce interrupted");
 }
 
+void LaneLoop::set_wake_threshold(RecvLane& l) {
+  Segment chunk = layout_.chunk(layout_.recv_segment(l.at.step), l.at.chunk);
+  // Never more than the chunk still lacks: its sender may send nothing more
+  // until this peer has forwarded what it has.
+  size_t want = std::min(kRecvLowat, codec_.wire_bytes(chunk) - l.landed);
+  if (want == l.lowat) return;
+  if (ring_io::set_recv_lowat(l.fd, want)) {
+    l.lowat = want;
+  } else if (l.lowat != 1) {
+    ring_io::set_recv_lowat(l.fd, 1);  // refused: keep it safe, wake on any byte
+    l.lowat = 1;
+  }
+}
+
 void LaneLoop::poll_lanes(bool moved, const Deadline& stall) {
   fds_.clear();
   owners_.clear();
   int steps = layout_.steps();
   for (size_t i = 0; i < recv_.size(); ++i) {
     if (recv_[i].ready || recv_[i].at.step >= steps) continue;
+    set_wake_threshold(recv_[i]);
     fds_.push_back({recv_[i].fd, POLLIN, 0});
     owners_.push_back(static_cast<int>(i));
   }

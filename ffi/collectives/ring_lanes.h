@@ -43,6 +43,9 @@ class LaneLoop {
  public:
   LaneLoop(const RingPeers& ring, const RingOptions& options, const StripeLayout& layout,
            LaneCodec& codec);
+  ~LaneLoop();
+  LaneLoop(const LaneLoop&) = delete;
+  LaneLoop& operator=(const LaneLoop&) = delete;
   RingTraffic run();
 
  private:
@@ -60,6 +63,7 @@ class LaneLoop {
     size_t landed = 0;
     size_t absorbed = 0;
     bool ready = true;  // worth a syscall: not known to be empty
+    size_t lowat = 1;   // the socket's SO_RCVLOWAT as last set
   };
 
   bool finished() const;
@@ -70,6 +74,9 @@ class LaneLoop {
   // Absorbed bytes of chunk (step, c) on the receive side (SIZE_MAX: all).
   size_t absorbed(int step, size_t c) const;
   size_t wire_bytes(int segment, size_t c) const;
+  // Lets receive lane i's socket wake us only once a worthwhile piece of its
+  // chunk is there (see kRecvLowat in ring_lanes.cc).
+  void set_wake_threshold(RecvLane& lane);
   // Sleeps on the lanes that would block (not at all if `moved`), marks the
   // ready ones. Throws Cancelled on interrupt, PeerFailure on stall.
   void poll_lanes(bool moved, const Deadline& stall);

@@ -8,24 +8,12 @@
 
 #include "common/errors.h"
 #include "tests/check.h"
+#include "tests/loopback_pair.h"
 #include "transport/socket.h"
 
 using namespace pccl;
 
 namespace {
-
-// A connected pair over loopback (client side returned, server side in *server).
-Socket connected_pair(Socket* server) {
-  Socket listener = Socket::listen_on("127.0.0.1", 0, 1);
-  Socket client = Socket::connect_to("127.0.0.1", listener.local_port(), Deadline::after(5),
-                                     nullptr);
-  for (int i = 0; i < 500 && !server->valid(); ++i) {
-    *server = listener.accept_now();
-    if (!server->valid()) usleep(1000);
-  }
-  CHECK(server->valid());
-  return client;
-}
 
 void test_environment_sets_congestion_control() {
   Socket server;
