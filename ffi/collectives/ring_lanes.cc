@@ -23,6 +23,10 @@ constexpr size_t kMinPartialSend = 64 << 10;
 // against a chunk (>= 256 KiB, usually 1 MiB), so forwarding waits on it
 // only briefly.
 constexpr size_t kRecvLowat = 256 << 10;
+// ... but never longer than this: a slow lane (a lossy link crawls at a few
+// Mbit/s per connection) is read at least this often, so forwarding waits
+// for a short piece no longer than it did without the threshold.
+constexpr int kLowatPatienceMs = 10;
 
 }  // namespace
 
@@ -171,9 +175,11 @@ void LaneLoop::poll_lanes(bool moved, const Deadline& stall) {
   fds_.clear();
   owners_.clear();
   int steps = layout_.steps();
+  bool holding = false;  // some lane may hold bytes below its wake threshold
   for (size_t i = 0; i < recv_.size(); ++i) {
     if (recv_[i].ready || recv_[i].at.step >= steps) continue;
     set_wake_threshold(recv_[i]);
+    holding |= recv_[i].lowat > 1;
     fds_.push_back({recv_[i].fd, POLLIN, 0});
     owners_.push_back(static_cast<int>(i));
   }
@@ -195,6 +201,7 @@ void LaneLoop::poll_lanes(bool moved, const Deadline& stall) {
   }
   int wait_ms = moved ? 0 : stall.remaining_ms(1000);
   if (interrupted_) wait_ms = std::min(wait_ms, interrupted_grace_.remaining_ms(1000));
+  if (holding) wait_ms = std::min(wait_ms, kLowatPatienceMs);
   int rc = ::poll(fds_.data(), fds_.size(), wait_ms);
   if (rc < 0 && errno != EINTR) throw PeerFailure("poll failed in ring all-reduce");
   bool any_ready = false;
@@ -214,6 +221,9 @@ void LaneLoop::poll_lanes(bool moved, const Deadline& stall) {
   if (stall.expired()) {
     throw PeerFailure("ring all-reduce made no progress for " + std::to_string(opt_.stall_timeout_s) +
                       " s (a neighbour stalled)");
+  }
+  if (holding) {  // patience is up: take whatever the thresholds held back
+    for (RecvLane& l : recv_) l.ready = l.at.step < steps;
   }
 }
 
