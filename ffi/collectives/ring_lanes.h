@@ -74,8 +74,8 @@ class LaneLoop {
   // Absorbed bytes of chunk (step, c) on the receive side (SIZE_MAX: all).
   size_t absorbed(int step, size_t c) const;
   size_t wire_bytes(int segment, size_t c) const;
-  // Lets receive lane i's socket wake us only once a worthwhile piece of its
-  // chunk is there (see kRecvLowat in ring_lanes.cc).
+  // Lets the lane's socket wake us only once a worthwhile piece of its chunk
+  // is there (see kRecvLowat in ring_lanes.cc).
   void set_wake_threshold(RecvLane& lane);
   // Sleeps on the lanes that would block (not at all if `moved`), marks the
   // ready ones. Throws Cancelled on interrupt, PeerFailure on stall.
