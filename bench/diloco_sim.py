@@ -39,7 +39,8 @@ def make_inner(lr: float, steps: int) -> optax.GradientTransformation:
 
 def simulate(task, mode: str, *, world: int, steps: int, H: int, batch: int, lr: float,
              outer_lr: float, outer_momentum: float, fragments: int, iid: bool, seed: int = 0,
-             eval_every: int = 0, nesterov: bool = True, async_mix: float = 1.0) -> dict:
+             eval_every: int = 0, nesterov: bool = True, async_mix: float = 1.0,
+             async_eager: str = "none") -> dict:
     inner = make_inner(lr, steps)
     samplers = [task.sampler(i, world, seed=i, batch_size=batch, iid=iid) for i in range(world)]
     params = task.init(jax.random.PRNGKey(seed))
@@ -76,6 +77,15 @@ def simulate(task, mode: str, *, world: int, steps: int, H: int, batch: int, lr:
         # real progress, so the global params and outer state stay identical on every peer.
         if async_mix != 1.0 and mode != "async":
             raise ValueError("--async-mix applies to mode async only")
+        # Experiment (async only, not in jax_pccl.diloco): "eager" start points. When the delayed
+        # update lands, each peer starts its next inner phase where one more outer step would
+        # take the new global params if the still-missing average were estimated from what the
+        # peer knows: "own" = its own progress while in flight, "avg" = that for its 1/W share
+        # and the average just received for the others' (W-1)/W. The step is only previewed
+        # (the outer state is not advanced) and the pseudo-gradients still count every peer's
+        # real progress, so the global params and outer state stay identical on every peer.
+        if async_eager != "none" and (mode != "async" or async_mix != 1.0):
+            raise ValueError("--async-eager applies to mode async (with --async-mix 1) only")
         shifts = {}
         stack = lambda tree: jax.tree_util.tree_map(lambda x: jnp.stack([x] * world), tree)  # noqa: E731
         local = stack(params)
@@ -114,6 +124,16 @@ def simulate(task, mode: str, *, world: int, steps: int, H: int, batch: int, lr:
         complete_j = [jax.jit(lambda g, o, l, ps, a, p=p: complete(g, o, l, ps, a, p)) for p in range(F)]
 
         @jax.jit
+        def eager_shift(new, os_p, local, pseudo):
+            # local = new + own progress (per peer); returns the move to the previewed point
+            progress = jax.tree_util.tree_map(lambda l, n: l - n[None], local, new)
+            share = 1.0 if async_eager == "own" else 1.0 / world
+            est = jax.tree_util.tree_map(lambda pr, ps: share * -pr + (1 - share) * ps[None],
+                                         progress, pseudo)
+            u = jax.vmap(lambda e: outer.update(e, os_p, new)[0])(est)
+            return jax.tree_util.tree_map(lambda uu, pr: uu - pr, u, progress)
+
+        @jax.jit
         def shift_of(local, pseudo, at_send):
             return jax.tree_util.tree_map(lambda now, ps, sent: (1 - async_mix) * (-ps[None] - (now - sent)),
                                           local, pseudo, at_send)
@@ -124,6 +144,8 @@ def simulate(task, mode: str, *, world: int, steps: int, H: int, batch: int, lr:
             if async_mix != 1.0:
                 shifts[p] = shift_of(local, pseudo, at_send)
             g, outer_states[p], local = complete_j[p](g, outer_states[p], local, pseudo, at_send)
+            if async_eager != "none":
+                shifts[p] = eager_shift(g, outer_states[p], local, pseudo)
             return local
 
         for t in range(1, steps + 1):
@@ -169,6 +191,11 @@ def main() -> int:
     ap.add_argument("--async-mix", default="1", help="experiment, async only (comma-separated grid): "
                     "restart each inner phase from new + mix * own progress + (1 - mix) * the "
                     "averaged progress just received; 1 = jax_pccl.diloco's async")
+    ap.add_argument("--async-eager", default="none", choices=["none", "own", "avg"],
+                    help="experiment, async only: start each inner phase where one previewed "
+                         "outer step would go, estimating the missing average from the peer's own "
+                         "progress (own) or from it for its 1/W share and the received average "
+                         "for the rest (avg); none = jax_pccl.diloco's async")
     ap.add_argument("--seed", type=int, default=0, help="model init seed (as the example's --seed)")
     ap.add_argument("--task-kw", default="", help="keyword arguments of the task's constructor, e.g. "
                                                   "d_model=32,layers=2 (chars); default: the task's own")
@@ -192,7 +219,8 @@ def main() -> int:
                     r = simulate(task, mode, world=args.world, steps=steps, H=H, batch=batch, lr=lr,
                                  outer_lr=olr, outer_momentum=om, fragments=args.fragments,
                                  iid=bool(iid), eval_every=args.eval_every, seed=args.seed,
-                                 nesterov=bool(args.nesterov), async_mix=mix)
+                                 nesterov=bool(args.nesterov), async_mix=mix,
+                                 async_eager=args.async_eager if mode == "async" else "none")
                     line = {"task": args.task, "mode": mode, "steps": steps, "batch": batch,
                             "iid": iid, "lr": lr, "seed": args.seed}
                     if task_kw:
@@ -207,6 +235,8 @@ def main() -> int:
                             line["nesterov"] = False
                         if mix != 1.0:
                             line["async_mix"] = mix
+                        if mode == "async" and args.async_eager != "none":
+                            line["async_eager"] = args.async_eager
                         if lr in ddp:
                             line["vs_ddp_same_lr"] = round(r["loss"] / ddp[lr], 4)
                     line.update(r, s=round(time.time() - t0, 1))
