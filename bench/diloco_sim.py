@@ -40,7 +40,7 @@ def make_inner(lr: float, steps: int) -> optax.GradientTransformation:
 def simulate(task, mode: str, *, world: int, steps: int, H: int, batch: int, lr: float,
              outer_lr: float, outer_momentum: float, fragments: int, iid: bool, seed: int = 0,
              eval_every: int = 0, nesterov: bool = True, async_mix: float = 1.0,
-             async_eager: str = "none") -> dict:
+             async_eager: str = "none", async_keep: float = 1.0) -> dict:
     inner = make_inner(lr, steps)
     samplers = [task.sampler(i, world, seed=i, batch_size=batch, iid=iid) for i in range(world)]
     params = task.init(jax.random.PRNGKey(seed))
@@ -86,6 +86,12 @@ def simulate(task, mode: str, *, world: int, steps: int, H: int, batch: int, lr:
         # real progress, so the global params and outer state stay identical on every peer.
         if async_eager != "none" and (mode != "async" or async_mix != 1.0):
             raise ValueError("--async-eager applies to mode async (with --async-mix 1) only")
+        # Experiment (async only): when the delayed update lands, each peer keeps only
+        # keep x its own progress while in flight on top of the new global params (1 = all of
+        # it, jax_pccl.diloco's async; 0 = none, every peer restarts from the new global
+        # params). The progress still goes whole into the next pseudo-gradient.
+        if async_keep != 1.0 and (mode != "async" or async_mix != 1.0 or async_eager != "none"):
+            raise ValueError("--async-keep applies to mode async (without --async-mix/--async-eager) only")
         shifts = {}
         stack = lambda tree: jax.tree_util.tree_map(lambda x: jnp.stack([x] * world), tree)  # noqa: E731
         local = stack(params)
@@ -138,6 +144,10 @@ def simulate(task, mode: str, *, world: int, steps: int, H: int, batch: int, lr:
             return jax.tree_util.tree_map(lambda now, ps, sent: (1 - async_mix) * (-ps[None] - (now - sent)),
                                           local, pseudo, at_send)
 
+        @jax.jit
+        def keep_shift(local, new):
+            return jax.tree_util.tree_map(lambda l, n: (async_keep - 1.0) * (l - n[None]), local, new)
+
         def finish_one(p, local):
             nonlocal g
             pseudo, at_send = pending.pop(p)
@@ -146,6 +156,8 @@ def simulate(task, mode: str, *, world: int, steps: int, H: int, batch: int, lr:
             g, outer_states[p], local = complete_j[p](g, outer_states[p], local, pseudo, at_send)
             if async_eager != "none":
                 shifts[p] = eager_shift(g, outer_states[p], local, pseudo)
+            if async_keep != 1.0:
+                shifts[p] = keep_shift(local, g)
             return local
 
         for t in range(1, steps + 1):
@@ -196,6 +208,9 @@ def main() -> int:
                          "outer step would go, estimating the missing average from the peer's own "
                          "progress (own) or from it for its 1/W share and the received average "
                          "for the rest (avg); none = jax_pccl.diloco's async")
+    ap.add_argument("--async-keep", type=float, default=1.0,
+                    help="experiment, async only: keep this fraction of each peer's own progress "
+                         "while in flight when the delayed update lands; 1 = jax_pccl.diloco's async")
     ap.add_argument("--seed", type=int, default=0, help="model init seed (as the example's --seed)")
     ap.add_argument("--task-kw", default="", help="keyword arguments of the task's constructor, e.g. "
                                                   "d_model=32,layers=2 (chars); default: the task's own")
@@ -220,7 +235,8 @@ def main() -> int:
                                  outer_lr=olr, outer_momentum=om, fragments=args.fragments,
                                  iid=bool(iid), eval_every=args.eval_every, seed=args.seed,
                                  nesterov=bool(args.nesterov), async_mix=mix,
-                                 async_eager=args.async_eager if mode == "async" else "none")
+                                 async_eager=args.async_eager if mode == "async" else "none",
+                                 async_keep=args.async_keep if mode == "async" else 1.0)
                     line = {"task": args.task, "mode": mode, "steps": steps, "batch": batch,
                             "iid": iid, "lr": lr, "seed": args.seed}
                     if task_kw:
@@ -237,6 +253,8 @@ def main() -> int:
                             line["async_mix"] = mix
                         if mode == "async" and args.async_eager != "none":
                             line["async_eager"] = args.async_eager
+                        if mode == "async" and args.async_keep != 1.0:
+                            line["async_keep"] = args.async_keep
                         if lr in ddp:
                             line["vs_ddp_same_lr"] = round(r["loss"] / ddp[lr], 4)
                     line.update(r, s=round(time.time() - t0, 1))
