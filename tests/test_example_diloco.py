@@ -25,7 +25,7 @@ def test_the_example_runs_ddp_and_async_and_reports_what_it_measured():
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = {line["mode"]: line for line in map(json.loads, proc.stdout.splitlines())}
     assert sorted(lines) == ["async", "ddp"], proc.stdout
-    for mode, line in lines.items():
+    for line in lines.values():
         assert line["peers_finished"] == PEERS and line["bit_identical"], line
         assert math.isfinite(line["eval_loss"]) and 0 < line["eval_accuracy"] <= 1, line
     ddp, asy = lines["ddp"], lines["async"]

@@ -223,7 +223,8 @@ void LaneLoop::poll_lanes(bool moved, const Deadline& stall) {
                       " s (a neighbour stalled)");
   }
   if (holding) {  // patience is up: take whatever the thresholds held back
-    for (RecvLane& l : recv_) l.ready = l.at.step < steps;
+    // (a lane without a threshold was woken by poll if it had anything)
+    for (RecvLane& l : recv_) l.ready |= l.lowat > 1 && l.at.step < steps;
   }
 }
 
