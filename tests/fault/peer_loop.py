@@ -6,6 +6,11 @@ bitmask of exactly the peers that took part. Writes JSON lines:
   {"resources": {"fds": n, "threads": n, "rss_kb": n}, "t": ...}  (every ~2 s)
   {"failure": type, "message": ..., "t": unix time, "since_start": s}
   {"fatal": type, "message": ..., "t": ...}   (then exits)
+With --sync-every K, after every K-th collective of an epoch the peer also syncs a shared state (an
+int32 vector that accumulates the results, a 0-d step counter and a bf16
+leaf) and writes
+  {"synced": revision, "digest": sha256 prefix of every leaf's bytes,
+   "layout_ok": bool (treedef, shapes and dtypes exactly as passed in), "t": ...}
 """
 
 from __future__ import annotations
@@ -31,6 +36,43 @@ def resources() -> dict:
             "rss_kb": int(field["VmRSS"])}
 
 
+class SyncedState:
+    """A shared state that drifts apart between syncs: each peer adds the
+    results it saw (peers that missed collectives hold other values), so
+    every sync has something to elect and move."""
+
+    def __init__(self, index: int):
+        import jax.numpy as jnp
+
+        self.tree = {"acc": np.zeros(64, np.int32),
+                     "opt": (jnp.zeros((), jnp.int32), jnp.full((3,), index, jnp.bfloat16))}
+        self.revision = 0
+
+    def accumulate(self, y) -> None:
+        import jax.numpy as jnp
+
+        count, scale = self.tree["opt"]
+        self.tree = {"acc": self.tree["acc"] + y[:64], "opt": (count + jnp.int32(1), scale)}
+
+    def layout(self, tree):
+        import jax
+
+        leaves, treedef = jax.tree_util.tree_flatten(tree)
+        return treedef, [(np.shape(v), np.asarray(v).dtype) for v in leaves]
+
+    def sync(self, comm) -> dict:
+        import jax
+
+        before = self.layout(self.tree)
+        self.tree, info = comm.sync_shared_state(self.tree, self.revision + 1)
+        self.revision = info.revision
+        digest = hashlib.sha256()
+        for leaf in jax.tree_util.tree_leaves(self.tree):
+            digest.update(np.asarray(leaf).tobytes())
+        return {"synced": info.revision, "digest": digest.hexdigest()[:16],
+                "layout_ok": self.layout(self.tree) == before}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--master", required=True)
@@ -46,6 +88,8 @@ def main() -> int:
                     help="run the step through pccl.retry_on_peer_failure")
     ap.add_argument("--master-grace", type=float, default=0.0,
                     help="ride out a master outage this long (restart tests)")
+    ap.add_argument("--sync-every", type=int, default=0,
+                    help="sync a shared state every this many steps (0: never)")
     args = ap.parse_args()
 
     import jax
@@ -68,6 +112,7 @@ def main() -> int:
     if args.retry_helper:  # failures are absorbed: the loop below never sees them
         step_fn = pccl.retry_on_peer_failure(comm, step_fn)
     x = np.full(args.elements, 1 << args.index, np.int32)
+    state = SyncedState(args.index)
     end = time.time() + args.seconds
     step = 0
     next_sample = 0.0
@@ -85,6 +130,11 @@ def main() -> int:
                  key=[stats["epoch"], stats["seq"]],
                  digest=hashlib.sha256(y.tobytes()).hexdigest()[:16])
             step += 1
+            state.accumulate(y)
+            # Every peer of the epoch ran the same collectives, so seq picks
+            # the same steps on all of them (a local step count would not).
+            if args.sync_every and stats["seq"] % args.sync_every == 0:
+                emit(**state.sync(comm))
             if time.time() >= next_sample:
                 emit(resources=resources())
                 next_sample = time.time() + 2.0

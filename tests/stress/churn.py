@@ -1,17 +1,24 @@
-"""Churn: peers join, die and freeze at random while the others keep training.
+"""Churn: peers join, die and freeze at random, and the master is killed and
+restarted, while the others keep training and syncing a shared state.
 
     python tests/stress/churn.py --seconds 600 --seed 1      # the long run, by hand
 
-A master runs in this process; up to 6 peer processes (tests/fault/peer_loop.py)
-loop on a jitted integer all_reduce. Peers 0 and 1 live through the whole run
-(their fd/thread/RSS are compared start vs end); the others are spawned,
-SIGKILLed, SIGSTOPped and SIGCONTed at seeded random times. Checks:
+A master runs in a process of its own (`python -m jax_pccl master`); up to 6
+peer processes (tests/fault/peer_loop.py) loop on a jitted integer all_reduce
+and sync a shared state every few steps. Peers 0 and 1 live through the whole
+run (their fd/thread/RSS are compared start vs end); the others are spawned,
+SIGKILLed, SIGSTOPped and SIGCONTed at seeded random times, and now and then
+the master is SIGKILLed and restarted on the same port. Checks:
   - every completed result is exact (the bitmask of who took part) and
     bit-identical across the peers that took part (same (epoch, seq) -> digest);
   - no long-lived peer goes longer than the detection bound + one collective
     (+ slack for spawns on a 2-core box) without progress while >= 2 peers live;
-  - the master never dies; long-lived peers' fds and threads do not grow and
-    their RSS stays bounded.
+  - every shared-state sync returns the tree exactly as passed in (treedef,
+    shapes, dtypes), and every peer that synced to a revision holds the same
+    bytes there;
+  - the master process never dies but by our hand; long-lived peers' fds and
+    threads do not grow and their RSS stays bounded; no peer hangs (each
+    process ends by itself within 60 s of the run's end).
 Prints the figures the issue asks for and exits 1 on any violation.
 """
 
@@ -33,11 +40,58 @@ PEER_LOOP = str(Path(__file__).resolve().parents[1] / "fault" / "peer_loop.py")
 MAX_PEERS = 6
 LONG_LIVED = (0, 1)
 DETECTION_BOUND_S = 5.0
+SYNC_EVERY = 5
+MASTER_GRACE_S = 40.0   # a long-lived peer rides out an outage this long
+# After a master restart every peer re-registers and the ring is rebuilt:
+# the progress bound grows by the outage plus this much.
+REJOIN_S = 15.0
+
+
+class MasterProcess:
+    """`python -m jax_pccl master` in a process of its own, so that it can be
+    SIGKILLed. The first start lets the OS pick the port (port 0); restarts
+    reuse it."""
+
+    def __init__(self, workdir: str):
+        self.workdir = workdir
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        log = open(os.path.join(self.workdir, f"master{self.starts}.log"), "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jax_pccl", "master", "--host", "127.0.0.1",
+             "--port", str(self.port)], stdout=subprocess.PIPE, stderr=log, text=True,
+            cwd=self.workdir, start_new_session=True)
+        line = self.proc.stdout.readline()
+        if "listening on" not in line:
+            raise RuntimeError(f"master did not start: {line!r}")
+        self.port = int(line.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
+        self.starts += 1
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.alive():
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait()
 
 
 class Churn:
-    def __init__(self, address: str, seconds: float, seed: int, workdir: str):
-        self.address = address
+    def __init__(self, master: MasterProcess, seconds: float, seed: int, workdir: str,
+                 master_restarts: bool = True):
+        self.master = master
+        self.address = master.address
+        self.master_restarts = master_restarts
+        self.outages: list[tuple[float, float]] = []  # (killed at, restarted at)
+        self.master_died = False
         self.seconds = seconds
         self.rng = random.Random(seed)
         self.workdir = workdir
@@ -52,7 +106,8 @@ class Churn:
         self.next_index += 1
         cmd = [sys.executable, PEER_LOOP, "--master", self.address, "--index", str(i),
                "--out", self.log(i), "--elements", str(1 << 16), "--timeout", "20",
-               "--seconds", str(seconds)]
+               "--seconds", str(seconds), "--sync-every", str(SYNC_EVERY),
+               "--master-grace", str(MASTER_GRACE_S)]
         err = open(self.log(i) + ".err", "w")
         self.procs[i] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err,
                                          start_new_session=True)
@@ -80,8 +135,13 @@ class Churn:
                 del self.stopped[i]
         alive = self.alive()
         victims = [i for i in alive if i not in LONG_LIVED and i not in self.stopped]
+        if not self.master.alive():
+            self.master_died = True
         choice = self.rng.random()
-        if len(alive) < MAX_PEERS and choice < 0.4:
+        if self.master_restarts and now >= self.next_restart and now < self.end - REJOIN_S:
+            self.restart_master()
+            self.next_restart = time.time() + self.rng.uniform(15.0, 40.0)
+        elif len(alive) < MAX_PEERS and choice < 0.4:
             self.spawn(max(3.0, self.end - now))
         elif victims and choice < 0.7:
             self.signal(self.rng.choice(victims), signal.SIGKILL, "kill")
@@ -90,8 +150,17 @@ class Churn:
             self.signal(i, signal.SIGSTOP, "stop")
             self.stopped[i] = now + self.rng.uniform(0.5, 7.0)  # some outlive the heartbeat bound
 
+    def restart_master(self) -> None:
+        killed = time.time()
+        self.master.kill()
+        self.events.append((killed, "master_kill", -1))
+        time.sleep(self.rng.uniform(0.2, 3.0))  # an outage: every call fails meanwhile
+        self.master.start()
+        self.outages.append((killed, time.time()))
+
     def run(self) -> None:
         self.end = time.time() + self.seconds
+        self.next_restart = time.time() + self.rng.uniform(8.0, 20.0)
         for i in LONG_LIVED:
             self.spawn(self.seconds + 5)
         while time.time() < self.end:
@@ -102,12 +171,15 @@ class Churn:
         self.stopped.clear()
 
     def shutdown(self) -> None:
-        deadline = time.time() + 30
-        for p in self.procs.values():
+        """Peers end by themselves after --seconds; one still running 60 s
+        later is hung (or stuck in a call that ignores its timeout)."""
+        deadline = time.time() + 60
+        self.hung = []
+        for i, p in self.procs.items():
             try:
                 p.wait(timeout=max(0.1, deadline - time.time()))
             except subprocess.TimeoutExpired:
-                pass
+                self.hung.append(i)
         for p in self.procs.values():
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
@@ -120,7 +192,32 @@ class Churn:
             return []
 
 
-def analyse(churn: Churn, master_alive: bool) -> tuple[dict, list[str]]:
+def check_syncs(all_records: dict) -> tuple[int, list[str]]:
+    """Every sync kept the tree's layout, and every peer that synced to a
+    revision holds the same bytes there."""
+    problems = []
+    by_revision: dict[int, set] = {}
+    syncs = 0
+    for i, rs in all_records.items():
+        for r in rs:
+            if "synced" not in r:
+                continue
+            syncs += 1
+            if not r["layout_ok"]:
+                problems.append(f"peer {i}: sync changed the tree's layout: {r}")
+            by_revision.setdefault(r["synced"], set()).add(r["digest"])
+    split = {rev: d for rev, d in by_revision.items() if len(d) > 1}
+    if split:
+        problems.append(f"{len(split)} revisions differ across peers, e.g. {list(split.items())[:2]}")
+    return syncs, problems
+
+
+def in_outage(churn: Churn, a: float, b: float) -> float:
+    """Extra silence a master outage overlapping [a, b] explains."""
+    return sum(end - start + REJOIN_S for start, end in churn.outages if start <= b and end + REJOIN_S >= a)
+
+
+def analyse(churn: Churn) -> tuple[dict, list[str]]:
     problems: list[str] = []
     all_records = {i: churn.records(i) for i in churn.procs}
     done = sum(1 for rs in all_records.values() for r in rs if "ok" in r)
@@ -170,7 +267,7 @@ def analyse(churn: Churn, master_alive: bool) -> tuple[dict, list[str]]:
             # A newcomer compiles its step (seconds on a loaded 2-core box)
             # while the others wait for it in their collective: allow that.
             joining = any(a - 1 <= s <= b for s in spawn_times)
-            bound = DETECTION_BOUND_S + 2.0 + (12.0 if joining else 0.0)
+            bound = DETECTION_BOUND_S + 2.0 + (12.0 if joining else 0.0) + in_outage(churn, a, b)
             worst_gap = max(worst_gap, gap)
             if gap > bound:
                 problems.append(f"peer {i}: no progress for {gap:.1f} s (bound {bound:.0f} s)")
@@ -184,11 +281,17 @@ def analyse(churn: Churn, master_alive: bool) -> tuple[dict, list[str]]:
                 problems.append(f"peer {i} leaks fds/threads: {start} -> {end}")
             if end["rss_kb"] > start["rss_kb"] * 1.5 + 50_000:
                 problems.append(f"peer {i} RSS grew: {start} -> {end}")
-    if not master_alive:
+    if churn.master_died:
         problems.append("the master died")
+    for i in churn.hung:
+        problems.append(f"peer {i} still running 60 s after its end: hung")
+    syncs, sync_problems = check_syncs(all_records)
+    problems += sync_problems
     figures = {
         "collectives_completed": done,
         "collectives_failed": failed,
+        "syncs_completed": syncs,
+        "master_restarts": len(churn.outages),
         "kills": len(kills),
         "stops": sum(1 for _, w, _ in churn.events if w == "stop"),
         "spawns": len(spawn_times),
@@ -206,18 +309,22 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=600)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--no-master-restarts", action="store_true")
     args = ap.parse_args(argv)
-    import jax_pccl as pccl
 
     workdir = tempfile.mkdtemp(prefix="pccl-churn-")
-    with pccl.Master() as master:
-        churn = Churn(master.address, args.seconds, args.seed, workdir)
-        try:
-            churn.run()
-        finally:
-            churn.shutdown()
-        status = master.status()
-    figures, problems = analyse(churn, master_alive=bool(status))
+    master = MasterProcess(workdir)
+    master.start()
+    churn = Churn(master, args.seconds, args.seed, workdir,
+                  master_restarts=not args.no_master_restarts)
+    try:
+        churn.run()
+        if not master.alive():
+            churn.master_died = True
+    finally:
+        churn.shutdown()
+        master.kill()
+    figures, problems = analyse(churn)
     print(json.dumps(figures, indent=2))
     for p in problems:
         print("VIOLATION:", p)
