@@ -6,7 +6,29 @@
         y = jax.jit(lambda x: pccl.all_reduce(x, comm, op="avg"))(x)
 """
 
-from .communicator import Communicator
+def _load_native() -> None:
+    """Imports the compiled engine, or says plainly why it is not there."""
+    import glob
+    import os
+
+    try:
+        from . import _pccl  # noqa: F401
+    except ImportError:
+        here = os.path.dirname(os.path.abspath(__file__))
+        if glob.glob(os.path.join(here, "_pccl*")):
+            raise
+        raise ImportError(
+            f"jax_pccl was imported from {here}, a source tree without the compiled "
+            "engine (_pccl). Python puts the current directory first on sys.path, so "
+            "running from the repository root shadows the installed package: run from "
+            "another directory (e.g. `cd /tmp`), or use the installed console script "
+            "`jax-pccl`. To build and install: `pip install .`"
+        ) from None
+
+
+_load_native()
+
+from .communicator import Communicator  # noqa: E402
 from .errors import (
     CancelledError,
     CollectiveMismatchError,

@@ -43,7 +43,13 @@ def _read_secret(args) -> bytes | None:
     return None
 
 
+LOG_LEVELS = ("error", "warn", "info", "debug")
+
+
 def _cmd_master(args) -> int:
+    # The engine reads its log level once, when it first logs: set it first.
+    os.environ["JAX_PCCL_LOG"] = args.log_level
+    from .errors import PcclError
     from .master import Master
 
     try:
@@ -54,7 +60,14 @@ def _cmd_master(args) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with Master(host=args.host, port=args.port, secret=secret) as master:
+    try:
+        master = Master(host=args.host, port=args.port, secret=secret,
+                        heartbeat_timeout=args.heartbeat_timeout)
+    except (PcclError, OSError, ValueError) as exc:  # a port in use, a bad address
+        print(f"jax-pccl master: cannot listen on {args.host}:{args.port}: {exc}",
+              file=sys.stderr)
+        return 1
+    with master:
         auth = "shared-secret authentication" if secret else "no authentication"
         del secret
         print(f"jax-pccl master listening on {master.address} ({auth})", flush=True)
@@ -70,14 +83,25 @@ def _cmd_demo(args) -> int:
     return run_demo(args.peers, args.steps, args.batch, args.lr, args.timeout)
 
 
-def _cmd_demo_peer(args) -> int:
-    from .demo import run_peer
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 1.0:
+        raise argparse.ArgumentTypeError("must exceed the 1 s heartbeat interval")
+    return value
 
-    return run_peer(args.master, args.peers, args.steps, args.batch, args.lr)
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("jax_pccl")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jax-pccl", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"jax-pccl {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     m = sub.add_parser("master", help="run a master until SIGINT/SIGTERM")
@@ -86,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--secret-file", default=None, metavar="PATH",
                    help="file holding the shared secret (default: $JAX_PCCL_SECRET; "
                         "neither: no authentication)")
+    m.add_argument("--heartbeat-timeout", type=_positive_seconds, default=4.0, metavar="S",
+                   help="drop a peer silent this long (default 4.0)")
+    m.add_argument("--log-level", choices=LOG_LEVELS, default="info",
+                   help="engine log level on stderr; info logs joins, drops and their "
+                        "reasons (default info)")
     m.set_defaults(fn=_cmd_master)
 
     def add_training_args(p):
@@ -98,11 +127,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_args(d)
     d.add_argument("--timeout", type=float, default=300.0, help="hard limit in seconds")
     d.set_defaults(fn=_cmd_demo)
-
-    w = sub.add_parser("_demo-peer", help=argparse.SUPPRESS)
-    add_training_args(w)
-    w.add_argument("--master", required=True)
-    w.set_defaults(fn=_cmd_demo_peer)
     return parser
 
 

@@ -106,7 +106,7 @@ def run_demo(peers: int, steps: int, batch: int, lr: float, timeout: float) -> i
 
     with pccl.Master(host="127.0.0.1", port=0) as master:
         print(f"master at {master.address}; starting {peers} peers", flush=True)
-        cmd = [sys.executable, "-m", "jax_pccl", "_demo-peer", "--master", master.address,
+        cmd = [sys.executable, "-m", "jax_pccl.demo", "--master", master.address,
                "--peers", str(peers), "--steps", str(steps), "--batch", str(batch),
                "--lr", str(lr)]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -141,3 +141,21 @@ def run_demo(peers: int, steps: int, batch: int, lr: float, timeout: float) -> i
           f"{r0['allreduce_bytes_per_step'] / 1e6:.2f} MB all-reduced per step")
     print(f"parameters bit-identical on all peers: {len(hashes) == 1} ({hashes.pop()})")
     return 0 if len({r["params_hash"] for r in results}) == 1 else 1
+
+
+def _peer_main(argv=None) -> int:
+    """One demo peer (run_demo starts these as `python -m jax_pccl.demo`)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m jax_pccl.demo")
+    ap.add_argument("--master", required=True)
+    ap.add_argument("--peers", type=int, required=True)
+    ap.add_argument("--steps", type=int, required=True)
+    ap.add_argument("--batch", type=int, required=True)
+    ap.add_argument("--lr", type=float, required=True)
+    args = ap.parse_args(argv)
+    return run_peer(args.master, args.peers, args.steps, args.batch, args.lr)
+
+
+if __name__ == "__main__":
+    sys.exit(_peer_main())

@@ -17,10 +17,22 @@ import jax_pccl
 NEUTRAL_CWD = tempfile.gettempdir()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "jax_pccl", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=NEUTRAL_CWD)
+
+
+def _start_master(*extra: str) -> tuple[subprocess.Popen, int]:
+    """A master on a port the OS picked (port 0), read back from its banner."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jax_pccl", "master", "--host", "127.0.0.1", "--port", "0",
+         *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=NEUTRAL_CWD)
+    line = proc.stdout.readline()
+    assert "listening on 127.0.0.1:" in line, line + proc.stderr.read()
+    return proc, int(line.split("listening on 127.0.0.1:")[1].split()[0])
 
 
 def test_demo_trains_and_peers_end_bit_identical():
@@ -36,21 +48,70 @@ def test_demo_trains_and_peers_end_bit_identical():
     assert len(losses) >= 2 and losses[-1] < losses[0], result.stdout
 
 
-def test_master_command_serves_peers_and_stops_on_sigterm():
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jax_pccl", "master", "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=NEUTRAL_CWD,
-    )
+def test_master_command_serves_peers_logs_joins_and_stops_on_sigterm():
+    proc, port = _start_master()
     try:
-        line = proc.stdout.readline()
-        assert f"127.0.0.1:{port}" in line, line
         with jax_pccl.Communicator(f"127.0.0.1:{port}", timeout=5.0) as comm:
             comm.connect(timeout=10.0)
             assert comm.world_size == 1 and comm.rank == 0
+            peer_id = comm.peer_id
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
+        log = proc.stderr.read()
+        # info is the master's default level: joins and leaves are logged.
+        assert f"peer {peer_id} registered" in log, log
+        assert f"dropping peer {peer_id}" in log, log
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_master_log_level_error_keeps_joins_quiet():
+    proc, port = _start_master("--log-level", "error")
+    try:
+        with jax_pccl.Communicator(f"127.0.0.1:{port}", timeout=5.0) as comm:
+            comm.connect(timeout=10.0)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert "registered" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_port_in_use_is_one_line_not_a_traceback():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = _cli("master", "--host", "127.0.0.1", "--port", str(port), timeout=30)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"jax-pccl master: cannot listen on 127.0.0.1:{port}"), lines
+    assert "Traceback" not in result.stderr, result.stderr
+
+
+def test_version_and_help():
+    version = _cli("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"jax-pccl {jax_pccl.__version__}"
+    help_text = _cli("--help").stdout
+    assert "SUPPRESS" not in help_text and "_demo" not in help_text, help_text
+    master_help = _cli("master", "--help").stdout
+    assert "--heartbeat-timeout" in master_help and "--log-level" in master_help
+
+
+def test_bad_heartbeat_timeout_is_a_usage_error():
+    result = _cli("master", "--heartbeat-timeout", "0.5")
+    assert result.returncode == 2 and "heartbeat" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_import_from_the_source_tree_says_what_to_do():
+    result = subprocess.run([sys.executable, "-c", "import jax_pccl"], capture_output=True,
+                            text=True, timeout=60, cwd=REPO_ROOT)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert "source tree without the compiled engine" in last and "cd /tmp" in last, last
+    assert "circular import" not in result.stderr
