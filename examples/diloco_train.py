@@ -237,10 +237,11 @@ def launch_mode(task: str, mode: str, args, workdir: str) -> dict:
             with open(out) as f:
                 results.append(json.load(f))
         except (OSError, ValueError):
-            with open(out + ".progress") as f:
-                if any(json.loads(line).get("late") for line in f if line.strip()):
-                    late.append(index)  # restarted after the run ended
-                    continue
+            if os.path.exists(out + ".progress"):  # absent: the peer died before its first step
+                with open(out + ".progress") as f:
+                    if any(json.loads(line).get("late") for line in f if line.strip()):
+                        late.append(index)  # restarted after the run ended
+                        continue
             tail = open(out + ".log").read()[-3000:]
             raise RuntimeError(f"{task}/{mode}: peer {index} left no result:\n{tail}")
     first = results[0]
@@ -330,6 +331,10 @@ def main() -> int:
     unknown = set(modes) - set(MODES)
     if unknown:
         ap.error(f"unknown modes {sorted(unknown)}; choose from {MODES}")
+    missing = missing_requirements(tasks)
+    if missing:
+        print(f"diloco_train.py: {missing}", file=sys.stderr)
+        return 2
     workdir = args.out or tempfile.mkdtemp(prefix="diloco-")
     os.makedirs(workdir, exist_ok=True)
     lines = []
@@ -356,6 +361,25 @@ def main() -> int:
         for line in lines:
             f.write(json.dumps(line) + "\n")
     return 0
+
+
+def missing_requirements(tasks) -> str | None:
+    """What the run needs and cannot import, with the command that installs it."""
+    import importlib
+
+    needs = {"optax": "optax"}
+    if "digits" in tasks:
+        needs["sklearn"] = "scikit-learn"  # the digits data set ships with it
+    absent = []
+    for module, package in needs.items():
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            absent.append(package)
+    if not absent:
+        return None
+    return (f"{', '.join(absent)} not installed: pip install '.[examples]' "
+            f"(or pip install {' '.join(absent)})")
 
 
 # Per-task hyper-parameters (also what examples/diloco_results/ was measured

@@ -8,7 +8,15 @@ The driver: DiLoCo(comm, outer, inner_steps=H, fragments=F, overlap=tau,
     failure and the run's state in the shared state (joiners catch up).
 """
 
-from .fragments import Fragments, Schedule
+try:
+    import optax  # noqa: F401
+except ModuleNotFoundError as exc:  # name the extra, not just the module
+    raise ModuleNotFoundError(
+        "jax_pccl.diloco needs optax: pip install 'jax_pccl[diloco]' (or pip install optax)",
+        name=exc.name,
+    ) from None
+
+from .fragments import Fragments, Schedule  # noqa: E402
 from .outer import OuterState, apply_outer_update, nesterov, outer_init, outer_step, pseudo_gradient
 from .run import DiLoCo, DiLoCoState, SyncRecord
 
