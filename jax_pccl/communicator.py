@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import atexit
+import logging
+import threading
+import time
 import weakref
-from typing import Any
+from typing import Any, Callable
 
 from . import _pccl
 from .address import parse_address, secret_bytes
 from .ops.effects import clear_failed_tokens
 
 _live: "weakref.WeakSet[Communicator]" = weakref.WeakSet()
+log = logging.getLogger("jax_pccl")
+
+# How often a peer that waits (to be admitted, for a quorum) says so.
+WAIT_LOG_EVERY_S = 10.0
 
 
 class Communicator:
@@ -77,15 +84,78 @@ class Communicator:
         _live.add(self)
 
     # -- membership ---------------------------------------------------------
-    def connect(self, timeout: float | None = None) -> "Communicator":
-        """Registers with the master and returns once this peer is accepted.
+    def connect(self, timeout: float | None = None, min_peers: int = 1) -> "Communicator":
+        """Registers with the master and returns once this peer is accepted
+        and its group holds at least ``min_peers`` accepted peers.
 
         The first peer of a group is accepted at once; later ones when the
-        accepted peers call ``update_topology()``. ``timeout`` bounds that wait
-        (None: wait as long as it takes).
+        accepted peers call ``update_topology()``. While it waits for
+        ``min_peers``, this peer itself calls ``update_topology()`` so that
+        the others are admitted. ``timeout`` bounds the whole wait (None: as
+        long as it takes); past it the call raises ``PcclError`` (if not yet
+        admitted, the communicator is closed: create a new one to retry).
+        Every 10 s of waiting logs a warning on the ``jax_pccl`` logger
+        saying what it waits for.
         """
-        self._native.connect(-1.0 if timeout is None else float(timeout))
+        if (not isinstance(min_peers, int) or isinstance(min_peers, bool)
+                or not 1 <= min_peers < 2**31):
+            raise ValueError(f"min_peers must be a positive int, got {min_peers!r}")
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout must be None or a positive number of seconds, got {timeout!r}")
+        deadline = None if timeout is None else time.monotonic() + float(timeout)
+        native_timeout = -1.0 if timeout is None else float(timeout)
+        self._wait_logged(lambda: self._native.connect(native_timeout),
+                          f"to be admitted by the accepted peers of group {self.peer_group} "
+                          f"(master {self.address}); they admit newcomers when they call "
+                          "update_topology()")
+        self._wait_for_quorum(min_peers, deadline)
         return self
+
+    def _wait_logged(self, wait: Callable[[], None], what: str) -> None:
+        """Runs a blocking native wait on a helper thread so that this one can
+        say, every WAIT_LOG_EVERY_S, that it is still waiting (and Ctrl-C
+        still ends it: closing cancels the native wait)."""
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                wait()
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                failure.append(exc)
+
+        thread = threading.Thread(target=run, name="jax_pccl-connect", daemon=True)
+        started = time.monotonic()
+        thread.start()
+        try:
+            while True:
+                thread.join(WAIT_LOG_EVERY_S)
+                if not thread.is_alive():
+                    break
+                log.warning("jax_pccl: still waiting %s (%.0f s so far)", what,
+                            time.monotonic() - started)
+        except BaseException:
+            self.close()  # cancels the native wait
+            thread.join()
+            raise
+        if failure:
+            raise failure[0]
+
+    def _wait_for_quorum(self, min_peers: int, deadline: float | None) -> None:
+        from .errors import PcclError
+
+        next_log = time.monotonic() + WAIT_LOG_EVERY_S
+        while self.group_world_size < min_peers:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                raise PcclError(f"connect(min_peers={min_peers}): only {self.group_world_size} "
+                                f"accepted peers in group {self.peer_group} when the timeout "
+                                "ran out")
+            if now >= next_log:
+                log.warning("jax_pccl: %d of %d peers in group %d; waiting for the others to "
+                            "connect", self.group_world_size, min_peers, self.peer_group)
+                next_log = now + WAIT_LOG_EVERY_S
+            self.update_topology()  # admits whoever is pending
+            time.sleep(0.02)
 
     def update_topology(self) -> None:
         """Collective over the accepted peers: admits pending peers, drops
