@@ -112,9 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "neither: no authentication)")
     m.add_argument("--heartbeat-timeout", type=_positive_seconds, default=4.0, metavar="S",
                    help="drop a peer silent this long (default 4.0)")
-    m.add_argument("--log-level", choices=LOG_LEVELS, default="info",
+    env_level = os.environ.get("JAX_PCCL_LOG", "")
+    m.add_argument("--log-level", choices=LOG_LEVELS,
+                   default=env_level if env_level in LOG_LEVELS else "info",
                    help="engine log level on stderr; info logs joins, drops and their "
-                        "reasons (default info)")
+                        "reasons (default: $JAX_PCCL_LOG, else info)")
     m.set_defaults(fn=_cmd_master)
 
     def add_training_args(p):

@@ -49,29 +49,26 @@ comm.close()
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class MasterProcess:
     def __init__(self, workdir, secret_file=None, env_secret=None):
-        self.port = _free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.log_path = os.path.join(workdir, f"master-{self.port}.log")
+        # Port 0: the OS picks a free port, read back from the banner (a
+        # port picked by bind-and-release could be taken again meanwhile).
+        self.log_path = os.path.join(workdir, f"master-{id(self)}.log")
         env = dict(os.environ, JAX_PCCL_LOG="info")
         env.pop("JAX_PCCL_SECRET", None)
         if env_secret is not None:
             env["JAX_PCCL_SECRET"] = env_secret
         cmd = [sys.executable, "-m", "jax_pccl", "master", "--host", "127.0.0.1",
-               "--port", str(self.port)]
+               "--port", "0"]
         if secret_file is not None:
             cmd += ["--secret-file", str(secret_file)]
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, text=True,
                                      cwd=NEUTRAL_CWD, env=env)
         self.banner = self.proc.stdout.readline()
+        self.port = int(self.banner.split("listening on 127.0.0.1:")[1].split()[0]) \
+            if "listening on 127.0.0.1:" in self.banner else 0
+        self.address = f"127.0.0.1:{self.port}"
 
     def log(self) -> str:
         with open(self.log_path) as f:
@@ -335,7 +332,7 @@ def test_cli_refuses_empty_secret_file(workdir):
     empty = workdir / "empty-secret"
     empty.write_bytes(b"\n")
     result = subprocess.run(
-        [sys.executable, "-m", "jax_pccl", "master", "--port", str(_free_port()),
+        [sys.executable, "-m", "jax_pccl", "master", "--port", "0",
          "--secret-file", str(empty)],
         capture_output=True, text=True, timeout=60, cwd=NEUTRAL_CWD,
     )

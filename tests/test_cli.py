@@ -26,13 +26,31 @@ def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 
 
 def _start_master(*extra: str) -> tuple[subprocess.Popen, int]:
-    """A master on a port the OS picked (port 0), read back from its banner."""
+    """A master on a port the OS picked (port 0), read back from its banner.
+    Its stderr goes to a file: proc.log_path."""
+    log = tempfile.NamedTemporaryFile("w", prefix="pccl-master-", suffix=".log", delete=False)
     proc = subprocess.Popen(
         [sys.executable, "-m", "jax_pccl", "master", "--host", "127.0.0.1", "--port", "0",
-         *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=NEUTRAL_CWD)
+         *extra], stdout=subprocess.PIPE, stderr=log, text=True, cwd=NEUTRAL_CWD)
+    log.close()
+    proc.log_path = log.name
     line = proc.stdout.readline()
-    assert "listening on 127.0.0.1:" in line, line + proc.stderr.read()
+    assert "listening on 127.0.0.1:" in line, line + _log(proc)
     return proc, int(line.split("listening on 127.0.0.1:")[1].split()[0])
+
+
+def _log(proc) -> str:
+    with open(proc.log_path) as f:
+        return f.read()
+
+
+def _wait_for_log(proc, needle: str, timeout: float = 60.0) -> str:
+    """The master's log once it holds `needle` (fails at the deadline)."""
+    end = time.monotonic() + timeout
+    while needle not in (text := _log(proc)):
+        assert time.monotonic() < end, f"{needle!r} not logged within {timeout} s:\n{text}"
+        time.sleep(0.05)
+    return text
 
 
 def test_demo_trains_and_peers_end_bit_identical():
@@ -55,12 +73,11 @@ def test_master_command_serves_peers_logs_joins_and_stops_on_sigterm():
             comm.connect(timeout=10.0)
             assert comm.world_size == 1 and comm.rank == 0
             peer_id = comm.peer_id
+        # info is the master's default level: joins and leaves are logged.
+        _wait_for_log(proc, f"peer {peer_id} registered")
+        _wait_for_log(proc, f"dropping peer {peer_id}")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
-        log = proc.stderr.read()
-        # info is the master's default level: joins and leaves are logged.
-        assert f"peer {peer_id} registered" in log, log
-        assert f"dropping peer {peer_id}" in log, log
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -74,7 +91,7 @@ def test_master_log_level_error_keeps_joins_quiet():
             comm.connect(timeout=10.0)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
-        assert "registered" not in proc.stderr.read()
+        assert "registered" not in _log(proc) and "master stopped" in proc.stdout.read()
     finally:
         if proc.poll() is None:
             proc.kill()
