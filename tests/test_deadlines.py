@@ -142,14 +142,15 @@ def test_master_restart_during_sync_fails_the_sync_instead_of_hanging(procs, tmp
 
 
 def test_sync_shared_state_waits_for_jitted_collectives_in_flight(procs, tmp_path):
-    """Peer 1's jitted all_reduce runs 2 s after its call returned; it then
-    calls sync_shared_state at once. The sync must come after the collective
-    (as update_topology() does); otherwise it holds the engine while peer 0's
-    collective waits for peer 1's, and that collective times out."""
+    """Peer 1's jitted all_reduce runs about a second after its call returned
+    (compute first); it calls sync_shared_state at once. The sync must come
+    after the collective (as update_topology() does); otherwise it holds the
+    engine while peer 0's collective, already running, waits for peer 1's,
+    and that collective fails after `timeout` (8 s)."""
     with pccl.Master() as master:
         out = [str(tmp_path / f"peer{i}.json") for i in range(2)]
-        peers = [_spawn("ordered_sync_peer.py", master.address, 0, 0.0, 0.5, out[0]),
-                 _spawn("ordered_sync_peer.py", master.address, 1, 2.0, 0.0, out[1])]
+        peers = [_spawn("ordered_sync_peer.py", master.address, 0, 0, 0.5, out[0]),
+                 _spawn("ordered_sync_peer.py", master.address, 1, 5000, 0.0, out[1])]
         procs += peers
         results = [_result(out[i], p, 90, f"peer {i}") for i, p in enumerate(peers)]
     for result in results:

@@ -1,11 +1,12 @@
 """A peer that dispatches a jitted all_reduce and syncs shared state right after.
 
-    python ordered_sync_peer.py MASTER INDEX DELAY PAUSE OUT
+    python ordered_sync_peer.py MASTER INDEX ITERATIONS PAUSE OUT
 
-The jitted step computes for DELAY seconds (a host callback) before its
-all_reduce, so the call returns long before the collective runs; the
-script then calls sync_shared_state after PAUSE seconds and only afterwards
-reads the all_reduce's result. Writes {"sum": ..., "sync": ...} (or the errors) to OUT.
+The jitted step computes (ITERATIONS small matmuls, about a second per
+5000) before its all_reduce. JAX dispatches it asynchronously, so the call
+returns long before the collective runs; the script calls sync_shared_state
+PAUSE seconds later and only then reads the all_reduce's result. Writes
+{"sum": ..., "sync": ...} (or the errors) to OUT.
 """
 
 import json
@@ -18,28 +19,24 @@ import numpy as np
 
 import jax_pccl as pccl
 
-master, index, delay, pause, out = (sys.argv[1], int(sys.argv[2]), float(sys.argv[3]),
-                                     float(sys.argv[4]), sys.argv[5])
-comm = pccl.Communicator(master, timeout=4).connect(timeout=60)
+master, index, iterations, pause, out = (sys.argv[1], int(sys.argv[2]), int(sys.argv[3]),
+                                         float(sys.argv[4]), sys.argv[5])
+comm = pccl.Communicator(master, timeout=8).connect(timeout=60)
 while comm.world_size < 2:
     comm.update_topology()
     time.sleep(0.05)
 
 
-def slow_identity(x):
-    time.sleep(delay)
-    return x
-
-
 @jax.jit
-def step(x):
-    x = jax.pure_callback(slow_identity, jax.ShapeDtypeStruct(x.shape, x.dtype), x)
-    return pccl.all_reduce(x, comm, op="sum")
+def step(x, n):
+    w = jnp.full((256, 256), 1.0 / 256, jnp.float32)
+    v = jax.lax.fori_loop(0, n, lambda i, v: jnp.tanh(v @ w), jnp.ones((256, 256), jnp.float32))
+    return pccl.all_reduce(x + (v[0, 0] > 10).astype(x.dtype), comm, op="sum")  # adds 0
 
 
 result = {}
-step(jnp.zeros(8, jnp.int32)).block_until_ready()  # compiled, and both peers here
-y = step(jnp.full(8, 1 << index, jnp.int32))  # returns before the callback has run
+step(jnp.zeros(8, jnp.int32), 0).block_until_ready()  # compiled, and both peers here
+y = step(jnp.full(8, 1 << index, jnp.int32), iterations)  # returns before it ran
 time.sleep(pause)
 try:
     _, info = comm.sync_shared_state({"w": np.arange(4.0)}, revision=1)
