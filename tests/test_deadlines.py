@@ -88,6 +88,30 @@ def test_uncaught_peer_failure_prints_one_clear_error(procs):
     assert len(final) == 1 and final[0].startswith("jax_pccl.errors.PeerFailureError: "), err[-3000:]
 
 
+def test_update_topology_discards_unwaited_starts_only_after_a_failure(procs):
+    """A start never waited for: update_topology() refuses it while nothing
+    failed, discards it once a peer died, and the late wait says why."""
+    with pccl.Master() as master:
+        peer = _spawn("discard_peer.py", master.address, stdin=subprocess.PIPE)
+        procs.append(peer)
+        time.sleep(0.5)
+        victim = _spawn("discard_peer.py", master.address, "--victim")
+        procs.append(victim)
+        _wait_line(victim, "joined", 60)
+        _wait_line(peer, "started", 60)
+        os.killpg(victim.pid, signal.SIGKILL)
+        time.sleep(1.0)  # the start has failed on the broken ring
+        peer.stdin.write("victim killed\n")
+        peer.stdin.flush()
+        result = _last_json(peer, 60, "recovery with a started, unwaited all_reduce")
+    healthy = result["healthy_update"]
+    assert healthy.get("error") == "PcclError" and "not yet waited" in healthy["message"], result
+    assert result["update_after_failure"] == {"ok": True}, result
+    assert result["world"] == 1, result
+    late = result["late_wait"]
+    assert late.get("error") == "PeerFailureError" and "discarded" in late["message"], result
+
+
 def _start_master(port: int) -> subprocess.Popen:
     # A long heartbeat bound: the test freezes a peer on purpose, and it must
     # stay a member (it is the holder the other one fetches from).

@@ -513,6 +513,9 @@ int Communicator::all_reduce_concurrently(const std::vector<AllReduceCall>& call
   }
   for (const auto& [i, ticket] : batch.queued) {
     try {
+      // Unbounded here, bounded by the collective: its ring waits end after
+      // the stall timeout (or at once on a drop notice, master loss or
+      // close()), and it must end before its buffers (ours) may go.
       world = async_.wait(ticket, calls[i].out, bytes_of(calls[i]), Deadline::never());
     } catch (...) {
       keep(std::current_exception());
