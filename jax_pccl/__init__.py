@@ -43,6 +43,9 @@ from .ops.all_reduce import AllReduceInfo, all_reduce
 from .ops.all_reduce_async import AllReduceHandle, all_reduce_start, all_reduce_wait
 from .retry import retry_on_peer_failure
 from .shared_state import SyncInfo, content_hash
+from .uncaught import install as _install_excepthook
+
+_install_excepthook()  # an uncaught collective failure prints as one typed error
 
 __version__ = "0.1.0"
 

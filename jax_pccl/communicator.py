@@ -190,6 +190,12 @@ class Communicator:
         """
         from .shared_state import sync_shared_state
 
+        # Ordered after this peer's jitted collectives still in flight, as
+        # update_topology() is: the sync holds the engine exclusively, so a
+        # collective dispatched earlier but run later would wait for the
+        # sync while its partners wait for it (a stall until `timeout`,
+        # then a PeerFailureError). Also drops a failed collective token.
+        clear_failed_tokens()
         return sync_shared_state(self._native, state, revision, strategy)
 
     @property
@@ -220,7 +226,8 @@ class Communicator:
         if self._closed:
             from .errors import PcclError
 
-            raise PcclError("communicator is closed")
+            raise PcclError("communicator is closed (functions jitted over it keep it: "
+                            "re-jit them with the new Communicator)")
         return int(self._native.handle)
 
     # -- lifetime -----------------------------------------------------------
@@ -248,3 +255,7 @@ def _close_all_at_exit() -> None:
     # Work still in flight at interpreter exit is cancelled, never waited for.
     for comm in list(_live):
         comm.close()
+    # JAX's own exit hooks (registered before ours, so run after it) block on
+    # the collective token and print its error once more if a collective
+    # failed: the script has reported that failure already (uncaught.py).
+    clear_failed_tokens()

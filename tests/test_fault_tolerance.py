@@ -189,6 +189,20 @@ def test_sigkill_during_a_jitted_start_wait_survivors_fail_fast_then_continue(sw
         kill_one_of_four_and_check(swarm, survivor_steps=3, survivors_wait_s=60)
 
 
+def test_sigkill_between_start_and_wait_update_topology_discards_the_start(swarm_factory):
+    """start -> all_reduce -> wait in one jit: when the all_reduce fails the
+    wait never runs. The survivors must see a peer failure (so that a retry
+    loop recovers), and update_topology() must discard the started, never
+    waited collective of the failed epoch instead of refusing forever."""
+    with pccl.Master() as master:
+        swarm = swarm_factory(master.address, seconds=40, elements=1 << 18, timeout=30,
+                              **{"start-reduce-wait": True})
+        kill_one_of_four_and_check(swarm, survivor_steps=3, survivors_wait_s=60)
+        for i in [0, 1, 3]:
+            failures = [r for r in swarm.records(i) if "failure" in r]
+            assert all("PeerFailureError" in f"{r['failure']} {r['message']}" for r in failures), failures
+
+
 def test_retry_helper_absorbs_a_peer_death(swarm_factory):
     with pccl.Master() as master:
         swarm = swarm_factory(master.address, seconds=30, elements=1 << 18, timeout=30,
@@ -229,6 +243,9 @@ def test_sigstop_detected_within_bound_and_frozen_peer_evicted(swarm_factory):
         assert swarm.wait_exit(1, 30) == 3  # woke up, got an error, stopped
         fatal = [r for r in swarm.records(1) if "fatal" in r]
         assert fatal and "removed from the run" in fatal[-1]["message"], swarm.records(1)[-3:]
+        # Its step was jitted over the old communicator: a new one alone would
+        # not help it, and the error must say so.
+        assert "re-jit" in fatal[-1]["message"], fatal[-1]
 
 
 def test_master_killed_every_peer_errors_within_timeout(swarm_factory):

@@ -21,6 +21,14 @@ class Canceller {
 
   void cancel();
   void reset();  // only for interrupts: a closed communicator never resets
+  // Re-arms, then fires again at once if `still_firing()` says the cause is
+  // still there. The order matters: a cancel() whose cause was set before it
+  // fired is either seen by `still_firing` or lands after the reset.
+  template <typename Predicate>
+  void rearm(Predicate still_firing) {
+    reset();
+    if (still_firing()) cancel();
+  }
   bool cancelled() const { return cancelled_.load(std::memory_order_acquire); }
   int fd() const { return fd_; }  // readable once cancelled
 

@@ -11,6 +11,8 @@ namespace pccl {
 namespace {
 
 constexpr size_t kPoolBuffers = 8;
+// Enough for every leaf of the few starts a failed step leaves behind.
+constexpr size_t kMaxDiscarded = 4096;
 constexpr size_t kAlign = 2u << 20;  // huge-page aligned, so madvise covers it all
 
 }  // namespace
@@ -173,9 +175,7 @@ int AsyncCollectives::run_claimed(const Claim& claim, const void* in, void* out,
 int AsyncCollectives::wait(uint64_t ticket, void* out, size_t bytes, const Deadline& deadline) {
   std::unique_lock<std::mutex> lock(mu_);
   auto it = jobs_.find(ticket);
-  if (it == jobs_.end()) {
-    throw PcclError("all_reduce_wait: unknown or already waited handle " + std::to_string(ticket));
-  }
+  if (it == jobs_.end()) throw_not_found(ticket);
   std::shared_ptr<Job> job = it->second;
   while (!job->done) {
     if (deadline.expired()) throw PeerFailure("all_reduce_wait timed out");
@@ -211,9 +211,7 @@ int AsyncCollectives::collect(Job& job, void* out, size_t bytes) {
 void AsyncCollectives::wait_then(uint64_t ticket, void* out, size_t bytes, Then then) {
   std::unique_lock<std::mutex> lock(mu_);
   auto it = jobs_.find(ticket);
-  if (it == jobs_.end()) {
-    throw PcclError("all_reduce_wait: unknown or already waited handle " + std::to_string(ticket));
-  }
+  if (it == jobs_.end()) throw_not_found(ticket);
   std::shared_ptr<Job> job = it->second;
   jobs_.erase(it);
   job->then = std::move(then);
@@ -240,6 +238,30 @@ void AsyncCollectives::run_then(const std::shared_ptr<Job>& job) {
     error = std::current_exception();
   }
   then(world, error);
+}
+
+void AsyncCollectives::throw_not_found(uint64_t ticket) const {
+  auto gone = discarded_.find(ticket);
+  if (gone != discarded_.end()) throw PeerFailure(gone->second);
+  throw PcclError("all_reduce_wait: unknown or already waited handle " + std::to_string(ticket));
+}
+
+size_t AsyncCollectives::discard_started(const std::string& why) {
+  std::lock_guard<std::mutex> lock(mu_);
+  size_t count = 0;
+  for (auto it = jobs_.begin(); it != jobs_.end();) {
+    // The job itself stays queued or running: its slot's thread owns it
+    // until it ends, and its staging buffers go with the last reference.
+    if (!it->second->staged) {
+      ++it;
+      continue;
+    }
+    discarded_[it->first] = why;
+    it = jobs_.erase(it);
+    ++count;
+  }
+  while (discarded_.size() > kMaxDiscarded) discarded_.erase(discarded_.begin());
+  return count;
 }
 
 size_t AsyncCollectives::outstanding() const {

@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -68,6 +69,13 @@ class AsyncCollectives {
 
   // Collectives started and not yet waited for.
   size_t outstanding() const;
+  // Recovery after a failed epoch: forgets every started (staged) collective
+  // not yet waited for, so that update_topology() can go on. They still run
+  // to their end on their slot (the broken ring fails them at once); a later
+  // wait on one of their tickets throws PeerFailure(`why`). In-place jobs
+  // are kept: their caller waits for them itself, over its own buffers.
+  // Returns how many were discarded.
+  size_t discard_started(const std::string& why);
   // Cancels what has not run yet (their waits throw `cancelled`); joins.
   void close();
 
@@ -119,6 +127,11 @@ class AsyncCollectives {
   mutable std::mutex mu_;
   std::vector<Slot> slots_;
   std::map<uint64_t, std::shared_ptr<Job>> jobs_;  // started, not yet waited
+  // Tickets forgotten by discard_started(), with the reason their wait
+  // reports; the oldest go first beyond kMaxDiscarded.
+  std::map<uint64_t, std::string> discarded_;
+  // Throws PeerFailure if `ticket` was discarded, else the unknown-handle error. mu_ held.
+  [[noreturn]] void throw_not_found(uint64_t ticket) const;
   bool closed_ = false;
   uint64_t next_ticket_ = 1;
   std::vector<Buffer> pool_;  // idle buffers, bounded by kPoolBuffers

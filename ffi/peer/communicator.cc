@@ -125,8 +125,13 @@ void Communicator::apply_topology(const ReceivedTopology& received) {
   // Re-arm the interrupt for the new ring; a drop notice that arrived after
   // this topology concerns one of its members, so fire again at once.
   drops_baseline_ = received.drops_seen;
-  if (!closed_ && !master_.failed()) interrupt_.reset();
-  if (master_.drops_seen() > drops_baseline_) interrupt_.cancel();
+  // Reset first, then look: close(), a master loss or a drop notice sets its
+  // flag before it fires the interrupt, so one that lands in between is
+  // either seen here or fires after the reset. (Checking first and resetting
+  // after would swallow a signal that came between the two.)
+  interrupt_.rearm([this] {
+    return closed_ || master_.failed() || master_.drops_seen() > drops_baseline_;
+  });
   {
     std::lock_guard<std::mutex> lock(stats_mu_);
     ++stats_.topology_updates;
@@ -148,7 +153,7 @@ void Communicator::apply_topology(const ReceivedTopology& received) {
                       "; every peer of a group must use the same value");
     }
   } catch (const PcclError& e) {
-    mark_broken();
+    mark_broken(e.kind());
     rethrow_typed(e);
   }
   PCCL_LOG(kInfo, "peer " << peer_id_ << ": epoch " << epoch_ << " rank " << r << "/" << n);
@@ -167,26 +172,58 @@ ReceivedTopology Communicator::await_vote(const char* what) {
   ReceivedTopology topo;
   // The others reach the vote once their own collective finished or failed.
   if (!master_.wait_topology(epoch_, Deadline::after(2 * config_.timeout_s), &topo)) {
-    mark_broken();
+    mark_broken(ErrorKind::kPeerFailure);
     throw PeerFailure(std::string("topology vote (") + what + ") did not complete within " +
                       std::to_string(2 * config_.timeout_s) + " s");
   }
   return topo;
 }
 
-void Communicator::update_topology() {
-  if (async_.outstanding() > 0) {
-    throw PcclError("update_topology() with a started all_reduce not yet waited for: call "
-                    "all_reduce_wait() first");
+namespace {
+
+PcclError unwaited_start_error() {
+  return PcclError("update_topology() with a started all_reduce not yet waited for: call "
+                   "all_reduce_wait() first");
+}
+
+}  // namespace
+
+bool Communicator::epoch_failed() const {
+  return ring_broken_ || master_.drops_seen() > drops_baseline_.load() || master_.failed() ||
+         master_restarted();
+}
+
+void Communicator::settle_started_work() {
+  if (async_.outstanding() == 0) return;
+  if (!epoch_failed()) throw unwaited_start_error();  // healthy work: the caller's to wait for
+  // Their collectives failed (or will, on the broken ring) on every peer;
+  // keeping them would block recovery forever when their wait never runs,
+  // e.g. start -> a failing all_reduce -> wait in one jitted step.
+  size_t discarded = async_.discard_started(
+      "this all_reduce_start was discarded by update_topology(): a peer failed in its epoch (" +
+      std::to_string(epoch_) + "); start it again");
+  if (discarded > 0) {
+    PCCL_LOG(kInfo, "peer " << peer_id_ << ": discarded " << discarded
+                            << " started all_reduce(s) of failed epoch " << epoch_);
   }
+  if (async_.outstanding() > 0) throw unwaited_start_error();  // in-place: waited by their caller
+}
+
+void Communicator::update_topology() {
+  // Cheap refusal first: a healthy start must not wait for op_mu_.
+  if (async_.outstanding() > 0 && !epoch_failed()) throw unwaited_start_error();
   std::unique_lock<std::shared_mutex> lock(op_mu_);
   require_accepted();
+  settle_started_work();
   check_master();
   if (master_restarted()) {
     rejoin();
     return;
   }
-  if (master_.drops_seen() > drops_baseline_) ring_broken_ = true;  // a member is gone
+  if (master_.drops_seen() > drops_baseline_) {  // a member is gone
+    broken_by_ = ErrorKind::kPeerFailure;
+    ring_broken_ = true;
+  }
   if (topology_fresh_ && !ring_broken_) {
     topology_fresh_ = false;  // settled just now, identically on every member
     return;
@@ -207,7 +244,7 @@ void Communicator::update_topology() {
         pending = consistent_pending_;
       } catch (const PcclError& e) {
         if (e.kind() == ErrorKind::kMismatch) throw;
-        mark_broken();
+        mark_broken(e.kind());
         // A peer that died during the check is exactly what this call is
         // for: go on to the vote, which drops it. Only a lost master or a
         // closed communicator end the call.
@@ -222,7 +259,7 @@ void Communicator::update_topology() {
 }
 
 void Communicator::rejoin() {
-  mark_broken();
+  mark_broken(ErrorKind::kPeerFailure);
   peer_id_ = master_.peer_id();
   uint64_t registration = master_.registrations();
   ReceivedTopology topo;
@@ -259,7 +296,8 @@ void Communicator::require_accepted() const {
   if (!connected_) throw PcclError("communicator is not connected: call connect() first");
 }
 
-void Communicator::mark_broken() {
+void Communicator::mark_broken(ErrorKind kind) {
+  broken_by_ = kind;
   ring_broken_ = true;
   // Neighbours, and our own collectives in the other slots, see EOF now
   // instead of waiting for a timeout.
@@ -475,6 +513,9 @@ int Communicator::all_reduce_concurrently(const std::vector<AllReduceCall>& call
   }
   for (const auto& [i, ticket] : batch.queued) {
     try {
+      // Unbounded here, bounded by the collective: its ring waits end after
+      // the stall timeout (or at once on a drop notice, master loss or
+      // close()), and it must end before its buffers (ours) may go.
       world = async_.wait(ticket, calls[i].out, bytes_of(calls[i]), Deadline::never());
     } catch (...) {
       keep(std::current_exception());
@@ -509,9 +550,17 @@ uint64_t Communicator::start_all_reduce(const void* in, size_t count, DType dtyp
   AllReduceCall call{nullptr, nullptr, count, dtype, op, leaf, quantization};
   std::lock_guard<std::mutex> lock(submit_mu_);
   Placement at = place(slots_.pick(bytes_of(call)));
-  return async_.start(at.slot, in, bytes_of(call), [this, at, call](const void* src, void* dst) {
-    return run_all_reduce(at, call, src, dst);
-  });
+  try {
+    return async_.start(at.slot, in, bytes_of(call), [this, at, call](const void* src, void* dst) {
+      return run_all_reduce(at, call, src, dst);
+    });
+  } catch (const PcclError& e) {
+    // Its seq is spent and nothing runs it: the ring's order is off for
+    // good. Breaking it lets update_topology() discard the leaves of this
+    // start that did begin (a pytree's start fails at leaf i, not at once).
+    mark_broken(e.kind());
+    throw;
+  }
 }
 
 void Communicator::wait_all_reduce_then(uint64_t ticket, void* out, size_t bytes,
@@ -534,7 +583,13 @@ int Communicator::run_all_reduce(const Placement& at, const AllReduceCall& call,
     throw PeerFailure("the master restarted: call update_topology() to rejoin the run");
   }
   if (ring_broken_) {
-    throw PcclError("a previous collective failed: call update_topology() before the next one");
+    // Same kind as the failure that broke the ring: a retry loop that
+    // recovers from a peer failure must recognise its consequences too.
+    ErrorKind kind = broken_by_.load();
+    if (kind == ErrorKind::kCancelled) throw interruption();
+    throw PcclError(kind, std::string("a previous collective of this epoch failed (") +
+                              error_kind_name(kind) +
+                              "): call update_topology() before the next one");
   }
   if (at.epoch != epoch_) {
     throw PcclError("the ring changed (update_topology) after this collective was started");
@@ -582,7 +637,7 @@ int Communicator::run_all_reduce(const Placement& at, const AllReduceCall& call,
     }
     // A mismatch is detected identically by everyone before data moves: the
     // ring stays consistent. Anything else leaves the links in an unknown state.
-    if (e.kind() != ErrorKind::kMismatch) mark_broken();
+    if (e.kind() != ErrorKind::kMismatch) mark_broken(e.kind());
     rethrow_typed(e);
   }
   std::lock_guard<std::mutex> s(stats_mu_);
@@ -606,7 +661,7 @@ SyncOutcome Communicator::sync_shared_state(const std::vector<SharedStateLeaf>& 
   // different times; a "fresh topology" no-op on some would split them.
   topology_fresh_ = false;
   SyncContext ctx{&master_, &links_, &server_, peer_id_, config_.timeout_s, &cancel_,
-                  ++sync_requests_};
+                  ++sync_requests_, registrations_seen_.load()};
   SyncOutcome out;
   try {
     out = run_shared_state_sync(ctx, leaves, revision, strategy);

@@ -193,13 +193,23 @@ class Communicator {
   void reduce_inline(const void* in, void* out, size_t count, DType dtype, ReduceOp op,
                      std::vector<std::vector<uint8_t>>& inputs, RingTraffic& traffic) const;
   void check_agreement(const std::vector<CollectiveHeader>& all, const CollectiveHeader& mine);
-  void mark_broken();
+  // The links are in an unknown state after an error of `kind`: the next
+  // collective fails (with that kind) until update_topology() rebuilds them.
+  void mark_broken(ErrorKind kind);
+  // Something failed in this epoch (a collective, a member, the master):
+  // what update_topology() is the recovery from. Lock-free (atomics only).
+  bool epoch_failed() const;
+  // update_topology()'s first step (op_mu_ held): after a failure, forgets
+  // the epoch's started-but-unwaited collectives; refuses while any healthy
+  // one (or one whose caller waits for it itself) is still outstanding.
+  void settle_started_work();
 
   CommunicatorConfig config_;
   Canceller cancel_;     // fired once, by close()
   Canceller interrupt_;  // fired by close(), master loss, drop notices; re-armed per epoch
-  uint64_t drops_baseline_ = 0;  // drop notices already accounted for by our topology
-  uint64_t registrations_seen_ = 1;  // master registrations our ring belongs to
+  // Drop notices already accounted for by our topology. Atomic: read without op_mu_.
+  std::atomic<uint64_t> drops_baseline_{0};
+  std::atomic<uint64_t> registrations_seen_{1};  // master registrations our ring belongs to
   MasterLink master_;
   StateServer server_;  // declared before the links: their acceptor feeds it
   RingLinks links_;
@@ -219,6 +229,7 @@ class Communicator {
   uint64_t sync_requests_ = 0;
   std::vector<RingMember> ring_;
   std::atomic<bool> ring_broken_{false};
+  std::atomic<ErrorKind> broken_by_{ErrorKind::kPeerFailure};  // what set ring_broken_
   // A topology was just applied and no collective or update_topology() ran
   // since. Topologies are only ever applied inside topology operations, and
   // those keep voting until nothing is pending (settle()), so every member

@@ -98,8 +98,11 @@ void MasterLink::send_frame(MsgType type, const std::vector<uint8_t>& payload,
 PcclError MasterLink::lost_error() const {
   std::lock_guard<std::mutex> lock(mu_);
   if (evicted_) {
+    // Jitted functions keep the communicator they were traced with: a new
+    // one alone does not help them, and nothing else would say so.
     return PcclError("this peer was removed from the run (" + failure_ +
-                     "); create a new Communicator to rejoin");
+                     "); create a new Communicator to rejoin, and re-jit every function that "
+                     "captured this one (jitted code keeps the communicator it was traced with)");
   }
   return MasterUnreachable(failure_);
 }
@@ -116,11 +119,22 @@ void MasterLink::send_vote(uint64_t epoch, const Deadline& deadline) {
 }
 
 
+void MasterLink::check_registration(uint64_t registration) const {
+  if (registration == 0 || registrations() == registration) return;
+  throw PeerFailure("the master " + where_ + " restarted during this shared-state sync, which "
+                    "lost its round: call update_topology() to rejoin the run, then sync again");
+}
+
 template <typename Found>
-bool MasterLink::wait_mailbox(const Deadline& deadline, Found found) {
+bool MasterLink::wait_mailbox(const Deadline& deadline, Found found, uint64_t registration) {
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
     if (found()) return true;
+    // reconnect() bumps registrations under mu_ and notifies: seen at once.
+    if (registration != 0 && registrations() != registration) {
+      lock.unlock();
+      check_registration(registration);
+    }
     if (!failure_.empty()) {
       lock.unlock();
       throw lost_error();
@@ -145,8 +159,9 @@ bool MasterLink::wait_topology(uint64_t after_epoch, const Deadline& deadline,
 }
 
 void MasterLink::send_sync(MsgType type, const std::vector<uint8_t>& payload,
-                           const Deadline& deadline) {
+                           uint64_t registration, const Deadline& deadline) {
   if (failed()) throw lost_error();
+  check_registration(registration);
   try {
     send_frame(type, payload, deadline);
   } catch (const PcclError& e) {
@@ -156,8 +171,8 @@ void MasterLink::send_sync(MsgType type, const std::vector<uint8_t>& payload,
   }
 }
 
-bool MasterLink::wait_sync_plan(uint64_t request_id, const Deadline& deadline,
-                                SyncPlanMsg* out) {
+bool MasterLink::wait_sync_plan(uint64_t request_id, uint64_t registration,
+                                const Deadline& deadline, SyncPlanMsg* out) {
   return wait_mailbox(deadline, [&] {
     while (!sync_plans_.empty()) {
       SyncPlanMsg plan = std::move(sync_plans_.front());
@@ -168,11 +183,11 @@ bool MasterLink::wait_sync_plan(uint64_t request_id, const Deadline& deadline,
       }  // else: the answer to a request we withdrew
     }
     return false;
-  });
+  }, registration);
 }
 
-bool MasterLink::wait_sync_complete(uint64_t round, const Deadline& deadline,
-                                    SyncCompleteMsg* out) {
+bool MasterLink::wait_sync_complete(uint64_t round, uint64_t registration,
+                                    const Deadline& deadline, SyncCompleteMsg* out) {
   return wait_mailbox(deadline, [&] {
     while (!sync_outcomes_.empty()) {
       SyncCompleteMsg done = std::move(sync_outcomes_.front());
@@ -183,7 +198,7 @@ bool MasterLink::wait_sync_complete(uint64_t round, const Deadline& deadline,
       }
     }
     return false;
-  });
+  }, registration);
 }
 
 void MasterLink::reader_loop() {

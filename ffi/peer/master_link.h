@@ -60,9 +60,17 @@ class MasterLink {
   // Shared-state sync: requests and reports go out as frames; plans and
   // outcomes arrive in a mailbox. Both waits return false on deadline and
   // throw as wait_topology() does when the master is lost or we close.
-  void send_sync(MsgType type, const std::vector<uint8_t>& payload, const Deadline& deadline);
-  bool wait_sync_plan(uint64_t request_id, const Deadline& deadline, SyncPlanMsg* out);
-  bool wait_sync_complete(uint64_t round, const Deadline& deadline, SyncCompleteMsg* out);
+  // `registration` is registrations() when the sync began: once the link
+  // re-registered with a restarted master, which knows nothing of the
+  // round, each of them throws PeerFailure at once (a wait: as soon as the
+  // re-registration lands) instead of talking to, or waiting on, a master
+  // that will never answer.
+  void send_sync(MsgType type, const std::vector<uint8_t>& payload, uint64_t registration,
+                 const Deadline& deadline);
+  bool wait_sync_plan(uint64_t request_id, uint64_t registration, const Deadline& deadline,
+                      SyncPlanMsg* out);
+  bool wait_sync_complete(uint64_t round, uint64_t registration, const Deadline& deadline,
+                          SyncCompleteMsg* out);
 
   bool pending_seen() const { return pending_seen_.load(std::memory_order_acquire); }
   uint64_t drops_seen() const { return drops_seen_.load(std::memory_order_acquire); }
@@ -86,9 +94,11 @@ class MasterLink {
   void send_frame(MsgType type, const std::vector<uint8_t>& payload, const Deadline& deadline);
   void fail(const std::string& reason);
   void drain_last_words();
-  // Waits until `found` (called with mu_ held) returns true.
+  // Waits until `found` (called with mu_ held) returns true. A nonzero
+  // `registration` also ends the wait (PeerFailure) once it is outdated.
   template <typename Found>
-  bool wait_mailbox(const Deadline& deadline, Found found);
+  bool wait_mailbox(const Deadline& deadline, Found found, uint64_t registration = 0);
+  void check_registration(uint64_t registration) const;  // throws PeerFailure if outdated
 
   Socket sock_;
   std::string local_ip_;

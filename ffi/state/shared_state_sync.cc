@@ -59,12 +59,13 @@ SyncRequestMsg make_request(const SyncContext& ctx, const std::vector<SharedStat
 
 SyncPlanMsg await_plan(const SyncContext& ctx) {
   SyncPlanMsg plan;
-  if (ctx.master->wait_sync_plan(ctx.request_id, Deadline::after(2 * ctx.timeout_s), &plan)) {
+  if (ctx.master->wait_sync_plan(ctx.request_id, ctx.registration,
+                                 Deadline::after(2 * ctx.timeout_s), &plan)) {
     return plan;
   }
   try {  // let the others go on without us
     ctx.master->send_sync(MsgType::kSyncDone, SyncDoneMsg{0, 0, "gave up waiting"}.encode(),
-                          Deadline::after(ctx.timeout_s));
+                          ctx.registration, Deadline::after(ctx.timeout_s));
   } catch (const PcclError&) {
     // the master is gone too: our caller learns that on its next call
   }
@@ -111,7 +112,8 @@ SyncOutcome run_shared_state_sync(const SyncContext& ctx, const std::vector<Shar
     throw PcclError("shared-state description too large for one frame: too many leaves or dimensions");
   }
   Publication publication(ctx.server, leaves);
-  ctx.master->send_sync(MsgType::kSyncRequest, request, Deadline::after(ctx.timeout_s));
+  ctx.master->send_sync(MsgType::kSyncRequest, request, ctx.registration,
+                        Deadline::after(ctx.timeout_s));
   SyncPlanMsg plan = await_plan(ctx);
   check_plan(ctx, plan, leaves.size());
 
@@ -150,10 +152,14 @@ SyncOutcome run_shared_state_sync(const SyncContext& ctx, const std::vector<Shar
   }
   SyncDoneMsg done{plan.round, static_cast<uint8_t>(failure ? 0 : 1),
                    failure_text.substr(0, kMaxWireString)};
-  ctx.master->send_sync(MsgType::kSyncDone, done.encode(), Deadline::after(ctx.timeout_s));
+  ctx.master->send_sync(MsgType::kSyncDone, done.encode(), ctx.registration,
+                        Deadline::after(ctx.timeout_s));
   // Others may still be fetching from us: stay published until all are done.
+  // No deadline of its own (a large state takes as long as it takes); the
+  // wait ends with the master (silent for timeout, lost, or restarted,
+  // see MasterLink::wait_sync_complete) or close().
   SyncCompleteMsg complete;
-  ctx.master->wait_sync_complete(plan.round, Deadline::never(), &complete);
+  ctx.master->wait_sync_complete(plan.round, ctx.registration, Deadline::never(), &complete);
   out.tx_bytes = publication.end();
   clock.lap();
   out.finish_s = clock.total() - out.hash_s - out.plan_s - out.fetch_s - out.verify_s;

@@ -7,8 +7,10 @@
 // and the sync ends there: hashing plus one master round trip.
 // The waits are bounded: the plan by 2 x timeout (then the request is
 // withdrawn), transfers by the stall timeout per chunk, the final barrier by
-// the master, which settles it once every participant reported or died, and
-// by the loss of the master or close().
+// the master, which settles it once every participant reported or died.
+// Every wait on the master also ends with the master: silent for timeout or
+// its connection lost (MasterUnreachable), or restarted, which loses the
+// round (PeerFailure: update_topology() rejoins), and with close().
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -55,6 +57,10 @@ struct SyncContext {
   double timeout_s = 30.0;
   const Canceller* cancel = nullptr;
   uint64_t request_id = 0;  // unique per peer and sync
+  // The master registration the sync runs under (MasterLink::registrations()):
+  // a restarted master knows nothing of our round, so every send and wait
+  // fails once the link re-registered.
+  uint64_t registration = 1;
 };
 
 SyncOutcome run_shared_state_sync(const SyncContext& ctx, const std::vector<SharedStateLeaf>& leaves,

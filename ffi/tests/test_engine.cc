@@ -1,5 +1,6 @@
 // The engine end to end in one process: a master and several communicators on
 // threads over 127.0.0.1. No Python, no JAX.
+#include <poll.h>
 #include <sys/resource.h>
 
 #include <chrono>
@@ -12,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/canceller.h"
 #include "common/errors.h"
 #include "master/master.h"
 #include "peer/communicator.h"
@@ -765,7 +767,36 @@ void report_small_latency(int connections) {
 
 }  // namespace
 
+// A communicator re-arms its interrupt for each new ring. close(), a master
+// loss or a drop notice may fire it at that very moment; the signal must
+// survive. Here the predicate plays the other thread: close() lands while
+// the re-arm looks (the flag is set, then the interrupt fires). Looking
+// before the reset would wipe that cancel and leave a closed communicator
+// waiting on an armed interrupt.
+void test_rearm_keeps_a_cancel_that_lands_while_rearming() {
+  Canceller interrupt;
+  interrupt.cancel();  // fired in the previous epoch
+  bool closed = false;
+  interrupt.rearm([&] {
+    bool seen = closed;
+    if (!seen) {
+      closed = true;  // close(): its flag first, then the cancel
+      interrupt.cancel();
+    }
+    return seen;
+  });
+  CHECK(interrupt.cancelled());
+  CHECK(wait_ready(interrupt.fd(), POLLIN, Deadline::after(0), nullptr));  // poll() wakes too
+
+  Canceller quiet;  // no cause: armed again, and poll() sleeps
+  quiet.cancel();
+  quiet.rearm([] { return false; });
+  CHECK(!quiet.cancelled());
+  CHECK(!wait_ready(quiet.fd(), POLLIN, Deadline::after(0), nullptr));
+}
+
 int main(int argc, char** argv) {
+  test_rearm_keeps_a_cancel_that_lands_while_rearming();
   test_exact_sum_and_bit_identity();
   test_ops_and_tiny_counts();
   test_inline_and_ring_paths_are_bit_identical();

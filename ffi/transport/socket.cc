@@ -2,6 +2,11 @@
 
 #include <arpa/inet.h>
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <thread>
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
@@ -34,6 +39,57 @@ void resolve(const std::string& host, uint16_t port, bool passive, AddrInfoList*
   std::string service = std::to_string(port);
   int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &out->head);
   if (rc != 0) throw PcclError("cannot resolve '" + host + "': " + gai_strerror(rc));
+}
+
+// A name lookup on a thread of its own: getaddrinfo() has no timeout, and a
+// slow resolver must not hold up connect() (or close(), which joins the
+// thread that connects) beyond the caller's deadline. An abandoned lookup
+// finishes in the background and frees its result itself.
+struct Lookup {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  int rc = 0;
+  AddrInfoList list;
+};
+
+std::shared_ptr<Lookup> resolve_within(const std::string& host, uint16_t port,
+                                       const Deadline& deadline, const Canceller* cancel) {
+  auto lookup = std::make_shared<Lookup>();
+  std::string service = std::to_string(port);
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICHOST;  // an address literal never blocks: no thread for it
+  const char* node = host.empty() ? nullptr : host.c_str();
+  if (getaddrinfo(node, service.c_str(), &hints, &lookup->list.head) == 0) {
+    lookup->done = true;
+    return lookup;
+  }
+  lookup->list.head = nullptr;
+  std::thread([lookup, host, service] {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* head = nullptr;
+    int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &head);
+    std::lock_guard<std::mutex> lock(lookup->mu);
+    lookup->list.head = head;
+    lookup->rc = rc;
+    lookup->done = true;
+    lookup->cv.notify_all();
+  }).detach();
+  std::unique_lock<std::mutex> lock(lookup->mu);
+  while (!lookup->done) {
+    if (cancel != nullptr && cancel->cancelled()) throw Cancelled("operation cancelled by close()");
+    if (deadline.expired()) throw PeerFailure("cannot resolve '" + host + "': no answer in time");
+    // Short slices: the canceller is an eventfd, not this condition variable.
+    lookup->cv.wait_for(lock, std::chrono::milliseconds(deadline.remaining_ms(50)));
+  }
+  if (lookup->rc != 0) {
+    throw PcclError("cannot resolve '" + host + "': " + gai_strerror(lookup->rc));
+  }
+  return lookup;
 }
 
 std::string sockaddr_ip(const sockaddr_storage& ss) {
@@ -87,10 +143,9 @@ void Socket::shutdown_both() {
 
 Socket Socket::connect_to(const std::string& host, uint16_t port, const Deadline& deadline,
                           const Canceller* cancel) {
-  AddrInfoList list;
-  resolve(host, port, false, &list);
+  std::shared_ptr<Lookup> lookup = resolve_within(host, port, deadline, cancel);
   std::string last_error = "no address";
-  for (addrinfo* ai = list.head; ai != nullptr; ai = ai->ai_next) {
+  for (addrinfo* ai = lookup->list.head; ai != nullptr; ai = ai->ai_next) {
     Socket s(::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol));
     if (!s.valid()) { last_error = errno_text(errno); continue; }
     s.set_nonblocking();

@@ -84,6 +84,9 @@ def main() -> int:
     ap.add_argument("--shape", choices=["update_first", "step_first"], default="update_first")
     ap.add_argument("--start-wait", action="store_true",
                     help="the step is all_reduce_start + all_reduce_wait in one jit")
+    ap.add_argument("--start-reduce-wait", action="store_true",
+                    help="the step is all_reduce_start, an all_reduce, then all_reduce_wait "
+                         "in one jit (a failure of the all_reduce skips the wait)")
     ap.add_argument("--retry-helper", action="store_true",
                     help="run the step through pccl.retry_on_peer_failure")
     ap.add_argument("--master-grace", type=float, default=0.0,
@@ -109,6 +112,14 @@ def main() -> int:
     if args.start_wait:  # the asynchronous wait handler (an XLA future)
         step_fn = jax.jit(lambda x: pccl.all_reduce_wait(pccl.all_reduce_start(x, comm, op="sum"),
                                                          return_info=True))
+    if args.start_reduce_wait:
+        def start_reduce_wait(x):
+            import jax.numpy as jnp
+            handle = pccl.all_reduce_start(x, comm, op="sum")
+            between = pccl.all_reduce(x, comm, op="sum")
+            y, info = pccl.all_reduce_wait(handle, return_info=True)
+            return jnp.where(between == y, y, -1), info  # -1: the two results differ
+        step_fn = jax.jit(start_reduce_wait)
     if args.retry_helper:  # failures are absorbed: the loop below never sees them
         step_fn = pccl.retry_on_peer_failure(comm, step_fn)
     x = np.full(args.elements, 1 << args.index, np.int32)
@@ -163,7 +174,7 @@ def main() -> int:
                     emit(master_lost=type(exc).__name__, message=str(exc)[:200])
                     time.sleep(0.2)
                     continue
-            emit(fatal=type(exc).__name__, message=str(exc)[:300])
+            emit(fatal=type(exc).__name__, message=str(exc)[:600])
             return 3
         else:
             master_lost_at = None
