@@ -16,6 +16,7 @@
 #include "xla/all_reduce_async_handler.h"
 #include "xla/all_reduce_handler.h"
 #include "xla/comm_registry.h"
+#include "xla/handler_faults.h"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -217,6 +218,22 @@ NB_MODULE(_pccl, m) {
         return xxh64(bytes.data(), bytes.shape(0));
       },
       "bytes"_a, "xxh64 of a contiguous byte view (the shared-state leaf hash)");
+
+  // Tests only (issue #17): cross the 2^32 ticket boundary without 2^32
+  // collectives, and make one FFI handler throw a non-PcclError exception.
+  m.def(
+      "_set_next_ticket_for_testing",
+      [](PyCommunicator& c, uint64_t next) { c.comm_->set_next_ticket_for_testing(next); },
+      "comm"_a, "next"_a);
+  m.def(
+      "_arm_handler_fault_for_testing",
+      [](int where) {
+        if (where < 0 || where > static_cast<int>(HandlerFault::kWait)) {
+          throw nb::value_error("no such handler fault");
+        }
+        arm_handler_fault_for_testing(static_cast<HandlerFault>(where));
+      },
+      "where"_a);
 
   m.def("ffi_targets", []() {
     nb::dict targets;

@@ -68,6 +68,9 @@ class AsyncCollectives {
 
   // Collectives started and not yet waited for.
   size_t outstanding() const;
+  // Tests only: the next ticket handed out, so that a test can cross the 2^32
+  // boundary without running 2^32 collectives.
+  void set_next_ticket_for_testing(uint64_t next);
   // Cancels what has not run yet (their waits throw `cancelled`); joins.
   void close();
 

@@ -10,6 +10,7 @@
 #include "xla/bound_waits.h"
 #include "xla/comm_registry.h"
 #include "xla/ffi_support.h"
+#include "xla/handler_faults.h"
 
 namespace ffi = xla::ffi;
 
@@ -40,6 +41,7 @@ ffi::Error start_impl(ffi::Token, ffi::RemainingArgs args, ffi::Result<ffi::Toke
       if (!dtype) return ffi::Error::InvalidArgument("PcclError: unsupported dtype");
       auto q = static_cast<Quantization>(quantization);
       if (!quantization_applies(q, *dtype)) q = Quantization::kNone;
+      maybe_fail_for_testing(HandlerFault::kStart);  // as if staging memory ran out
       uint64_t ticket = comm->start_all_reduce(in->untyped_data(), in->element_count(), *dtype,
                                                static_cast<ReduceOp>(op),
                                                describe_leaf(*in, i, leaves), q);
@@ -55,6 +57,7 @@ ffi::Error bind_impl(ffi::Token, ffi::Buffer<ffi::S32> tickets, ffi::Result<ffi:
                      int64_t comm_handle, int64_t site) {
   size_t count = tickets.element_count();
   if (count == 0) return ffi::Error::InvalidArgument("PcclError: no tickets to wait for");
+  maybe_fail_for_testing(HandlerFault::kWaitBind);  // as if the vector's allocation failed
   std::vector<uint64_t> bound(count - 1);  // the last entry is the world size
   for (size_t i = 0; i + 1 < count; ++i) bound[i] = static_cast<uint64_t>(tickets.typed_data()[i]);
   bind_wait(comm_handle, site, std::move(bound));
@@ -112,6 +115,7 @@ ffi::Future wait_impl(ffi::Token, ffi::Result<ffi::Token>, ffi::RemainingRets re
   if (rets.size() != leaves) {
     return failed(ffi::Error::InvalidArgument("PcclError: result count does not match tickets"));
   }
+  maybe_fail_for_testing(HandlerFault::kWait);  // as if make_shared failed
   auto wait = std::make_shared<PendingWait>();
   ffi::Future future(wait->promise);
   // One count per leaf, released as each leaf ends, plus one for the

@@ -7,6 +7,7 @@
 #include "common/errors.h"
 #include "xla/comm_registry.h"
 #include "xla/ffi_support.h"
+#include "xla/handler_faults.h"
 
 namespace ffi = xla::ffi;
 
@@ -31,6 +32,7 @@ ffi::Error all_reduce_impl(ffi::Token, ffi::RemainingArgs args, ffi::Result<ffi:
   int world = comm->group_world_size();
   // Every leaf at once, in place: XLA keeps the buffers alive for this call,
   // and the communicator waits for all of them before it returns.
+  maybe_fail_for_testing(HandlerFault::kAllReduce);  // as if the vector's allocation failed
   std::vector<AllReduceCall> calls(leaves);
   for (size_t i = 0; i < leaves; ++i) {
     auto in = args.get<ffi::AnyBuffer>(i);
