@@ -191,4 +191,95 @@ def scenario_continuation(ctx):
         ctx.rec.check(f"run{run}", lambda: {k: encode(v) for k, v in ready(fn(x)).items()})
 
 
-SCENARIOS = {"continuation": (scenario_continuation, True)}
+def thread_name() -> str:
+    import threading
+    with open(f"/proc/self/task/{threading.get_native_id()}/comm") as f:
+        return f.read().strip()
+
+
+def scenario_continuation_thread(ctx):
+    """Where the rest of a program runs once its wait completes: a host
+    callback placed after the wait (and after a collective that follows it)
+    reports its thread's name. Peer 1 joins each collective a second late, so
+    that peer 0's wait is still pending when XLA reaches it and completes
+    later, from the engine's side."""
+    import time
+
+    import jax
+    from peer_scenarios import encode, ready
+
+    pccl, comm = ctx.pccl, ctx.comm
+    names = []
+    record = lambda _: names.append(thread_name())  # noqa: E731
+
+    @jax.jit
+    def after_wait(x):
+        r = pccl.all_reduce_wait(pccl.all_reduce_start(x, comm, op="sum"))
+        jax.debug.callback(record, r)
+        e = pccl.all_reduce(r, comm, op="sum")
+        jax.debug.callback(record, e)
+        return e
+
+    x = peer_input(ctx.index)
+    for run in range(2):
+        def check():
+            names.clear()
+            if ctx.index != 0:
+                time.sleep(1.0)
+            out = encode(ready(after_wait(x)))
+            return {"out": out, "threads": list(names)}
+        ctx.rec.check(f"run{run}", check)
+
+
+CLOSE_AFTER_S = 2.0
+
+
+def scenario_close_during_continuation(ctx):
+    """Peer 0's program goes on after its wait into an all_reduce that peer 1
+    never joins, so a completion thread is blocked in it; then peer 0 closes
+    the communicator from another Python thread. close() must cancel it,
+    let the program end with an error and join every thread, long before the
+    communicator's own timeout would have ended the collective."""
+    import threading
+    import time
+
+    import jax
+    from peer_scenarios import describe_error, ready
+
+    pccl, comm, rec = ctx.pccl, ctx.comm, ctx.rec
+    x = peer_input(ctx.index)
+    if ctx.index != 0:
+        rec.check("joined", lambda: ready(jax.jit(
+            lambda v: pccl.all_reduce_wait(pccl.all_reduce_start(v, comm)))(x)).tolist())
+        time.sleep(3 * CLOSE_AFTER_S)  # while peer 0 closes; never joins its all_reduce
+        return
+
+    def run():
+        closed = {}
+
+        def close_later():
+            time.sleep(CLOSE_AFTER_S)
+            t0 = time.monotonic()
+            comm.close()
+            closed["close_s"] = time.monotonic() - t0
+
+        closer = threading.Thread(target=close_later)
+        t0 = time.monotonic()
+        closer.start()
+        try:
+            ready(jax.jit(lambda v: pccl.all_reduce(
+                pccl.all_reduce_wait(pccl.all_reduce_start(v, comm)), comm))(x))
+            error = None
+        except Exception as exc:  # noqa: BLE001 - the test checks what it was
+            error = describe_error(exc)
+        elapsed = time.monotonic() - t0
+        closer.join(timeout=60)
+        return {"error": error, "elapsed": elapsed, "close_s": closed.get("close_s"),
+                "closer_alive": closer.is_alive()}
+    rec.check("closed", run)
+    ctx.comm = None  # closed already
+
+
+SCENARIOS = {"continuation": (scenario_continuation, True),
+             "close_during_continuation": (scenario_close_during_continuation, True),
+             "continuation_thread": (scenario_continuation_thread, True)}

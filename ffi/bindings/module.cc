@@ -66,17 +66,33 @@ class PyCommunicator {
     cfg.connections = connections;
     cfg.concurrency = concurrency;
     comm_ = std::make_shared<Communicator>(std::move(cfg));
-    handle_ = register_communicator(comm_);
+    completions_ = CompletionExecutor::create();
+    handle_ = register_communicator(comm_, completions_);
   }
-  ~PyCommunicator() { close(); }
+  ~PyCommunicator() {
+    // close() may wait for an XLA program's rest, running on a completion
+    // thread, that needs the GIL (a host callback): never hold it there.
+    if (PyGILState_Check()) {
+      nb::gil_scoped_release unlocked;
+      close();
+    } else {
+      close();
+    }
+  }
 
+  // In this order: new calls find no communicator; the engine ends or
+  // cancels every collective and joins its threads, which posts each pending
+  // wait's completion; the completion executor runs them (XLA's programs go
+  // on and fail at their next collective) and joins its threads.
   void close() {
     if (handle_ != 0) unregister_communicator(handle_);
     handle_ = 0;
     comm_->close();
+    if (completions_) completions_->close();
   }
 
   std::shared_ptr<Communicator> comm_;
+  std::shared_ptr<CompletionExecutor> completions_;
   int64_t handle_ = 0;
 };
 
