@@ -3,7 +3,6 @@
 #include <pthread.h>
 
 #include <algorithm>
-#include <system_error>
 #include <utility>
 
 namespace pccl {
@@ -33,8 +32,9 @@ void CompletionExecutor::post(Task task) noexcept {
       if (queue_.size() > idle_ && threads_.size() < max_threads_) {
         try {
           spawn();
-        } catch (const std::system_error&) {
-          // No new thread: the task waits for one of the existing ones.
+        } catch (...) {
+          // No new thread (none to be had, or no memory to keep it): the
+          // task, queued already, waits for one of the existing ones.
         }
       }
       lock.unlock();
@@ -54,7 +54,9 @@ void CompletionExecutor::post(Task task) noexcept {
 void CompletionExecutor::loop() {
   // Named, so that a test (and a debugger) can tell where XLA's program
   // continues: here, never on an engine thread.
+#ifdef __linux__
   pthread_setname_np(pthread_self(), kCompletionThreadName);
+#endif
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
     cv_.wait(lock, [&] { return closed_ || !queue_.empty(); });
