@@ -60,3 +60,31 @@ def test_a_throwing_handler_fails_the_call_and_the_communicator_lives_on(faults,
         np.testing.assert_array_equal(harness.decode(peer), expected)
     for peer in faults.values("final"):
         np.testing.assert_array_equal(harness.decode(peer), a)
+
+
+def test_tickets_past_32_bits_without_x64_in_one_process(pccl, master):
+    """The handle stays int32 (word pairs) when jax_enable_x64 is off, the
+    default; one peer, in this process, its ticket counter moved past 2^32."""
+    import jax
+    import jax.numpy as jnp
+    from jax_pccl import _pccl
+
+    was = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", False)
+    try:
+        with pccl.Communicator(master.address).connect() as comm:
+            _pccl._set_next_ticket_for_testing(comm._native, 2**32 - 1)
+            tree = {"a": jnp.arange(3.0), "b": jnp.arange(4)}
+            handle = pccl.all_reduce_start(tree, comm)
+            out, info = pccl.all_reduce_wait(handle, return_info=True)
+            assert handle.tickets.dtype == jnp.int32 and handle.tickets.shape == (5,)
+            np.testing.assert_array_equal(out["a"], np.arange(3.0, dtype=np.float32))
+            np.testing.assert_array_equal(out["b"], np.arange(4, dtype=np.int32))
+            assert int(info.world_size) == 1
+            f = jax.jit(lambda x: pccl.all_reduce_wait(pccl.all_reduce_start(x, comm), return_info=True))
+            for _ in range(3):  # tickets 2^32 + 1 .. 2^32 + 3
+                y, info = f(jnp.full((2,), 7.0))
+                np.testing.assert_array_equal(y, [7.0, 7.0])
+                assert int(info.world_size) == 1
+    finally:
+        jax.config.update("jax_enable_x64", was)
