@@ -33,6 +33,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cases  # noqa: E402
 import concurrency_scenarios  # noqa: E402
+import continuation_scenarios  # noqa: E402
+import handler_edge_scenarios  # noqa: E402
 import state_scenarios  # noqa: E402
 import striping_scenarios  # noqa: E402
 
@@ -546,6 +548,8 @@ SCENARIOS = {
 SCENARIOS.update(state_scenarios.SCENARIOS)
 SCENARIOS.update(striping_scenarios.SCENARIOS)
 SCENARIOS.update(concurrency_scenarios.SCENARIOS)
+SCENARIOS.update(continuation_scenarios.SCENARIOS)
+SCENARIOS.update(handler_edge_scenarios.SCENARIOS)
 
 
 class Ctx:

@@ -16,6 +16,7 @@
 #include "xla/all_reduce_async_handler.h"
 #include "xla/all_reduce_handler.h"
 #include "xla/comm_registry.h"
+#include "xla/handler_faults.h"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -65,17 +66,33 @@ class PyCommunicator {
     cfg.connections = connections;
     cfg.concurrency = concurrency;
     comm_ = std::make_shared<Communicator>(std::move(cfg));
-    handle_ = register_communicator(comm_);
+    completions_ = CompletionExecutor::create();
+    handle_ = register_communicator(comm_, completions_);
   }
-  ~PyCommunicator() { close(); }
+  ~PyCommunicator() {
+    // close() may wait for an XLA program's rest, running on a completion
+    // thread, that needs the GIL (a host callback): never hold it there.
+    if (PyGILState_Check()) {
+      nb::gil_scoped_release unlocked;
+      close();
+    } else {
+      close();
+    }
+  }
 
+  // In this order: new calls find no communicator; the engine ends or
+  // cancels every collective and joins its threads, which posts each pending
+  // wait's completion; the completion executor runs them (XLA's programs go
+  // on and fail at their next collective) and joins its threads.
   void close() {
     if (handle_ != 0) unregister_communicator(handle_);
     handle_ = 0;
     comm_->close();
+    if (completions_) completions_->close();
   }
 
   std::shared_ptr<Communicator> comm_;
+  std::shared_ptr<CompletionExecutor> completions_;
   int64_t handle_ = 0;
 };
 
@@ -217,6 +234,22 @@ NB_MODULE(_pccl, m) {
         return xxh64(bytes.data(), bytes.shape(0));
       },
       "bytes"_a, "xxh64 of a contiguous byte view (the shared-state leaf hash)");
+
+  // Tests only (issue #17): cross the 2^32 ticket boundary without 2^32
+  // collectives, and make one FFI handler throw a non-PcclError exception.
+  m.def(
+      "_set_next_ticket_for_testing",
+      [](PyCommunicator& c, uint64_t next) { c.comm_->set_next_ticket_for_testing(next); },
+      "comm"_a, "next"_a);
+  m.def(
+      "_arm_handler_fault_for_testing",
+      [](int where) {
+        if (where < 0 || where > static_cast<int>(HandlerFault::kWait)) {
+          throw nb::value_error("no such handler fault");
+        }
+        arm_handler_fault_for_testing(static_cast<HandlerFault>(where));
+      },
+      "where"_a);
 
   m.def("ffi_targets", []() {
     nb::dict targets;

@@ -269,6 +269,11 @@ size_t AsyncCollectives::outstanding() const {
   return jobs_.size();
 }
 
+void AsyncCollectives::set_next_ticket_for_testing(uint64_t next) {
+  std::lock_guard<std::mutex> lock(mu_);
+  next_ticket_ = next;
+}
+
 void AsyncCollectives::close() {
   std::vector<std::shared_ptr<Job>> cancelled;
   {

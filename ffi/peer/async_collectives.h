@@ -76,6 +76,9 @@ class AsyncCollectives {
   // are kept: their caller waits for them itself, over its own buffers.
   // Returns how many were discarded.
   size_t discard_started(const std::string& why);
+  // Tests only: the next ticket handed out, so that a test can cross the 2^32
+  // boundary without running 2^32 collectives.
+  void set_next_ticket_for_testing(uint64_t next);
   // Cancels what has not run yet (their waits throw `cancelled`); joins.
   void close();
 

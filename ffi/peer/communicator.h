@@ -125,6 +125,8 @@ class Communicator {
   // wait_all_reduce without blocking the caller (see AsyncCollectives::wait_then).
   void wait_all_reduce_then(uint64_t ticket, void* out, size_t bytes,
                             AsyncCollectives::Then then);
+  // Tests only: see AsyncCollectives::set_next_ticket_for_testing.
+  void set_next_ticket_for_testing(uint64_t next) { async_.set_next_ticket_for_testing(next); }
 
   // Makes every peer's copy of the shared state identical (see
   // state/shared_state_sync.h and master/shared_state_election.h). Returns

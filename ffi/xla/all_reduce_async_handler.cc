@@ -9,16 +9,18 @@
 
 #include "xla/bound_waits.h"
 #include "xla/comm_registry.h"
+#include "xla/completion_executor.h"
 #include "xla/ffi_support.h"
+#include "xla/handler_faults.h"
+#include "xla/ticket_words.h"
 
 namespace ffi = xla::ffi;
 
 namespace pccl {
 namespace {
 
-ffi::Error start_impl(ffi::Token, ffi::RemainingArgs args, ffi::Result<ffi::Token>,
-                      ffi::Result<ffi::Buffer<ffi::S32>> tickets, int64_t comm_handle, int32_t op,
-                      int32_t quantization) {
+ffi::Error start_body(ffi::RemainingArgs& args, ffi::Result<ffi::Buffer<ffi::S32>>& tickets,
+                      int64_t comm_handle, int32_t op, int32_t quantization) {
   std::shared_ptr<Communicator> comm = find_communicator(comm_handle);
   if (!comm) return precondition("the communicator used by this compiled function was closed");
   if (op < 0 || !reduce_op_valid(static_cast<uint8_t>(op)) || quantization < 0 ||
@@ -26,69 +28,84 @@ ffi::Error start_impl(ffi::Token, ffi::RemainingArgs args, ffi::Result<ffi::Toke
     return ffi::Error::InvalidArgument("PcclError: invalid op or quantization");
   }
   size_t leaves = args.size();
-  if (tickets->element_count() != leaves + 1) {
+  if (leaves == 0 || ticket_leaves(tickets->element_count()) != leaves) {
     return ffi::Error::InvalidArgument("PcclError: ticket count does not match operands");
   }
+  int32_t* words = tickets->typed_data();
   // The world size rides after the tickets: the collectives run on the ring
   // they were placed on now (a later update_topology fails them instead).
-  tickets->typed_data()[leaves] = comm->group_world_size();
-  try {
-    for (size_t i = 0; i < leaves; ++i) {
-      auto in = args.get<ffi::AnyBuffer>(i);
-      if (!in.has_value()) return ffi::Error::InvalidArgument("PcclError: bad buffer");
-      auto dtype = to_engine_dtype(in->element_type());
-      if (!dtype) return ffi::Error::InvalidArgument("PcclError: unsupported dtype");
-      auto q = static_cast<Quantization>(quantization);
-      if (!quantization_applies(q, *dtype)) q = Quantization::kNone;
-      uint64_t ticket = comm->start_all_reduce(in->untyped_data(), in->element_count(), *dtype,
-                                               static_cast<ReduceOp>(op),
-                                               describe_leaf(*in, i, leaves), q);
-      tickets->typed_data()[i] = static_cast<int32_t>(ticket);
-    }
-  } catch (const PcclError& e) {
-    return to_ffi_error(e);
+  words[kTicketWords * leaves] = comm->group_world_size();
+  for (size_t i = 0; i < leaves; ++i) {
+    auto in = args.get<ffi::AnyBuffer>(i);
+    if (!in.has_value()) return ffi::Error::InvalidArgument("PcclError: bad buffer");
+    auto dtype = to_engine_dtype(in->element_type());
+    if (!dtype) return ffi::Error::InvalidArgument("PcclError: unsupported dtype");
+    auto q = static_cast<Quantization>(quantization);
+    if (!quantization_applies(q, *dtype)) q = Quantization::kNone;
+    maybe_fail_for_testing(HandlerFault::kStart);  // as if staging memory ran out
+    uint64_t ticket = comm->start_all_reduce(in->untyped_data(), in->element_count(), *dtype,
+                                             static_cast<ReduceOp>(op),
+                                             describe_leaf(*in, i, leaves), q);
+    store_ticket(words + kTicketWords * i, ticket);
   }
   return ffi::Error::Success();
+}
+
+ffi::Error start_impl(ffi::Token, ffi::RemainingArgs args, ffi::Result<ffi::Token>,
+                      ffi::Result<ffi::Buffer<ffi::S32>> tickets, int64_t comm_handle, int32_t op,
+                      int32_t quantization) {
+  try {
+    return start_body(args, tickets, comm_handle, op, quantization);
+  } catch (...) {
+    return current_exception_error();
+  }
 }
 
 ffi::Error bind_impl(ffi::Token, ffi::Buffer<ffi::S32> tickets, ffi::Result<ffi::Token>,
                      int64_t comm_handle, int64_t site) {
-  size_t count = tickets.element_count();
-  if (count == 0) return ffi::Error::InvalidArgument("PcclError: no tickets to wait for");
-  std::vector<uint64_t> bound(count - 1);  // the last entry is the world size
-  for (size_t i = 0; i + 1 < count; ++i) bound[i] = static_cast<uint64_t>(tickets.typed_data()[i]);
-  bind_wait(comm_handle, site, std::move(bound));
-  return ffi::Error::Success();
+  try {
+    size_t leaves = ticket_leaves(tickets.element_count());
+    if (leaves == 0) return ffi::Error::InvalidArgument("PcclError: no tickets to wait for");
+    maybe_fail_for_testing(HandlerFault::kWaitBind);  // as if the vector's allocation failed
+    std::vector<uint64_t> bound(leaves);
+    for (size_t i = 0; i < leaves; ++i) {
+      bound[i] = load_ticket(tickets.typed_data() + kTicketWords * i);
+    }
+    bind_wait(comm_handle, site, std::move(bound));
+    return ffi::Error::Success();
+  } catch (...) {
+    return current_exception_error();
+  }
 }
 
 // What one wait call's leaves share while they end, one by one, on engine
-// threads: the first error and how many are still out.
+// threads: the first error, how many are still out, and where the future is
+// completed (never on an engine thread: see completion_executor.h).
 struct PendingWait {
   std::mutex mu;
   size_t left = 0;
   std::optional<ffi::Error> error;
   ffi::Promise promise;
+  std::shared_ptr<CompletionExecutor> completions;
 };
 
-void leaf_ended(const std::shared_ptr<PendingWait>& wait, std::exception_ptr failure) {
+// Counts one leaf (or the hand-over) as ended; true for the last count, whose
+// caller then completes the future. Never throws: engine threads call it.
+bool count_down(PendingWait& wait, std::exception_ptr failure) noexcept {
   std::optional<ffi::Error> error;
-  if (failure) {
-    try {
-      std::rethrow_exception(failure);
-    } catch (const PcclError& e) {
-      error = to_ffi_error(e);
-    } catch (const std::exception& e) {
-      error = ffi::Error::Internal(std::string("PcclError: ") + e.what());
-    }
-  }
-  std::lock_guard<std::mutex> lock(wait->mu);
-  if (error && !wait->error) wait->error = std::move(error);
-  if (--wait->left > 0) return;
-  if (wait->error) {
-    wait->promise.SetError(std::move(*wait->error));
+  if (failure) error = exception_error(std::move(failure));
+  std::lock_guard<std::mutex> lock(wait.mu);
+  if (error && !wait.error) wait.error = std::move(error);
+  return --wait.left == 0;
+}
+
+// Completing the future runs the rest of XLA's program on this thread.
+void complete(PendingWait& wait) {
+  if (wait.error) {
+    wait.promise.SetError(std::move(*wait.error));
     return;
   }
-  wait->promise.SetAvailable();
+  wait.promise.SetAvailable();
 }
 
 ffi::Future failed(ffi::Error error) {
@@ -99,39 +116,62 @@ ffi::Future failed(ffi::Error error) {
 }
 
 // Asynchronous: XLA's thread returns at once and XLA carries on with
-// whatever does not need the results; the future completes on the engine
-// thread that ends the last leaf (results already copied into place). Its
-// only buffers are the results (see bound_waits.h).
-ffi::Future wait_impl(ffi::Token, ffi::Result<ffi::Token>, ffi::RemainingRets rets,
-                      int64_t comm_handle, int64_t site) {
+// whatever does not need the results. The engine thread that ends the last
+// leaf (results already copied into place) hands the completion to the
+// communicator's completion executor; if every leaf had ended before the
+// hand-over, the future completes here. Its only buffers are the results
+// (see bound_waits.h).
+ffi::Future wait_body(ffi::RemainingRets& rets, int64_t comm_handle, int64_t site) {
   std::optional<std::vector<uint64_t>> tickets = take_bound_wait(comm_handle, site);
   std::shared_ptr<Communicator> comm = find_communicator(comm_handle);
-  if (!comm) return failed(precondition("the communicator used by this compiled function was closed"));
+  std::shared_ptr<CompletionExecutor> completions = find_completions(comm_handle);
+  if (!comm || !completions) {
+    return failed(precondition("the communicator used by this compiled function was closed"));
+  }
   if (!tickets) return failed(ffi::Error::Internal("PcclError: all_reduce_wait found no bound tickets"));
   size_t leaves = tickets->size();
   if (rets.size() != leaves) {
     return failed(ffi::Error::InvalidArgument("PcclError: result count does not match tickets"));
   }
+  maybe_fail_for_testing(HandlerFault::kWait);  // as if make_shared failed
   auto wait = std::make_shared<PendingWait>();
+  wait->completions = std::move(completions);
   ffi::Future future(wait->promise);
   // One count per leaf, released as each leaf ends, plus one for the
   // hand-over, so that the promise is set only after every ticket was handed
-  // over (none left dangling).
+  // over (none left dangling), and a leaf that ends at once, on this thread,
+  // is never the last.
   wait->left = leaves + 1;
+  auto leaf_ended = [wait](int, std::exception_ptr failure) {
+    if (!count_down(*wait, std::move(failure))) return;
+    std::shared_ptr<PendingWait> last = wait;
+    last->completions->post([last] { complete(*last); });
+  };
+  // Nothing below throws out of the loop: once a leaf is handed over, the
+  // engine writes into XLA's result buffer, so this call must not fail.
   for (size_t i = 0; i < leaves; ++i) {
-    auto out = rets.get<ffi::AnyBuffer>(i);
     try {
+      auto out = rets.get<ffi::AnyBuffer>(i);
       if (!out.has_value()) throw PcclError("bad result buffer");
       comm->wait_all_reduce_then((*tickets)[i], (*out)->untyped_data(), (*out)->size_bytes(),
-                                 [wait](int, std::exception_ptr failure) {
-                                   leaf_ended(wait, std::move(failure));
-                                 });
+                                 leaf_ended);
     } catch (...) {
-      leaf_ended(wait, std::current_exception());
+      count_down(*wait, std::current_exception());  // never the last: the hand-over is held
     }
   }
-  leaf_ended(wait, nullptr);  // the hand-over count
+  if (count_down(*wait, nullptr)) complete(*wait);  // every leaf had ended already
   return future;
+}
+
+ffi::Future wait_impl(ffi::Token, ffi::Result<ffi::Token>, ffi::RemainingRets rets,
+                      int64_t comm_handle, int64_t site) {
+  try {
+    return wait_body(rets, comm_handle, site);
+  } catch (...) {
+    // failed() allocates a promise: if even that throws, memory is gone and
+    // no future can be returned at all.
+    return failed(current_exception_error());
+  }
 }
 
 }  // namespace

@@ -7,15 +7,15 @@
 #include "common/errors.h"
 #include "xla/comm_registry.h"
 #include "xla/ffi_support.h"
+#include "xla/handler_faults.h"
 
 namespace ffi = xla::ffi;
 
 namespace pccl {
 namespace {
 
-ffi::Error all_reduce_impl(ffi::Token, ffi::RemainingArgs args, ffi::Result<ffi::Token>,
-                           ffi::RemainingRets rets, int64_t comm_handle, int32_t op,
-                           int32_t quantization) {
+ffi::Error all_reduce_body(ffi::RemainingArgs& args, ffi::RemainingRets& rets,
+                           int64_t comm_handle, int32_t op, int32_t quantization) {
   std::shared_ptr<Communicator> comm = find_communicator(comm_handle);
   if (!comm) return precondition("the communicator used by this compiled function was closed");
   if (op < 0 || !reduce_op_valid(static_cast<uint8_t>(op))) {
@@ -31,6 +31,7 @@ ffi::Error all_reduce_impl(ffi::Token, ffi::RemainingArgs args, ffi::Result<ffi:
   int world = comm->group_world_size();
   // Every leaf at once, in place: XLA keeps the buffers alive for this call,
   // and the communicator waits for all of them before it returns.
+  maybe_fail_for_testing(HandlerFault::kAllReduce);  // as if the vector's allocation failed
   std::vector<AllReduceCall> calls(leaves);
   for (size_t i = 0; i < leaves; ++i) {
     auto in = args.get<ffi::AnyBuffer>(i);
@@ -46,17 +47,21 @@ ffi::Error all_reduce_impl(ffi::Token, ffi::RemainingArgs args, ffi::Result<ffi:
     calls[i] = AllReduceCall{in->untyped_data(), (*out)->untyped_data(), in->element_count(),
                              *dtype, static_cast<ReduceOp>(op), describe_leaf(*in, i, leaves), q};
   }
-  try {
-    if (!calls.empty()) world = comm->all_reduce_concurrently(calls);
-  } catch (const PcclError& e) {
-    return to_ffi_error(e);
-  } catch (const std::exception& e) {
-    return ffi::Error::Internal(std::string("PcclError: ") + e.what());
-  }
+  if (!calls.empty()) world = comm->all_reduce_concurrently(calls);
   auto ws = rets.get<ffi::AnyBuffer>(leaves);
   if (!ws.has_value()) return ffi::Error::InvalidArgument("PcclError: missing world_size result");
   *static_cast<int32_t*>((*ws)->untyped_data()) = world;
   return ffi::Error::Success();
+}
+
+ffi::Error all_reduce_impl(ffi::Token, ffi::RemainingArgs args, ffi::Result<ffi::Token>,
+                           ffi::RemainingRets rets, int64_t comm_handle, int32_t op,
+                           int32_t quantization) {
+  try {
+    return all_reduce_body(args, rets, comm_handle, op, quantization);
+  } catch (...) {
+    return current_exception_error();  // nothing may cross the FFI boundary
+  }
 }
 
 }  // namespace

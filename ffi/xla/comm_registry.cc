@@ -8,19 +8,25 @@
 namespace pccl {
 namespace {
 
+struct Registered {
+  std::shared_ptr<Communicator> comm;
+  std::shared_ptr<CompletionExecutor> completions;
+};
+
 std::mutex registry_mu;
-std::map<int64_t, std::shared_ptr<Communicator>>& registry() {
-  static auto* r = new std::map<int64_t, std::shared_ptr<Communicator>>();  // never destroyed:
+std::map<int64_t, Registered>& registry() {
+  static auto* r = new std::map<int64_t, Registered>();  // never destroyed:
   return *r;  // handlers may run during interpreter teardown
 }
 int64_t next_handle = 1;
 
 }  // namespace
 
-int64_t register_communicator(std::shared_ptr<Communicator> comm) {
+int64_t register_communicator(std::shared_ptr<Communicator> comm,
+                              std::shared_ptr<CompletionExecutor> completions) {
   std::lock_guard<std::mutex> lock(registry_mu);
   int64_t h = next_handle++;
-  registry()[h] = std::move(comm);
+  registry()[h] = Registered{std::move(comm), std::move(completions)};
   return h;
 }
 
@@ -35,7 +41,13 @@ void unregister_communicator(int64_t handle) {
 std::shared_ptr<Communicator> find_communicator(int64_t handle) {
   std::lock_guard<std::mutex> lock(registry_mu);
   auto it = registry().find(handle);
-  return it == registry().end() ? nullptr : it->second;
+  return it == registry().end() ? nullptr : it->second.comm;
+}
+
+std::shared_ptr<CompletionExecutor> find_completions(int64_t handle) {
+  std::lock_guard<std::mutex> lock(registry_mu);
+  auto it = registry().find(handle);
+  return it == registry().end() ? nullptr : it->second.completions;
 }
 
 }  // namespace pccl

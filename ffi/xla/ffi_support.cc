@@ -34,6 +34,31 @@ ffi::Error precondition(const char* message) {
   return ffi::Error(ffi::ErrorCode::kFailedPrecondition, std::string("PcclError: ") + message);
 }
 
+ffi::Error current_exception_error() noexcept {
+  try {
+    try {
+      throw;
+    } catch (const PcclError& e) {
+      return to_ffi_error(e);
+    } catch (const std::exception& e) {
+      return ffi::Error::Internal(std::string("PcclError: ") + e.what());
+    } catch (...) {
+      return ffi::Error::Internal("PcclError: unknown exception");
+    }
+  } catch (...) {
+    // Building the message failed too (out of memory): a bare code, no text.
+    return ffi::Error(ffi::ErrorCode::kResourceExhausted, "");
+  }
+}
+
+ffi::Error exception_error(std::exception_ptr failure) noexcept {
+  try {
+    std::rethrow_exception(failure);
+  } catch (...) {
+    return current_exception_error();
+  }
+}
+
 LeafDescriptor describe_leaf(const ffi::AnyBuffer& buffer, size_t index, size_t count) {
   LeafDescriptor leaf;
   auto dims = buffer.dimensions();

@@ -8,8 +8,9 @@ Both are primitives with the same ordered effect as all_reduce, so starts,
 waits and plain all_reduces keep program order on every peer. start copies
 its inputs and hands them to the engine's collective threads (up to 4 run at
 once, matched across peers by sequence number); the handle is a
-pytree (int32 tickets, then the world size, + static shapes/dtypes) usable
-inside and outside jit.
+pytree (64-bit tickets as int32 pairs, then the world size, + static
+shapes/dtypes) usable inside and outside jit, with or without
+jax_enable_x64 (ffi/xla/ticket_words.h).
 
 all_reduce_wait lowers to two custom calls: a synchronous one that hands the
 tickets to the engine, then the asynchronous wait, whose only buffers are its
@@ -44,6 +45,10 @@ START_TARGET = "jax_pccl_all_reduce_start"
 WAIT_BIND_TARGET = "jax_pccl_all_reduce_wait_bind"
 WAIT_TARGET = "jax_pccl_all_reduce_wait"
 
+# Each 64-bit ticket rides in two int32 words (kTicketWords in
+# ffi/xla/ticket_words.h): wrap-safe without jax_enable_x64.
+TICKET_WORDS = 2
+
 # Pairs each lowered wait's bind call with its wait call (the engine keys the
 # handed-over tickets by communicator and site).
 _wait_sites = itertools.count(1)
@@ -54,7 +59,7 @@ class AllReduceHandle:
     """What all_reduce_start returns: pass it to all_reduce_wait exactly once."""
 
     def __init__(self, tickets, comm: int, treedef, avals: tuple):
-        self.tickets = tickets  # int32[num_leaves + 1]: the tickets, then the world size
+        self.tickets = tickets  # int32[2 * num_leaves + 1]: ticket word pairs, then the world size
         self.comm = comm
         self.treedef = treedef
         self.avals = avals  # ((shape, dtype name), ...) per leaf
@@ -76,7 +81,8 @@ wait_p.def_impl(functools.partial(dispatch.apply_primitive, wait_p))
 
 def _start_abstract(*leaves, comm, op, quant):
     del comm, op, quant
-    return jax.core.ShapedArray((len(leaves) + 1,), jnp.int32), {COLLECTIVE_EFFECT}
+    shape = (TICKET_WORDS * len(leaves) + 1,)
+    return jax.core.ShapedArray(shape, jnp.int32), {COLLECTIVE_EFFECT}
 
 
 def _wait_abstract(tickets, *, comm, avals):
@@ -133,4 +139,4 @@ def all_reduce_wait(handle: AllReduceHandle, *, return_info: bool = False) -> An
     result = jax.tree_util.tree_unflatten(handle.treedef, outs)
     if not return_info:
         return result
-    return result, AllReduceInfo(world_size=handle.tickets[len(outs)])
+    return result, AllReduceInfo(world_size=handle.tickets[TICKET_WORDS * len(outs)])
