@@ -153,3 +153,24 @@ def test_connect_to_silent_master_fails_within_timeout(unreachable_run):
     [(err, elapsed)] = unreachable_run.errors("silent_master")
     assert err["is_pccl_error"], f"connect() to a silent master raised {err['type']}: {err['message']}"
     assert elapsed < CONNECT_TIMEOUT + 2.0, f"connect() took {elapsed:.1f}s with timeout={CONNECT_TIMEOUT}"
+
+
+# --- a compiled function that outlived its communicator ---------------------------
+
+@pytest.mark.parametrize("kind", ["all_reduce", "start_wait"])
+def test_function_jitted_over_a_closed_communicator_says_re_jit(pccl, kind):
+    """After an eviction users create a new Communicator; a function jitted
+    over the old one must say how to fix it, not just that it failed."""
+    import jax
+
+    with pccl.Master() as master:
+        comm = pccl.Communicator(master.address, timeout=10.0).connect(timeout=20.0)
+        if kind == "all_reduce":
+            step = jax.jit(lambda x: pccl.all_reduce(x, comm, op="sum"))
+        else:
+            step = jax.jit(lambda x: pccl.all_reduce_wait(pccl.all_reduce_start(x, comm)))
+        x = np.arange(4, dtype=np.float32)
+        np.testing.assert_array_equal(np.asarray(step(x)), x)  # compiled while open
+        comm.close()
+        with pytest.raises(Exception, match=r"closed: re-jit the function with the new Communicator"):
+            np.asarray(step(x))

@@ -22,7 +22,7 @@ namespace {
 ffi::Error start_body(ffi::RemainingArgs& args, ffi::Result<ffi::Buffer<ffi::S32>>& tickets,
                       int64_t comm_handle, int32_t op, int32_t quantization) {
   std::shared_ptr<Communicator> comm = find_communicator(comm_handle);
-  if (!comm) return precondition("the communicator used by this compiled function was closed");
+  if (!comm) return precondition("the communicator this compiled function was traced with is closed: re-jit the function with the new Communicator (jitted functions keep the communicator they captured)");
   if (op < 0 || !reduce_op_valid(static_cast<uint8_t>(op)) || quantization < 0 ||
       !quantization_valid(static_cast<uint8_t>(quantization))) {
     return ffi::Error::InvalidArgument("PcclError: invalid op or quantization");
@@ -126,7 +126,7 @@ ffi::Future wait_body(ffi::RemainingRets& rets, int64_t comm_handle, int64_t sit
   std::shared_ptr<Communicator> comm = find_communicator(comm_handle);
   std::shared_ptr<CompletionExecutor> completions = find_completions(comm_handle);
   if (!comm || !completions) {
-    return failed(precondition("the communicator used by this compiled function was closed"));
+    return failed(precondition("the communicator this compiled function was traced with is closed: re-jit the function with the new Communicator (jitted functions keep the communicator they captured)"));
   }
   if (!tickets) return failed(ffi::Error::Internal("PcclError: all_reduce_wait found no bound tickets"));
   size_t leaves = tickets->size();

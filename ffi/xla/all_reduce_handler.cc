@@ -17,7 +17,7 @@ namespace {
 ffi::Error all_reduce_body(ffi::RemainingArgs& args, ffi::RemainingRets& rets,
                            int64_t comm_handle, int32_t op, int32_t quantization) {
   std::shared_ptr<Communicator> comm = find_communicator(comm_handle);
-  if (!comm) return precondition("the communicator used by this compiled function was closed");
+  if (!comm) return precondition("the communicator this compiled function was traced with is closed: re-jit the function with the new Communicator (jitted functions keep the communicator they captured)");
   if (op < 0 || !reduce_op_valid(static_cast<uint8_t>(op))) {
     return ffi::Error::InvalidArgument("PcclError: invalid reduce op");
   }
