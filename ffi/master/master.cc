@@ -256,6 +256,7 @@ void Master::handle_frame(Connection& c, uint16_t type, const std::vector<uint8_
 void Master::handle_hello(Connection& c, const std::vector<uint8_t>& payload) {
   HelloMsg hello = HelloMsg::decode(payload);
   if (hello.listen_port == 0) throw ProtocolViolation("HELLO without a listen port");
+  Group& g = group_for(hello);
   PeerRecord p;
   bool resumed = hello.resume_peer_id != 0 && peers_.count(hello.resume_peer_id) == 0;
   p.id = resumed ? hello.resume_peer_id : new_peer_id();
@@ -266,9 +267,7 @@ void Master::handle_hello(Connection& c, const std::vector<uint8_t>& payload) {
   c.peer_id = p.id;
   peers_[p.id] = p;
   send_frame(p.fd, MsgType::kWelcome, WelcomeMsg{p.id}.encode());
-  Group& g = groups_[hello.group];
-  // Links are keyed by epoch: after a restart, epochs must keep increasing.
-  if (resumed) g.epoch = std::max(g.epoch, hello.resume_epoch);
+  if (resumed) learn_from_resume(g, hello);
   PCCL_LOG(kInfo, "master: peer " << p.id << (resumed ? " re-registered" : " registered")
                                   << " from " << p.host << ":" << p.port << " in group "
                                   << hello.group);
@@ -283,6 +282,45 @@ void Master::handle_hello(Connection& c, const std::vector<uint8_t>& payload) {
   g.pending.push_back(p.id);
   for (uint64_t member : g.ring) {
     send_frame(fd_of(member), MsgType::kPendingNotice, {});
+  }
+}
+
+Master::Group& Master::group_for(const HelloMsg& hello) {
+  auto it = groups_.find(hello.group);
+  if (it == groups_.end()) {
+    // Group ids are the client's to choose: bound how many exist at once,
+    // reclaiming an abandoned one first (nobody in it, no sync in flight).
+    if (groups_.size() >= config_.max_groups) {
+      auto empty = std::find_if(groups_.begin(), groups_.end(), [](const auto& kv) {
+        const Group& g = kv.second;
+        return g.ring.empty() && g.pending.empty() && !g.sync.planned;
+      });
+      if (empty == groups_.end()) {
+        throw ProtocolViolation("the master already serves " +
+                                std::to_string(config_.max_groups) + " groups");
+      }
+      groups_.erase(empty);
+    }
+    it = groups_.emplace(hello.group, Group{}).first;
+  }
+  Group& g = it->second;
+  if (g.ring.size() + g.pending.size() >= kMaxRingMembers) {
+    throw ProtocolViolation("group " + std::to_string(hello.group) + " is full (" +
+                            std::to_string(kMaxRingMembers) + " peers)");
+  }
+  return g;
+}
+
+void Master::learn_from_resume(Group& g, const HelloMsg& hello) {
+  // Links are keyed by epoch: after a restart, epochs must keep increasing.
+  // The claim is bounded (HelloMsg::decode) and only raises the next epoch.
+  g.epoch_floor = std::max(g.epoch_floor, hello.resume_epoch + 1);
+  // The revision guard must survive a restart: learn the run's revision back.
+  // Only the highest claim counts, so a lagging (or lying) peer can loosen
+  // the guard up to what some peer claims but never get honest peers refused.
+  if (hello.has_resume_revision && (!g.has_revision || hello.resume_revision > g.revision)) {
+    g.has_revision = true;
+    g.revision = hello.resume_revision;
   }
 }
 
@@ -327,7 +365,7 @@ void Master::advance_epoch(uint32_t group_id, std::vector<uint64_t> new_ring) {
   Group& g = groups_[group_id];
   g.ring = std::move(new_ring);
   g.votes.clear();
-  g.epoch += 1;
+  g.epoch = std::max(g.epoch + 1, g.epoch_floor);
   TopologyMsg topo;
   topo.group = group_id;
   topo.epoch = g.epoch;

@@ -39,6 +39,7 @@ struct MasterConfig {
   uint16_t port = 0;                  // 0: pick a free port
   double handshake_timeout_s = 10.0;  // unregistered connections are dropped after this
   size_t max_connections = 1024;
+  uint32_t max_groups = kMaxGroups;  // groups served at once (group ids are the client's)
   size_t max_send_queue_bytes = 16u << 20;
   double heartbeat_interval_s = 1.0;  // we ping every registered peer this often
   double heartbeat_timeout_s = 4.0;   // silent this long: dropped (detection <= 5 s)
@@ -102,6 +103,10 @@ class Master {
   };
   struct Group {
     uint64_t epoch = 0;
+    // The next epoch is at least this: re-registering peers' claims. A claim
+    // never moves the current epoch, which is what the members vote on, so
+    // no claim can make their votes stale (and freeze the group).
+    uint64_t epoch_floor = 0;
     std::vector<uint64_t> ring;     // accepted, in ring order
     std::vector<uint64_t> pending;  // registered, waiting to be admitted
     std::set<uint64_t> votes;
@@ -119,6 +124,8 @@ class Master {
   // Sends an AUTH_RESULT refusal (best effort), then drops the connection.
   void refuse(Connection& c, const std::string& reason_for_remote, const std::string& log_reason);
   void handle_hello(Connection& c, const std::vector<uint8_t>& payload);
+  Group& group_for(const HelloMsg& hello);  // throws when the master cannot take it
+  void learn_from_resume(Group& g, const HelloMsg& hello);
   void handle_vote(Connection& c, const std::vector<uint8_t>& payload);
   void handle_sync_request(Connection& c, const std::vector<uint8_t>& payload);
   void handle_sync_done(Connection& c, const std::vector<uint8_t>& payload);
