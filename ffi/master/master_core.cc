@@ -79,7 +79,12 @@ MasterCore::Group& MasterCore::group_for(const HelloMsg& hello) {
 
 void MasterCore::learn_from_resume(Group& g, const HelloMsg& hello) {
   // Links are keyed by epoch: after a restart, epochs must keep increasing.
-  // The claim is bounded (HelloMsg::decode) and only raises the next epoch.
+  // The claim is bounded (HelloMsg::decode), so epochs never wrap, and it
+  // only raises the next epoch. Known limit, without a secret: a client may
+  // push a group's epochs near kMaxEpoch; its members then run on, but after
+  // a later master restart their (honest) claims exceed the bound and are
+  // refused with that reason. Cap-based alternatives stall honest peers
+  // instead (the simulator found both).
   if (config_.defect == InjectedDefect::kTrustResumeEpoch) {
     g.epoch = std::max(g.epoch, hello.resume_epoch);
   } else {

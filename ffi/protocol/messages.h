@@ -46,10 +46,9 @@ constexpr uint16_t kMaxRingConnections = 32;
 constexpr uint16_t kMaxRingStreams = kMaxRingConnections + kConcurrentSlots - 1;
 
 // Bounds on what a client may claim about the run (decoders refuse more).
-// Far above what any run reaches (2^62 epochs at a million per second last
-// 146,000 years), yet far enough below 2^64 that epoch + 1 and revision + 1
-// can never wrap, whatever a client claims.
-constexpr uint64_t kMaxEpoch = 1ull << 62;
+// Far above what any run reaches, yet far enough below 2^64 that the
+// master's epoch + 1 and revision + 1 never wrap, whatever a client claims.
+constexpr uint64_t kMaxEpoch = 1ull << 63;
 constexpr uint64_t kMaxRevision = 1ull << 62;
 // Distinct groups one master serves at once.
 constexpr uint32_t kMaxGroups = 1024;
