@@ -65,7 +65,7 @@ int main(int argc, char** argv) {
   double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const sim::Stats& s = world.stats();
   std::printf("%llu events in %.2f s (%.0f events/s), %.0f simulated s: %llu joins, %llu hostile "
-              "HELLOs (%llu refused, %llu at the known epoch limit), %llu deaths, %llu freezes, %llu master restarts, %llu "
+              "HELLOs (%llu refused; %llu honest re-registrations refused at the known epoch limit), %llu deaths, %llu freezes, %llu master restarts, %llu "
               "topologies, %llu sync plans (%llu refusals), %llu syncs completed (per peer)\n",
               static_cast<unsigned long long>(s.events), wall, s.events / wall, world.now(),
               static_cast<unsigned long long>(s.joins),

@@ -101,7 +101,7 @@ void World::master_receive(size_t p) {
       // group's epochs near kMaxEpoch; after a later restart its honest
       // members' claims are then beyond the bound.
       bool poisoned = poisoned_.count(q.group) != 0 && why.find("claims epoch") != std::string::npos;
-      if (poisoned) ++stats_.poisoned_refusals;
+      if (poisoned && !q.hostile) ++stats_.poisoned_refusals;
       if (!q.hostile && !full && !poisoned) violation_ = "honest HELLO refused: " + why;
       q.life = Peer::Life::kDead;
       ++q.gen;  // the glue closes the connection
