@@ -31,7 +31,9 @@ std::string json_escape(const std::string& s) {
 }  // namespace
 
 Master::Master(MasterConfig config)
-    : config_(std::move(config)), secret_(take_secret(config_.secret)) {
+    : config_(std::move(config)),
+      secret_(take_secret(config_.secret)),
+      core_(MasterCoreConfig{config_.max_groups, 0, InjectedDefect::kNone}) {
   listener_ = Socket::listen_on(config_.host, config_.port, 128);
   port_ = listener_.local_port();
   started_at_ = Deadline::Clock::now();
@@ -242,112 +244,23 @@ void Master::handle_frame(Connection& c, uint16_t type, const std::vector<uint8_
     handle_hello(c, payload);
     return;
   }
-  switch (msg) {
-    case MsgType::kVote: handle_vote(c, payload); return;
-    case MsgType::kSyncRequest: handle_sync_request(c, payload); return;
-    case MsgType::kSyncDone: handle_sync_done(c, payload); return;
-    case MsgType::kHeartbeat: return;  // last_heard was refreshed on receipt
-    default:
-      throw ProtocolViolation("unexpected message type " + std::to_string(type) + " from peer " +
-                              std::to_string(c.peer_id));
-  }
+  // last_heard was refreshed on receipt; the rest is the core's to decide.
+  core_.on_frame(c.peer_id, type, payload);
+  flush_outbox();
 }
 
 void Master::handle_hello(Connection& c, const std::vector<uint8_t>& payload) {
-  HelloMsg hello = HelloMsg::decode(payload);
-  if (hello.listen_port == 0) throw ProtocolViolation("HELLO without a listen port");
-  PeerRecord p;
-  bool resumed = hello.resume_peer_id != 0 && peers_.count(hello.resume_peer_id) == 0;
-  p.id = resumed ? hello.resume_peer_id : new_peer_id();
-  p.group = hello.group;
-  p.host = hello.advertise_host.empty() ? c.remote : hello.advertise_host;
-  p.port = hello.listen_port;
-  p.fd = c.sock.fd();
-  c.peer_id = p.id;
-  peers_[p.id] = p;
-  send_frame(p.fd, MsgType::kWelcome, WelcomeMsg{p.id}.encode());
-  Group& g = groups_[hello.group];
-  // Links are keyed by epoch: after a restart, epochs must keep increasing.
-  if (resumed) g.epoch = std::max(g.epoch, hello.resume_epoch);
-  PCCL_LOG(kInfo, "master: peer " << p.id << (resumed ? " re-registered" : " registered")
-                                  << " from " << p.host << ":" << p.port << " in group "
-                                  << hello.group);
-  if (g.ring.empty()) {
-    // The first peer of a group has nobody to vote it in: accept at once.
-    std::vector<uint64_t> ring = g.pending;
-    ring.push_back(p.id);
-    g.pending.clear();
-    advance_epoch(hello.group, ring);
-    return;
-  }
-  g.pending.push_back(p.id);
-  for (uint64_t member : g.ring) {
-    send_frame(fd_of(member), MsgType::kPendingNotice, {});
-  }
+  uint64_t id = core_.on_hello(payload, c.remote);  // throws (nothing sent) if refused
+  c.peer_id = id;
+  peer_fds_[id] = c.sock.fd();
+  flush_outbox();
 }
 
-uint64_t Master::new_peer_id() {
-  // Random, so a restarted master cannot hand out an id that a peer of the
-  // previous master still holds and will resume with. 53 bits: exact in JSON.
-  for (;;) {
-    uint64_t id = id_rng_() & ((1ull << 53) - 1);
-    if (id != 0 && peers_.count(id) == 0) return id;
+void Master::flush_outbox() {
+  for (Outgoing& o : core_.take_outbox()) {
+    auto it = peer_fds_.find(o.peer);
+    if (it != peer_fds_.end()) send_frame(it->second, o.type, o.payload);
   }
-}
-
-void Master::handle_vote(Connection& c, const std::vector<uint8_t>& payload) {
-  VoteMsg vote = VoteMsg::decode(payload);
-  PeerRecord& p = peers_.at(c.peer_id);
-  if (p.state != PeerState::kAccepted) throw ProtocolViolation("vote from a peer not yet accepted");
-  Group& g = groups_[p.group];
-  if (vote.epoch != g.epoch) {
-    // A vote for an epoch that is already over: the newer topology is already
-    // on its way to this peer (or it was dropped and its wait times out).
-    PCCL_LOG(kInfo, "master: stale vote from peer " << p.id << " (epoch " << vote.epoch
-                                                    << ", current " << g.epoch << ")");
-    return;
-  }
-  g.votes.insert(p.id);
-  try_complete_vote(p.group);
-}
-
-void Master::try_complete_vote(uint32_t group_id) {
-  Group& g = groups_[group_id];
-  if (g.votes.empty()) return;
-  for (uint64_t member : g.ring) {
-    if (g.votes.count(member) == 0) return;
-  }
-  std::vector<uint64_t> ring = g.ring;
-  ring.insert(ring.end(), g.pending.begin(), g.pending.end());
-  g.pending.clear();
-  advance_epoch(group_id, ring);
-}
-
-void Master::advance_epoch(uint32_t group_id, std::vector<uint64_t> new_ring) {
-  Group& g = groups_[group_id];
-  g.ring = std::move(new_ring);
-  g.votes.clear();
-  g.epoch += 1;
-  TopologyMsg topo;
-  topo.group = group_id;
-  topo.epoch = g.epoch;
-  topo.more_pending = g.pending.empty() ? 0 : 1;
-  for (uint64_t id : g.ring) {
-    PeerRecord& p = peers_[id];
-    p.state = PeerState::kAccepted;
-    topo.ring.push_back({p.id, p.host, p.port});
-  }
-  topo.total_world_size = total_world_size();
-  std::vector<uint8_t> bytes = topo.encode();
-  PCCL_LOG(kInfo, "master: group " << group_id << " epoch " << g.epoch << " ring size "
-                                   << g.ring.size());
-  for (uint64_t id : g.ring) send_frame(fd_of(id), MsgType::kTopology, bytes);
-}
-
-uint32_t Master::total_world_size() const {
-  uint32_t n = 0;
-  for (const auto& [id, g] : groups_) n += static_cast<uint32_t>(g.ring.size());
-  return n;
 }
 
 void Master::keep_alive() {
@@ -387,7 +300,9 @@ void Master::reap() {
       if (c.peer_id != 0) {
         PCCL_LOG(kInfo, "master: dropping peer " << c.peer_id << " (" << c.where
                                                  << "): " << c.close_reason);
-        forget_peer(c.peer_id, c.close_reason);
+        peer_fds_.erase(c.peer_id);
+        core_.on_peer_lost(c.peer_id, c.close_reason);
+        flush_outbox();
       } else {
         PCCL_LOG(kWarn, "master: dropping connection from " << c.where << ": "
                                                              << c.close_reason);
@@ -397,61 +312,27 @@ void Master::reap() {
   }
 }
 
-int Master::fd_of(uint64_t peer_id) const {
-  auto it = peers_.find(peer_id);
-  return it == peers_.end() ? -1 : it->second.fd;
-}
-
-void Master::forget_peer(uint64_t peer_id, const std::string& reason) {
-  auto it = peers_.find(peer_id);
-  if (it == peers_.end()) return;
-  uint32_t group_id = it->second.group;
-  peers_.erase(it);
-  Group& g = groups_[group_id];
-  auto erase_id = [peer_id](std::vector<uint64_t>& v) {
-    v.erase(std::remove(v.begin(), v.end(), peer_id), v.end());
-  };
-  bool was_member = std::find(g.ring.begin(), g.ring.end(), peer_id) != g.ring.end();
-  erase_id(g.ring);
-  erase_id(g.pending);
-  g.votes.erase(peer_id);
-  if (!was_member) return;
-  forget_sync_peer(group_id, peer_id);
-  // Members may be mid-collective with the lost peer: tell them now, so they
-  // fail fast instead of waiting for a stalled link to time out.
-  std::vector<uint8_t> notice = PeerDroppedMsg{peer_id, reason}.encode();
-  for (uint64_t member : g.ring) send_frame(fd_of(member), MsgType::kPeerDropped, notice);
-  if (g.ring.empty() && !g.pending.empty()) {
-    // Nobody is left to vote the waiting peers in: admit them directly.
-    std::vector<uint64_t> ring = g.pending;
-    g.pending.clear();
-    advance_epoch(group_id, ring);
-    return;
-  }
-  try_complete_vote(group_id);  // the dead peer no longer blocks a vote
-}
-
 std::string Master::status_json() const {
   std::lock_guard<std::mutex> lock(mu_);
   std::ostringstream os;
   double uptime = std::chrono::duration<double>(Deadline::Clock::now() - started_at_).count();
   os << "{\"address\":\"" << json_escape(config_.host) << ":" << port_ << "\",";
-  os << "\"uptime_s\":" << uptime << ",\"world_size\":" << total_world_size() << ",";
+  os << "\"uptime_s\":" << uptime << ",\"world_size\":" << core_.total_world_size() << ",";
   os << "\"dropped_connections\":" << dropped_connections_ << ",";
   os << "\"authentication\":\"" << (secret_.empty() ? "none" : "shared_secret") << "\",";
   os << "\"auth_refusals\":" << auth_refusals_ << ",";
   os << "\"open_connections\":" << conns_.size() << ",\"peers\":[";
   bool first = true;
-  for (const auto& [id, p] : peers_) {
+  for (const auto& [id, p] : core_.peers()) {
     if (!first) os << ",";
     first = false;
     os << "{\"id\":" << id << ",\"address\":\"" << json_escape(p.host) << ":" << p.port
        << "\",\"group\":" << p.group << ",\"state\":\""
-       << (p.state == PeerState::kAccepted ? "accepted" : "pending") << "\"}";
+       << (p.state == MasterCore::PeerState::kAccepted ? "accepted" : "pending") << "\"}";
   }
   os << "],\"groups\":[";
   first = true;
-  for (const auto& [gid, g] : groups_) {
+  for (const auto& [gid, g] : core_.groups()) {
     if (!first) os << ",";
     first = false;
     os << "{\"group\":" << gid << ",\"epoch\":" << g.epoch << ",\"world_size\":" << g.ring.size()
@@ -460,9 +341,9 @@ std::string Master::status_json() const {
     os << "}";
   }
   // Top level: the default group's, the one most runs use (per group above).
-  auto g0 = groups_.find(0);
+  auto g0 = core_.groups().find(0);
   os << "],\"shared_state_revision\":";
-  if (g0 != groups_.end() && g0->second.has_revision) os << g0->second.revision; else os << "null";
+  if (g0 != core_.groups().end() && g0->second.has_revision) os << g0->second.revision; else os << "null";
   os << "}";
   return os.str();
 }

@@ -9,16 +9,14 @@
 // connections count against max_connections and handshake_timeout_s, and may
 // send no frame larger than the handshake response.
 //
-// Peer lifecycle: connect -> handshake -> HELLO -> registered (WELCOME with an id) ->
-//   accepted at once if its group is empty, else pending until every accepted
-//   peer of the group votes (update_topology); the completed vote admits all
-//   pending peers, drops dead ones and broadcasts the new ring at epoch+1.
+// Membership and shared-state sync are decided by MasterCore (master_core.h),
+// a pure state machine; this class is its I/O glue: sockets, the handshake,
+// heartbeats, framing, and the status report.
 #pragma once
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
-#include <random>
 #include <set>
 #include <string>
 #include <thread>
@@ -26,7 +24,7 @@
 
 #include "common/canceller.h"
 #include "common/deadline.h"
-#include "master/shared_state_election.h"
+#include "master/master_core.h"
 #include "protocol/messages.h"
 #include "protocol/shared_state_messages.h"
 #include "security/handshake.h"
@@ -39,6 +37,7 @@ struct MasterConfig {
   uint16_t port = 0;                  // 0: pick a free port
   double handshake_timeout_s = 10.0;  // unregistered connections are dropped after this
   size_t max_connections = 1024;
+  uint32_t max_groups = kMaxGroups;  // groups served at once (group ids are the client's)
   size_t max_send_queue_bytes = 16u << 20;
   double heartbeat_interval_s = 1.0;  // we ping every registered peer this often
   double heartbeat_timeout_s = 4.0;   // silent this long: dropped (detection <= 5 s)
@@ -76,40 +75,6 @@ class Master {
     std::string where;   // ip:port, for log lines
     Deadline::Clock::time_point last_heard;
   };
-  enum class PeerState { kPending, kAccepted };
-  struct PeerRecord {
-    uint64_t id = 0;
-    uint32_t group = 0;
-    std::string host;
-    uint16_t port = 0;
-    PeerState state = PeerState::kPending;
-    int fd = -1;
-  };
-  // One shared-state sync of a group: gathered until every member asked,
-  // then planned (shared_state_election.h), then open until every
-  // participant reported done or died. Requests arriving meanwhile queue for
-  // the next round.
-  struct SyncRound {
-    uint64_t id = 0;
-    bool planned = false;
-    bool settled_by_plan = false;  // nothing to transfer: no SYNC_DONE / SYNC_COMPLETE
-    std::map<uint64_t, SyncRequestMsg> requests;
-    std::map<uint64_t, SyncRequestMsg> queued;
-    std::set<uint64_t> participants;  // planned: told the plan, not refused
-    std::set<uint64_t> waiting;       // participants that have not reported
-    std::string failure;              // the first failure a participant reported
-    uint64_t revision = 0;
-  };
-  struct Group {
-    uint64_t epoch = 0;
-    std::vector<uint64_t> ring;     // accepted, in ring order
-    std::vector<uint64_t> pending;  // registered, waiting to be admitted
-    std::set<uint64_t> votes;
-    SyncRound sync;
-    bool has_revision = false;  // the shared state's revision, once a sync succeeded
-    uint64_t revision = 0;
-  };
-
   void loop();
   void accept_new();
   void read_from(Connection& c);
@@ -119,24 +84,15 @@ class Master {
   // Sends an AUTH_RESULT refusal (best effort), then drops the connection.
   void refuse(Connection& c, const std::string& reason_for_remote, const std::string& log_reason);
   void handle_hello(Connection& c, const std::vector<uint8_t>& payload);
-  void handle_vote(Connection& c, const std::vector<uint8_t>& payload);
-  void handle_sync_request(Connection& c, const std::vector<uint8_t>& payload);
-  void handle_sync_done(Connection& c, const std::vector<uint8_t>& payload);
-  void try_plan_sync(uint32_t group_id);   // plans once every member has asked
-  void send_sync_plan(Group& g, const Election& e);
-  void try_finish_sync(uint32_t group_id);  // completes once nobody is left to report
-  void forget_sync_peer(uint32_t group_id, uint64_t peer_id);
+  // Sends what the core addressed to peers; a peer whose connection cannot
+  // take it is dropped (and forgotten by reap(), which may send more).
+  void flush_outbox();
   // Marks a connection dead. Never forgets the peer right away: that sends
   // frames to others, whose failure would re-enter here mid-iteration.
   void drop(Connection& c, const std::string& reason);
   void reap();  // forgets dropped peers and closes their connections
-  int fd_of(uint64_t peer_id) const;
-  void forget_peer(uint64_t peer_id, const std::string& reason);
   void keep_alive();  // heartbeats out, silent peers dropped
-  void try_complete_vote(uint32_t group_id);
-  void advance_epoch(uint32_t group_id, std::vector<uint64_t> new_ring);
   void send_frame(int fd, MsgType type, const std::vector<uint8_t>& payload);
-  uint32_t total_world_size() const;
 
   MasterConfig config_;  // config_.secret is empty: the secret lives in secret_
   Secret secret_;
@@ -148,11 +104,8 @@ class Master {
   bool started_ = false;
   bool stopped_ = false;
   std::map<int, Connection> conns_;
-  std::map<uint64_t, PeerRecord> peers_;
-  std::map<uint32_t, Group> groups_;
-  uint64_t new_peer_id();
-  uint64_t next_sync_round_ = 1;
-  std::mt19937_64 id_rng_{std::random_device{}()};
+  std::map<uint64_t, int> peer_fds_;  // registered peers' connections
+  MasterCore core_;                   // every membership and sync decision
   Deadline::Clock::time_point started_at_;
   uint64_t dropped_connections_ = 0;
   uint64_t auth_refusals_ = 0;

@@ -102,7 +102,12 @@ Election elect_shared_state(const std::vector<SyncCandidate>& peers, bool has_ru
   Election e;
   std::vector<const SyncCandidate*> remaining;
   for (const SyncCandidate& p : peers) {
-    if (has_run_revision && p.request.revision > run_revision + 1) {
+    if (p.request.revision > kMaxRevision) {
+      // Keeps run_revision + 1 from wrapping, whatever a client claims.
+      refuse(e, p.peer_id,
+             "revision " + std::to_string(p.request.revision) + " is above the bound " +
+             std::to_string(kMaxRevision));
+    } else if (has_run_revision && p.request.revision > run_revision + 1) {
       refuse(e, p.peer_id,
              "revision " + std::to_string(p.request.revision) + " has not been reached: the run "
              "is at revision " + std::to_string(run_revision) + ", so this sync may claim at "

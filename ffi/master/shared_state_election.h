@@ -3,6 +3,7 @@
 // of the peers' requests and the run's revision, so it is tested alone.
 //
 // Rules (README "Shared state"):
+// - A peer claiming a revision above kMaxRevision is refused.
 // - After the run's first sync, a peer claiming a revision above run + 1 is
 //   refused (the run has not reached it); the others go on without it.
 // - The target revision is the highest any remaining peer holds, so a newer

@@ -224,6 +224,8 @@ bool MasterLink::reconnect() {
       HelloMsg hello = hello_;
       hello.resume_peer_id = peer_id_.load();
       hello.resume_epoch = epoch_.load();
+      hello.has_resume_revision = has_run_revision_;
+      hello.resume_revision = run_revision_;
       uint64_t id = hello_exchange(s, hello, Deadline::after(silence_timeout_s_));
       std::lock_guard<std::mutex> write(write_mu_);
       std::lock_guard<std::mutex> lock(mu_);
@@ -313,6 +315,11 @@ void MasterLink::handle(const Frame& f) {
       return;
     case MsgType::kSyncPlan: {
       SyncPlanMsg plan = SyncPlanMsg::decode(f.payload);
+      if (!plan.failed) {
+        last_plan_round_ = plan.round;
+        last_plan_revision_ = plan.revision;
+        if (plan.settled) note_revision(plan.revision);
+      }
       std::lock_guard<std::mutex> lock(mu_);
       if (sync_plans_.size() >= kMaxQueuedSyncMessages) sync_plans_.pop_front();
       sync_plans_.push_back(std::move(plan));
@@ -321,6 +328,7 @@ void MasterLink::handle(const Frame& f) {
     }
     case MsgType::kSyncComplete: {
       SyncCompleteMsg done = SyncCompleteMsg::decode(f.payload);
+      if (done.ok && done.round == last_plan_round_) note_revision(last_plan_revision_);
       std::lock_guard<std::mutex> lock(mu_);
       if (sync_outcomes_.size() >= kMaxQueuedSyncMessages) sync_outcomes_.pop_front();
       sync_outcomes_.push_back(std::move(done));
@@ -351,6 +359,13 @@ void MasterLink::handle(const Frame& f) {
     default:
       fail("unexpected message type " + std::to_string(f.type) + " from master " + where_);
   }
+}
+
+void MasterLink::note_revision(uint64_t revision) {
+  // The master's word, never decreasing: a later round cannot lower it.
+  if (has_run_revision_ && revision <= run_revision_) return;
+  has_run_revision_ = true;
+  run_revision_ = revision;
 }
 
 void MasterLink::fail(const std::string& reason) {

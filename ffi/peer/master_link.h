@@ -91,6 +91,7 @@ class MasterLink {
   void authenticate(Socket& s, const Deadline& deadline, const Canceller* cancel);
   uint64_t hello_exchange(Socket& s, const HelloMsg& hello, const Deadline& deadline);
   void handle(const Frame& f);
+  void note_revision(uint64_t revision);
   void send_frame(MsgType type, const std::vector<uint8_t>& payload, const Deadline& deadline);
   void fail(const std::string& reason);
   void drain_last_words();
@@ -110,6 +111,14 @@ class MasterLink {
   std::atomic<uint64_t> registrations_{0};
   std::atomic<uint64_t> peer_id_{0};
   std::atomic<uint64_t> epoch_{0};
+  // The run's shared-state revision as the master last announced it (a
+  // settled plan, or a plan whose round completed ok), sent when
+  // re-registering so that a restarted master keeps the revision guard.
+  // Reader thread only (handle() and reconnect() both run there).
+  bool has_run_revision_ = false;
+  uint64_t run_revision_ = 0;
+  uint64_t last_plan_round_ = 0;  // of the last plan that did not fail
+  uint64_t last_plan_revision_ = 0;
   bool evicted_ = false;  // guarded by mu_
   double silence_timeout_s_ = 30.0;
   Canceller stop_;

@@ -5,14 +5,15 @@
 
 namespace pccl {
 
+namespace {
+constexpr uint8_t kHelloHasRevision = 1;  // trailer flag: resume_revision is meaningful
+}  // namespace
+
 std::vector<uint8_t> HelloMsg::encode() const {
-  return WireWriter()
-      .u32(group)
-      .u16(listen_port)
-      .str(advertise_host)
-      .u64(resume_peer_id)
-      .u64(resume_epoch)
-      .take();
+  WireWriter w;
+  w.u32(group).u16(listen_port).str(advertise_host).u64(resume_peer_id).u64(resume_epoch);
+  if (has_resume_revision) w.u8(kHelloHasRevision).u64(resume_revision);
+  return w.take();
 }
 HelloMsg HelloMsg::decode(const std::vector<uint8_t>& b) {
   WireReader r(b);
@@ -22,6 +23,19 @@ HelloMsg HelloMsg::decode(const std::vector<uint8_t>& b) {
   m.advertise_host = r.str();
   m.resume_peer_id = r.u64();
   m.resume_epoch = r.u64();
+  if (m.resume_epoch > kMaxEpoch) {
+    throw ProtocolViolation("HELLO claims epoch " + std::to_string(m.resume_epoch) +
+                            ", above the bound " + std::to_string(kMaxEpoch));
+  }
+  if (!r.at_end()) {
+    if (r.u8() != kHelloHasRevision) throw ProtocolViolation("unknown HELLO extension");
+    m.has_resume_revision = true;
+    m.resume_revision = r.u64();
+    if (m.resume_revision > kMaxRevision) {
+      throw ProtocolViolation("HELLO claims revision " + std::to_string(m.resume_revision) +
+                              ", above the bound " + std::to_string(kMaxRevision));
+    }
+  }
   r.expect_end();
   return m;
 }

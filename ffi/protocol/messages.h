@@ -45,6 +45,14 @@ constexpr uint16_t kMaxRingConnections = 32;
 // A ring hop is at most this many TCP connections: K bulk plus one per small slot.
 constexpr uint16_t kMaxRingStreams = kMaxRingConnections + kConcurrentSlots - 1;
 
+// Bounds on what a client may claim about the run (decoders refuse more).
+// Far above what any run reaches, yet far enough below 2^64 that the
+// master's epoch + 1 and revision + 1 never wrap, whatever a client claims.
+constexpr uint64_t kMaxEpoch = 1ull << 63;
+constexpr uint64_t kMaxRevision = 1ull << 62;
+// Distinct groups one master serves at once.
+constexpr uint32_t kMaxGroups = 1024;
+
 struct HelloMsg {
   uint32_t group = 0;
   uint16_t listen_port = 0;
@@ -52,7 +60,12 @@ struct HelloMsg {
   // Re-registration after the master restarted: our id and last epoch, so a
   // fresh master keeps ids stable and starts epochs above the old ones.
   uint64_t resume_peer_id = 0;  // 0: a new peer
-  uint64_t resume_epoch = 0;
+  uint64_t resume_epoch = 0;    // <= kMaxEpoch
+  // Optional trailer (absent from older peers' HELLO): the run's shared-state
+  // revision as the previous master last announced it, so that a restarted
+  // master keeps refusing revisions the run has not reached.
+  bool has_resume_revision = false;
+  uint64_t resume_revision = 0;  // <= kMaxRevision
   std::vector<uint8_t> encode() const;
   static HelloMsg decode(const std::vector<uint8_t>& b);
 };

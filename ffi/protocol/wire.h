@@ -36,6 +36,8 @@ class WireReader {
   std::string str();
   // Strict parsing: trailing bytes mean the sender and we disagree on the format.
   void expect_end() const;
+  // For an optional trailing extension of a message: true when none follows.
+  bool at_end() const { return pos_ == buf_.size(); }
 
  private:
   uint64_t raw(int bytes);

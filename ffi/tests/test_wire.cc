@@ -107,6 +107,30 @@ void test_hostile_counts_rejected_before_allocation() {
   CHECK(throws_kind([&] { HelloMsg::decode(s.take()); }, ErrorKind::kProtocol));
 }
 
+// The revision trailer is optional (older peers send none) and every claim
+// in a HELLO is bounded, so the master never computes claim + 1 near 2^64.
+void test_hello_trailer_and_claim_bounds() {
+  HelloMsg old_peer{2, 4000, "h", 9, 5};
+  HelloMsg a = HelloMsg::decode(old_peer.encode());
+  CHECK(!a.has_resume_revision && a.resume_epoch == 5u && a.resume_peer_id == 9u);
+  HelloMsg resumed = old_peer;
+  resumed.has_resume_revision = true;
+  resumed.resume_revision = 7;
+  HelloMsg b = HelloMsg::decode(resumed.encode());
+  CHECK(b.has_resume_revision && b.resume_revision == 7u);
+  CHECK(HelloMsg::decode(resumed.encode()).encode() == resumed.encode());
+  HelloMsg claim = resumed;
+  claim.resume_epoch = kMaxEpoch + 1;
+  CHECK(throws_kind([&] { HelloMsg::decode(claim.encode()); }, ErrorKind::kProtocol));
+  claim = resumed;
+  claim.resume_revision = kMaxRevision + 1;
+  CHECK(throws_kind([&] { HelloMsg::decode(claim.encode()); }, ErrorKind::kProtocol));
+  std::vector<uint8_t> unknown = old_peer.encode();
+  unknown.push_back(2);  // an extension this version does not know
+  for (int i = 0; i < 8; ++i) unknown.push_back(0);
+  CHECK(throws_kind([&] { HelloMsg::decode(unknown); }, ErrorKind::kProtocol));
+}
+
 void test_frame_header_checks() {
   uint8_t head[kFrameHeaderSize];
   encode_frame_header(head, 3, 100);
@@ -152,6 +176,7 @@ int main() {
   test_inline_collective_round_trip_and_bounds();
   test_every_truncation_is_rejected();
   test_hostile_counts_rejected_before_allocation();
+  test_hello_trailer_and_claim_bounds();
   test_frame_header_checks();
   test_random_bytes_never_crash_decoders();
   return check_summary("test_wire");

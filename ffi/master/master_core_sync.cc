@@ -7,7 +7,7 @@
 
 #include "common/errors.h"
 #include "common/log.h"
-#include "master/master.h"
+#include "master/master_core.h"
 #include "protocol/wire.h"
 #include "transport/frame.h"
 
@@ -21,9 +21,8 @@ std::string clip(const std::string& s) {
 
 }  // namespace
 
-void Master::handle_sync_request(Connection& c, const std::vector<uint8_t>& payload) {
+void MasterCore::handle_sync_request(PeerRecord& p, const std::vector<uint8_t>& payload) {
   SyncRequestMsg req = SyncRequestMsg::decode(payload);
-  PeerRecord& p = peers_.at(c.peer_id);
   if (p.state != PeerState::kAccepted) {
     throw ProtocolViolation("shared-state sync from a peer not yet accepted");
   }
@@ -32,9 +31,8 @@ void Master::handle_sync_request(Connection& c, const std::vector<uint8_t>& payl
   try_plan_sync(p.group);
 }
 
-void Master::handle_sync_done(Connection& c, const std::vector<uint8_t>& payload) {
+void MasterCore::handle_sync_done(PeerRecord& p, const std::vector<uint8_t>& payload) {
   SyncDoneMsg done = SyncDoneMsg::decode(payload);
-  PeerRecord& p = peers_.at(c.peer_id);
   Group& g = groups_[p.group];
   SyncRound& round = g.sync;
   if (done.round == 0) {
@@ -60,7 +58,7 @@ void Master::handle_sync_done(Connection& c, const std::vector<uint8_t>& payload
   try_finish_sync(p.group);
 }
 
-void Master::try_plan_sync(uint32_t group_id) {
+void MasterCore::try_plan_sync(uint32_t group_id) {
   Group& g = groups_[group_id];
   SyncRound& round = g.sync;
   if (round.planned || round.requests.empty()) return;
@@ -88,7 +86,7 @@ void Master::try_plan_sync(uint32_t group_id) {
   try_finish_sync(group_id);
 }
 
-void Master::send_sync_plan(Group& g, const Election& e) {
+void MasterCore::send_sync_plan(Group& g, const Election& e) {
   SyncPlanMsg plan;
   plan.round = g.sync.id;
   plan.revision = e.revision;
@@ -131,12 +129,12 @@ void Master::send_sync_plan(Group& g, const Election& e) {
       bytes = small.encode();
       g.sync.waiting.erase(id);
     }
-    send_frame(fd_of(id), MsgType::kSyncPlan, bytes);
+    send(id, MsgType::kSyncPlan, std::move(bytes));
   }
   g.sync.requests.clear();
 }
 
-void Master::try_finish_sync(uint32_t group_id) {
+void MasterCore::try_finish_sync(uint32_t group_id) {
   Group& g = groups_[group_id];
   SyncRound& round = g.sync;
   if (!round.planned || !round.waiting.empty()) return;
@@ -144,11 +142,13 @@ void Master::try_finish_sync(uint32_t group_id) {
   SyncCompleteMsg done{round.id, static_cast<uint8_t>(ok ? 1 : 0), clip(round.failure)};
   std::vector<uint8_t> bytes = done.encode();
   if (!round.settled_by_plan) {
-    for (uint64_t id : round.participants) send_frame(fd_of(id), MsgType::kSyncComplete, bytes);
+    for (uint64_t id : round.participants) send(id, MsgType::kSyncComplete, bytes);
   }
   if (ok && !round.participants.empty()) {
+    // The run's revision never goes backwards, even when only peers that
+    // lag behind it are left to sync (they elect their own, older one).
+    g.revision = g.has_revision ? std::max(g.revision, round.revision) : round.revision;
     g.has_revision = true;
-    g.revision = round.revision;
   }
   PCCL_LOG(kInfo, "master: group " << group_id << " shared-state sync round " << round.id
                                    << (ok ? " complete" : " failed: " + round.failure));
@@ -159,7 +159,7 @@ void Master::try_finish_sync(uint32_t group_id) {
   try_plan_sync(group_id);
 }
 
-void Master::forget_sync_peer(uint32_t group_id, uint64_t peer_id) {
+void MasterCore::forget_sync_peer(uint32_t group_id, uint64_t peer_id) {
   SyncRound& round = groups_[group_id].sync;
   round.requests.erase(peer_id);
   round.queued.erase(peer_id);

@@ -1,0 +1,130 @@
+// The master's decisions, without sockets or threads: membership (HELLO,
+// votes, drops, epochs) and shared-state sync rounds. A message from a
+// registered peer goes in, frames addressed to peer ids come out (outbox).
+// Master (master.h) is the I/O glue around it; the deterministic simulator
+// (ffi/tests/sim_master.cc) drives it directly, from a seed.
+//
+// Peer lifecycle: HELLO -> registered (WELCOME with an id) -> accepted at
+// once if its group is empty, else pending until every accepted peer of the
+// group votes; the completed vote admits all pending peers, drops dead ones
+// and broadcasts the new ring at epoch+1. The glue reports a lost peer
+// (closed, silent past the heartbeat bound, or dropped for a protocol
+// violation) with on_peer_lost().
+//
+// Every input is hostile: bytes are decoded here with their bounds, and a
+// violation throws ProtocolViolation, leaving the state as it was; the glue
+// then drops that client with the reason.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "master/shared_state_election.h"
+#include "protocol/messages.h"
+#include "protocol/shared_state_messages.h"
+
+namespace pccl {
+
+// Test only: re-introduces a defect that has been fixed, so that the
+// simulator can show it finds it. Never set outside tests.
+enum class InjectedDefect {
+  kNone,
+  kTrustResumeEpoch,     // A4: a claimed epoch becomes the current one at once
+  kForgetRunRevision,    // A7: a restarted master ignores the revision peers report
+};
+
+struct MasterCoreConfig {
+  uint32_t max_groups = kMaxGroups;  // groups served at once (group ids are the client's)
+  uint64_t id_seed = 0;              // peer ids; 0: from std::random_device
+  InjectedDefect defect = InjectedDefect::kNone;
+};
+
+// A frame for the glue to send to one registered peer.
+struct Outgoing {
+  uint64_t peer = 0;
+  MsgType type = MsgType::kHeartbeat;
+  std::vector<uint8_t> payload;
+};
+
+class MasterCore {
+ public:
+  enum class PeerState { kPending, kAccepted };
+  struct PeerRecord {
+    uint64_t id = 0;
+    uint32_t group = 0;
+    std::string host;
+    uint16_t port = 0;
+    PeerState state = PeerState::kPending;
+  };
+  // One shared-state sync of a group: gathered until every member asked,
+  // then planned (shared_state_election.h), then open until every
+  // participant reported done or died. Requests arriving meanwhile queue for
+  // the next round.
+  struct SyncRound {
+    uint64_t id = 0;
+    bool planned = false;
+    bool settled_by_plan = false;  // nothing to transfer: no SYNC_DONE / SYNC_COMPLETE
+    std::map<uint64_t, SyncRequestMsg> requests;
+    std::map<uint64_t, SyncRequestMsg> queued;
+    std::set<uint64_t> participants;  // planned: told the plan, not refused
+    std::set<uint64_t> waiting;       // participants that have not reported
+    std::string failure;              // the first failure a participant reported
+    uint64_t revision = 0;
+  };
+  struct Group {
+    uint64_t epoch = 0;
+    // The next epoch is at least this: re-registering peers' claims. A claim
+    // never moves the current epoch, which is what the members vote on, so
+    // no claim can make their votes stale (and freeze the group).
+    uint64_t epoch_floor = 0;
+    std::vector<uint64_t> ring;     // accepted, in ring order
+    std::vector<uint64_t> pending;  // registered, waiting to be admitted
+    std::set<uint64_t> votes;
+    SyncRound sync;
+    bool has_revision = false;  // the shared state's revision, once known
+    uint64_t revision = 0;
+  };
+
+  explicit MasterCore(MasterCoreConfig config = {});
+
+  // A HELLO on a connection that has none registered yet; `remote_host` is
+  // the address the connection comes from. Returns the new peer's id.
+  uint64_t on_hello(const std::vector<uint8_t>& payload, const std::string& remote_host);
+  // Any later frame of a registered peer (votes, sync, heartbeats).
+  void on_frame(uint64_t peer, uint16_t type, const std::vector<uint8_t>& payload);
+  // The peer is gone (its connection closed or was dropped): forget it.
+  void on_peer_lost(uint64_t peer, const std::string& reason);
+
+  std::vector<Outgoing> take_outbox();
+  const std::map<uint64_t, PeerRecord>& peers() const { return peers_; }
+  const std::map<uint32_t, Group>& groups() const { return groups_; }
+  uint32_t total_world_size() const;
+
+ private:
+  Group& group_for(const HelloMsg& hello);  // throws when the master cannot take it
+  void learn_from_resume(Group& g, const HelloMsg& hello);
+  uint64_t new_peer_id();
+  void handle_vote(PeerRecord& p, const std::vector<uint8_t>& payload);
+  void try_complete_vote(uint32_t group_id);
+  void advance_epoch(uint32_t group_id, std::vector<uint64_t> new_ring);
+  void send(uint64_t peer, MsgType type, std::vector<uint8_t> payload);
+  // Shared-state sync (master_core_sync.cc).
+  void handle_sync_request(PeerRecord& p, const std::vector<uint8_t>& payload);
+  void handle_sync_done(PeerRecord& p, const std::vector<uint8_t>& payload);
+  void try_plan_sync(uint32_t group_id);   // plans once every member has asked
+  void send_sync_plan(Group& g, const Election& e);
+  void try_finish_sync(uint32_t group_id);  // completes once nobody is left to report
+  void forget_sync_peer(uint32_t group_id, uint64_t peer_id);
+
+  MasterCoreConfig config_;
+  std::map<uint64_t, PeerRecord> peers_;
+  std::map<uint32_t, Group> groups_;
+  uint64_t next_sync_round_ = 1;
+  std::mt19937_64 id_rng_;
+  std::vector<Outgoing> outbox_;
+};
+
+}  // namespace pccl
