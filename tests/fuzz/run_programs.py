@@ -80,6 +80,24 @@ class Violation:
     pos: int | None = None
     peer: int | None = None
 
+    def tag(self) -> str:
+        """Which known bug this looks like (for triage; the check is the kind)."""
+        d = self.detail
+        if self.kind == "HANG" and ("in step()" in d or "in finish()" in d) and "faults near: none" in d:
+            return "deadlock-in-jitted-program"
+        if self.kind == "HANG" and "master" in d.split("the others")[0]:
+            return "hang-after-master-restart"
+        if "not yet waited for" in d or "a previous collective failed" in d:
+            return "unusable-after-failure-between-start-and-wait"
+        if self.kind == "GUARD":
+            return "no-guard-" + ("sync_shared_state" if "sync_shared_state" in d else "update_topology")
+        return self.kind.lower()
+
+    def key(self) -> tuple:
+        """Violations with the same key are one finding (a cascade of one cause)."""
+        return (self.kind, self.launch, self.peer, self.tag(),
+                self.detail.split(" at position")[0][:60] if self.kind != "INEXACT" else self.pos)
+
 
 @dataclass
 class LaunchResult:
@@ -94,8 +112,12 @@ class LaunchResult:
     events: list = field(default_factory=list)
 
 
+FAULT_KINDS = ("kill", "stop", "close", "master")
+FAULT_WEIGHTS = {"kill": 3, "stop": 2, "close": 2, "master": 2}
+
+
 def plan_launch(seed: int, launch: int, n_programs: int, per_launch: int, steps: int,
-                peers: tuple[int, int], faults: bool) -> dict:
+                peers: tuple[int, int], faults: bool, kinds: tuple = FAULT_KINDS) -> dict:
     rng = random.Random(f"pccl-launch:{seed}:{launch}")
     first = launch * per_launch
     count = min(per_launch, n_programs - first)
@@ -105,7 +127,7 @@ def plan_launch(seed: int, launch: int, n_programs: int, per_launch: int, steps:
     if faults and total >= 6:
         close_used = set()
         for _ in range(rng.choice((1, 1, 2, 2, 3))):
-            kind = rng.choices(("kill", "stop", "close", "master"), weights=(3, 2, 2, 2))[0]
+            kind = rng.choices(kinds, weights=[FAULT_WEIGHTS[k] for k in kinds])[0]
             ev = {"kind": kind, "pos": rng.randint(1, total - 5), "peer": rng.randrange(n),
                   "call": rng.choice(("step", "step", "sync", "update_topology", "finish")),
                   "delay": round(rng.uniform(0.0, 0.03), 4)}
@@ -347,13 +369,22 @@ class Launch:
                     started += (w["t1"] or now) - w["t0"]
             if now - started > self.bound(last["call"]):
                 others = {j: self.tails[j].records[-1:] for j in self.tails if j != i}
+                near = self.explained(last["t"], now, i)
                 self.violations.append(Violation(
                     "HANG", self.plan["launch"],
                     f"peer {i} in {last['call']}() for {now - last['t']:.0f} s (bound "
-                    f"{self.bound(last['call']):.0f} s); the others' last records: "
-                    f"{json.dumps(others)[:600]}", last.get("pos"), i))
+                    f"{self.bound(last['call']):.0f} s); faults near: "
+                    f"{[(w['kind'], w['peer']) for w in near] or 'none'}; the others' last records: "
+                    f"{json.dumps(others)[:600]}{self.program_at(last.get('pos'))}", last.get("pos"), i))
                 return True
         return False
+
+    def program_at(self, pos) -> str:
+        if pos is None or not 0 <= pos < self.total:
+            return ""
+        index = self.plan["first"] + pos // self.plan["steps"]
+        return f"; program {index} step {pos % self.plan['steps']}: " + P.describe(
+            P.generate(self.plan["seed"], index))
 
     # -- analysis ---------------------------------------------------------------------
     def explained(self, t0: float, t1: float, peer: int, master_only: bool = False) -> list[dict]:
@@ -445,6 +476,8 @@ class Launch:
         near = self.explained(t0, rec["t"], i)
         what = (f"peer {i}: {rec['call']}() at position {rec.get('pos')} raised {err['type']}: "
                 f"{err['msg'][:400]} (is_peer_failure={err['peer_failure']})")
+        if rec["call"] in ("step", "finish"):
+            what += self.program_at(rec.get("pos"))
         if not near:
             self.violations.append(Violation("UNEXPLAINED", self.plan["launch"],
                                              what + "; no fault anywhere near", rec.get("pos"), i))
@@ -531,7 +564,8 @@ def run_launch(plan: dict, timeout: float, keep: bool = False, log=print) -> Lau
 def replay_command(args, launch: int | None) -> str:
     cmd = (f".venv/bin/python tests/fuzz/run_programs.py --seed {args.seed} --programs {args.programs} "
            f"--peers {args.peers} --per-launch {args.per_launch} --steps {args.steps} "
-           f"--timeout {args.timeout:g}{' --faults' if args.faults else ''}")
+           f"--timeout {args.timeout:g}{' --faults' if args.faults else ''}"
+           + (f" --fault-kinds {args.fault_kinds}" if args.fault_kinds != ",".join(FAULT_KINDS) else ""))
     return cmd + (f" --launch {launch}" if launch is not None else "")
 
 
@@ -549,6 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--programs", type=int, default=50)
     ap.add_argument("--peers", default="2-3")
     ap.add_argument("--faults", action="store_true")
+    ap.add_argument("--fault-kinds", default=",".join(FAULT_KINDS),
+                    help="comma-separated subset of " + ",".join(FAULT_KINDS))
     ap.add_argument("--per-launch", type=int, default=25, help="programs per peer process")
     ap.add_argument("--steps", type=int, default=2, help="steps (fresh inputs) per program")
     ap.add_argument("--timeout", type=float, default=6.0, help="Communicator timeout")
@@ -569,7 +605,8 @@ def run(args, log=print) -> dict:
     t0 = time.time()
     results = []
     for b in launches:
-        plan = plan_launch(args.seed, b, args.programs, args.per_launch, args.steps, peers, args.faults)
+        plan = plan_launch(args.seed, b, args.programs, args.per_launch, args.steps, peers, args.faults,
+                           tuple(args.fault_kinds.split(",")))
         log(f"  launch {b}: programs {plan['first']}..{plan['first'] + plan['programs'] - 1}, "
             f"{plan['peers']} peers, concurrency {plan['concurrency']}, faults "
             f"{[(e['kind'], e['peer'], e['call'], e['pos']) for e in plan['events']]}")
@@ -578,8 +615,16 @@ def run(args, log=print) -> dict:
         log(f"  launch {b}: {res.steps_ok} exact steps, {res.steps_failed} failed steps, "
             f"{len(res.violations)} violation(s), {res.wall_s:.1f} s"
             + (f", logs in {res.workdir}" if res.workdir else ""))
+        seen, unique = set(), []
         for v in res.violations:
-            log(f"VIOLATION {v.kind} (seed {args.seed}, launch {v.launch}"
+            if v.key() not in seen:
+                seen.add(v.key())
+                unique.append(v)
+        if len(unique) < len(res.violations):
+            log(f"  ({len(res.violations) - len(unique)} repeated violation(s) of the same cause not shown)")
+        res.violations = unique
+        for v in res.violations:
+            log(f"VIOLATION {v.kind} [{v.tag()}] (seed {args.seed}, launch {v.launch}"
                 + (f", position {v.pos}" if v.pos is not None else "")
                 + (f", peer {v.peer}" if v.peer is not None else "") + f"): {v.detail}")
             log(f"  replay: {replay_command(args, v.launch)}")
@@ -590,15 +635,20 @@ def run(args, log=print) -> dict:
         "programs_per_minute": round(60 * n_prog / wall, 1) if wall else None,
         "steps_exact": sum(r.steps_ok for r in results),
         "steps_failed": sum(r.steps_failed for r in results),
-        "violations": [{"kind": v.kind, "launch": v.launch, "pos": v.pos, "peer": v.peer,
+        "violations": [{"kind": v.kind, "tag": v.tag(), "launch": v.launch, "pos": v.pos, "peer": v.peer,
                         "detail": v.detail[:2000], "replay": replay_command(args, v.launch)}
                        for r in results for v in r.violations],
         "kinds": sorted({v.kind for r in results for v in r.violations}),
+        "tags": sorted({v.tag() for r in results for v in r.violations}),
+        "clean_launch_programs_per_minute": (
+            round(60 * sum(r.programs for r in results if not r.violations)
+                  / sum(r.wall_s for r in results if not r.violations), 1)
+            if any(not r.violations for r in results) else None),
         "replay": replay_command(args, None),
     }
     log(f"program fuzz: {'FAILED' if summary['violations'] else 'OK'}: {n_prog} programs, "
         f"{summary['steps_exact']} exact steps, {summary['steps_failed']} failed steps, "
-        f"{len(summary['violations'])} violation(s) {summary['kinds']}, {wall:.0f} s "
+        f"{len(summary['violations'])} violation(s) {summary['tags']}, {wall:.0f} s "
         f"({summary['programs_per_minute']} programs/min); replay: {summary['replay']}")
     if args.json:
         with open(args.json, "w") as f:
