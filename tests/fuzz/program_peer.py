@@ -156,6 +156,17 @@ def main() -> int:
             continue
         last_success = time.time()
         (new_state, info), t0 = res
+        # The state comes back with the structure, shapes and dtypes it went in with.
+        bad = [f"{k}: sent {np.asarray(shared[k]).dtype}{np.shape(shared[k])}, got "
+               f"{np.asarray(new_state[k]).dtype}{np.shape(new_state[k])}"
+               for k in shared if k not in new_state or np.shape(new_state[k]) != np.shape(shared[k])
+               or np.asarray(new_state[k]).dtype != np.asarray(shared[k]).dtype]
+        if bad or set(new_state) != set(shared):
+            emit(call="sync", phase="end", pos=pos, ok=True, dur=time.time() - t0, bad_structure=bad
+                 or [f"keys {sorted(new_state)}"], revision=int(info.revision), state_pos=-1, state="")
+            new_state = {k: np.asarray(new_state.get(k, shared[k])).reshape(np.shape(shared[k]))
+                         if np.size(new_state.get(k, shared[k])) == np.size(shared[k]) else shared[k]
+                         for k in shared}
         new_pos = int(np.asarray(new_state["pos"]))
         acc = np.asarray(new_state["acc"]).copy()
         digest = hashlib.sha256(b"".join(np.ascontiguousarray(np.asarray(new_state[k])).tobytes()

@@ -194,6 +194,7 @@ class Launch:
         self.next_index = plan["peers"]
         self.pending_events = list(plan["events"])
         self.master_up_at = None
+        self.aborted_at = float("inf")
         self.total = plan["programs"] * plan["steps"]
 
     # -- processes ---------------------------------------------------------------
@@ -284,6 +285,7 @@ class Launch:
                 if self.check_hangs(now):
                     break
                 if now > deadline:
+                    self.aborted_at = now
                     running = self.alive()
                     self.violations.append(Violation(
                         "HANG", p["launch"], f"launch deadline passed; peers still running: "
@@ -370,6 +372,7 @@ class Launch:
             if now - started > self.bound(last["call"]):
                 others = {j: self.tails[j].records[-1:] for j in self.tails if j != i}
                 near = self.explained(last["t"], now, i)
+                self.aborted_at = now  # what the others see after this is the driver's kill
                 self.violations.append(Violation(
                     "HANG", self.plan["launch"],
                     f"peer {i} in {last['call']}() for {now - last['t']:.0f} s (bound "
@@ -428,10 +431,17 @@ class Launch:
                             f"all_reduce outstanding returned instead of raising PcclError",
                             rec.get("pos"), i))
                     continue
+                if not rec["ok"] and rec["t"] >= self.aborted_at:
+                    continue  # the driver ended the launch (HANG): errors from here on are its doing
                 if not rec["ok"]:
                     self.check_error(i, rec, begins.get(rec["call"], rec["t"] - dur))
                     if rec["call"] in ("step", "finish"):
                         self.steps_failed_by.setdefault(i, set()).add(rec["pos"])
+                    continue
+                if rec["call"] == "sync" and rec.get("bad_structure"):
+                    self.violations.append(Violation(
+                        "SYNC", p["launch"], f"peer {i}: sync_shared_state() returned a different "
+                        f"structure than it was given: {rec['bad_structure']}", rec.get("pos"), i))
                     continue
                 if rec["call"] == "sync":
                     self.syncs.setdefault(rec["revision"], []).append((i, rec["state"], rec["state_pos"]))
@@ -457,7 +467,7 @@ class Launch:
                 continue
             if rc == 4:
                 continue  # STUCK, reported above
-            if rc not in (0, None) and not any(v.kind == "HANG" for v in self.violations):
+            if rc not in (0, None) and self.aborted_at == float("inf"):
                 self.violations.append(Violation(
                     "CRASH", p["launch"], f"peer {i} exited with {rc}: {self.stderr_tail(i)}", peer=i))
             if done and (self.total - 1) not in self.steps_ok_by.get(i, set()):
