@@ -42,6 +42,7 @@ def main() -> int:
     ap.add_argument("--first", type=int, default=0, help="first program index")
     ap.add_argument("--programs", type=int, required=True)
     ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--max-stmts", type=int, default=7)
     ap.add_argument("--timeout", type=float, default=6.0)
     ap.add_argument("--concurrency", type=int, default=1)
     ap.add_argument("--close-at", default="", help="POS:DELAY_S: close() from a thread "
@@ -180,7 +181,7 @@ def main() -> int:
             reached.set()
 
         prog_index, step = positions[pos]
-        prog = P.generate(args.seed, prog_index)
+        prog = P.generate(args.seed, prog_index, args.max_stmts)
         if prog_index not in state["built"]:
             state["built"] = {prog_index: P.build(prog, comm, pccl)}  # only the current one
         run_main, run_finish = state["built"][prog_index]
