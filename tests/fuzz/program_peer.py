@@ -172,8 +172,12 @@ def main() -> int:
         acc = np.asarray(new_state["acc"]).copy()
         digest = hashlib.sha256(b"".join(np.ascontiguousarray(np.asarray(new_state[k])).tobytes()
                                          for k in ("pos", "acc", "tag"))).hexdigest()[:16]
+        try:
+            sync_epoch = comm.stats().get("epoch")
+        except Exception:  # noqa: BLE001
+            sync_epoch = None
         emit(call="sync", phase="end", pos=pos, ok=True, dur=time.time() - t0,
-             revision=int(info.revision), state_pos=new_pos, state=digest)
+             revision=int(info.revision), epoch=sync_epoch, state_pos=new_pos, state=digest)
         pos = new_pos
         if pos >= total:
             break

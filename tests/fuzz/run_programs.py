@@ -89,6 +89,8 @@ class Violation:
             return "hang-after-master-restart"
         if "not yet waited for" in d or "a previous collective failed" in d:
             return "unusable-after-failure-between-start-and-wait"
+        if self.kind == "SYNC" and "different structure" in d:
+            return "sync-returns-changed-shapes"
         if self.kind == "GUARD":
             return "no-guard-" + ("sync_shared_state" if "sync_shared_state" in d else "update_topology")
         return self.kind.lower()
@@ -446,7 +448,10 @@ class Launch:
                         f"structure than it was given: {rec['bad_structure']}", rec.get("pos"), i))
                     continue
                 if rec["call"] == "sync":
-                    self.syncs.setdefault(rec["revision"], []).append((i, rec["state"], rec["state_pos"]))
+                    # one sync = (revision, epoch): a peer that syncs alone later (the others
+                    # done) may reuse a revision number with other content
+                    self.syncs.setdefault((rec["revision"], rec.get("epoch")), []).append(
+                        (i, rec["state"], rec["state_pos"]))
                 if rec["call"] == "step":
                     by_key.setdefault((rec["pos"], rec["epoch"]), []).append((i, rec))
                     self.steps_ok_by.setdefault(i, set()).add(rec["pos"])
@@ -458,7 +463,7 @@ class Launch:
         for rev, entries in self.syncs.items():
             if len({s for _, s, _ in entries}) > 1:
                 self.violations.append(Violation(
-                    "SYNC", p["launch"], f"revision {rev}: peers hold different shared state after "
+                    "SYNC", p["launch"], f"revision, epoch {rev}: peers hold different shared state after "
                     f"sync: {entries}"))
         # recovery: every peer that finished did its last position successfully
         for i, proc in self.procs.items():
