@@ -43,6 +43,8 @@ def main() -> int:
     ap.add_argument("--programs", type=int, required=True)
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--max-stmts", type=int, default=7)
+    ap.add_argument("--state-kib", type=int, default=0, help="add a leaf this large to the shared "
+                    "state, different on every peer (each sync then transfers it)")
     ap.add_argument("--timeout", type=float, default=6.0)
     ap.add_argument("--concurrency", type=int, default=1)
     ap.add_argument("--close-at", default="", help="POS:DELAY_S: close() from a thread "
@@ -151,6 +153,8 @@ def main() -> int:
         emit(call="update_topology", phase="end", pos=pos, ok=True, dur=time.time() - res[1],
              world=comm.world_size)
         shared = {"pos": np.int64(pos), "acc": acc.copy(), "tag": np.asarray(float(pos % 7), np.float32)}
+        if args.state_kib:
+            shared["blob"] = np.full(args.state_kib * 256, float(args.index * 1000 + pos), np.float32)
         ok, res = call("sync", pos, lambda: comm.sync_shared_state(shared, revision=pos + 1))
         if not ok:
             recover(res)
@@ -171,7 +175,7 @@ def main() -> int:
         new_pos = int(np.asarray(new_state["pos"]))
         acc = np.asarray(new_state["acc"]).copy()
         digest = hashlib.sha256(b"".join(np.ascontiguousarray(np.asarray(new_state[k])).tobytes()
-                                         for k in ("pos", "acc", "tag"))).hexdigest()[:16]
+                                         for k in sorted(shared))).hexdigest()[:16]
         try:
             sync_epoch = comm.stats().get("epoch")
         except Exception:  # noqa: BLE001

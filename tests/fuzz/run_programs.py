@@ -146,8 +146,12 @@ def plan_launch(seed: int, launch: int, n_programs: int, per_launch: int, steps:
                 close_used.add(ev["peer"])
             events.append(ev)
         events.sort(key=lambda e: e["pos"])
-    return {"seed": seed, "launch": launch, "first": first, "programs": count, "steps": steps,
+    plan = {"seed": seed, "launch": launch, "first": first, "programs": count, "steps": steps,
             "peers": n, "concurrency": rng.randint(1, 4), "events": events, "max_stmts": max_stmts}
+    # Sometimes a large shared-state leaf that differs on every peer: each sync
+    # then moves megabytes, so faults land inside sync_shared_state too.
+    plan["state_kib"] = rng.choice((0, 0, 0, 1024, 4096))
+    return plan
 
 
 def free_port() -> int:
@@ -223,7 +227,7 @@ class Launch:
         cmd = [sys.executable, PEER, "--master", f"127.0.0.1:{self.port}", "--index", str(index),
                "--seed", str(p["seed"]), "--first", str(p["first"]), "--programs", str(p["programs"]),
                "--steps", str(p["steps"]), "--timeout", str(self.timeout),
-               "--max-stmts", str(p["max_stmts"]),
+               "--max-stmts", str(p["max_stmts"]), "--state-kib", str(p["state_kib"]),
                "--concurrency", str(p["concurrency"]), "--world", str(world), "--out", out]
         if close_at:
             cmd += ["--close-at", close_at]
@@ -627,7 +631,8 @@ def run(args, log=print) -> dict:
         plan = plan_launch(args.seed, b, args.programs, args.per_launch, args.steps, peers, args.faults,
                            tuple(args.fault_kinds.split(",")), args.max_stmts)
         log(f"  launch {b}: programs {plan['first']}..{plan['first'] + plan['programs'] - 1}, "
-            f"{plan['peers']} peers, concurrency {plan['concurrency']}, faults "
+            f"{plan['peers']} peers, concurrency {plan['concurrency']}, shared state "
+            f"+{plan['state_kib']} KiB, faults "
             f"{[(e['kind'], e['peer'], e['call'], e['pos']) for e in plan['events']]}")
         res = run_launch(plan, args.timeout, args.keep, log)
         results.append(res)
