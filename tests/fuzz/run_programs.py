@@ -214,7 +214,15 @@ class Launch:
         ready, _, _ = select.select([self.master.stdout], [], [], 30)
         line = self.master.stdout.readline().decode(errors="replace") if ready else ""
         if "listening" not in line:
-            raise RuntimeError(f"master did not start on port {self.port}: {line!r}")
+            # Who holds the port? (e.g. a peer's outgoing connection that got it as its
+            # ephemeral local port, or a reconnect attempt connected to itself)
+            try:
+                ss = subprocess.run(["ss", "-tanp"], capture_output=True, text=True, timeout=10).stdout
+                holders = [ln for ln in ss.splitlines() if f":{self.port} " in ln][:8]
+            except (OSError, subprocess.SubprocessError) as exc:
+                holders = [f"(ss failed: {exc})"]
+            raise RuntimeError(f"master did not start on port {self.port}: {line!r}; sockets on "
+                               f"that port: {holders}")
 
     def kill_master(self) -> None:
         if self.master and self.master.poll() is None:
