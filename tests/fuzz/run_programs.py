@@ -89,6 +89,8 @@ class Violation:
             return "hang-after-master-restart"
         if "not yet waited for" in d or "a previous collective failed" in d:
             return "unusable-after-failure-between-start-and-wait"
+        if self.kind == "UNEXPLAINED" and "finish()" in d and "guard: sync_shared_state()" in d:
+            return "wait-fails-after-unguarded-sync_shared_state"
         if self.kind == "SYNC" and "different structure" in d:
             return "sync-returns-changed-shapes"
         if self.kind == "GUARD":
