@@ -194,6 +194,7 @@ class Launch:
         self.plan, self.timeout, self.workdir, self.log = plan, timeout, workdir, log
         self.port = free_port()
         self.master = None
+        self.masters: list[subprocess.Popen] = []
         self.procs: dict[int, subprocess.Popen] = {}
         self.tails: dict[int, Tail] = {}
         self.killed: set[int] = set()
@@ -213,6 +214,7 @@ class Launch:
         log = open(os.path.join(self.workdir, "master.log"), "ab")
         self.master = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, cwd=tempfile.gettempdir(),
                                        env=peer_env(), start_new_session=True)
+        self.masters.append(self.master)
         ready, _, _ = select.select([self.master.stdout], [], [], 30)
         line = self.master.stdout.readline().decode(errors="replace") if ready else ""
         if "listening" not in line:
@@ -227,9 +229,10 @@ class Launch:
                                f"that port: {holders}")
 
     def kill_master(self) -> None:
-        if self.master and self.master.poll() is None:
-            os.killpg(self.master.pid, signal.SIGKILL)
-            self.master.wait()
+        for m in self.masters:
+            if m.poll() is None:
+                os.killpg(m.pid, signal.SIGKILL)
+                m.wait()
 
     def spawn(self, index: int, world: int, close_at: str = "") -> None:
         out = os.path.join(self.workdir, f"peer{index}.jsonl")
@@ -364,6 +367,8 @@ class Launch:
             self.windows.append({"kind": "stop", "peer": target, "t0": now, "t1": None})
             self.log(f"    t+{now - self.t_start:.1f}s SIGSTOP peer {target} for {ev['for']} s")
         elif action == "master":
+            if any(w["kind"] == "master" and w["t1"] is None for w in self.windows):
+                return  # still down from the previous master fault
             self.kill_master()
             self.windows.append({"kind": "master", "peer": None, "t0": now, "t1": None})
             self.log(f"    t+{now - self.t_start:.1f}s master killed, down {ev['down']} s")
