@@ -66,6 +66,11 @@ REGRESSIONS = {
     # every peer blocks forever in the jitted call (no fault at all)
     "deadlock_after_wait_in_one_jit": ["--seed", "1", "--programs", "10", "--per-launch", "10",
                                        "--peers", "2"],
+    # concurrency 4: `scan(wait(start(x)))` then a 3-leaf all_reduce, in one jit:
+    # every peer blocks in the jitted call (no fault reached)
+    "deadlock_after_wait_then_3_leaf_all_reduce_concurrency_4": [
+        "--seed", "31", "--programs", "20", "--per-launch", "10", "--peers", "2-3", "--faults",
+        "--fault-kinds", "master", "--max-stmts", "2", "--launch", "0"],
     # a peer killed while a jitted program has starts in flight: the survivor's
     # error is not is_peer_failure() and update_topology() then refuses forever
     # ("started all_reduce not yet waited for")
@@ -77,6 +82,11 @@ REGRESSIONS = {
     "sync_shared_state_guard_with_start_outstanding": [
         "--seed", "3", "--programs", "20", "--per-launch", "10", "--peers", "2-3", "--faults",
         "--launch", "1"],
+    # after a master restart, the peer that receives the shared state gets its
+    # 0-d leaves back with shape (1,) (API.md: a 0-d leaf stays 0-d)
+    "sync_after_master_restart_keeps_0d_leaves": [
+        "--seed", "22", "--programs", "20", "--per-launch", "10", "--peers", "2-3", "--faults",
+        "--fault-kinds", "master", "--max-stmts", "2", "--launch", "0"],
 }
 
 

@@ -313,7 +313,7 @@ class Launch:
                         + "; ".join(f"peer {i}: last record {json.dumps(self.tails[i].records[-1:])[:400]}"
                                     for i in running)))
                     break
-                time.sleep(0.01)
+                time.sleep(0.003)
         finally:
             for i in list(self.stopped):
                 self.signal(i, signal.SIGCONT)
@@ -340,7 +340,9 @@ class Launch:
             if (i == trigger_peer and rec["call"] == ev["call"] and rec.get("pos", -1) >= ev["pos"]) or (
                     i == trigger_peer and rec.get("pos", -1) >= ev["pos"] + 3):  # call never came
                 self.pending_events.remove(ev)
-                scheduled.append((now + ev["delay"], ev["kind"], ev))
+                # a sync lasts a few ms: fire sooner so the fault lands inside it
+                delay = ev["delay"] * (0.2 if ev["call"] == "sync" else 1.0)
+                scheduled.append((now + delay, ev["kind"], ev))
 
     def act(self, action: str, ev: dict, now: float, scheduled: list) -> None:
         target = ev["peer"]
