@@ -230,7 +230,10 @@ def make_inputs(prog: dict, peer: int, step: int) -> list[np.ndarray]:
 # --- numpy reference ---------------------------------------------------------------
 
 def _clip_np(x: np.ndarray, dtype: str) -> np.ndarray:
-    return np.clip(x.astype(np.float64), lo_of(dtype), HI).astype(np_dtype(dtype))
+    # -0.0 becomes +0.0 (as in `build`): XLA may fold `x + 0` to `x`, numpy does
+    # not, and prod's sign of zero would then differ for a reason not the library's
+    y = np.clip(x.astype(np.float64), lo_of(dtype), HI)
+    return np.where(y == 0, 0.0, y).astype(np_dtype(dtype))
 
 
 def _reduce_np(arrs: list[np.ndarray], op: str, dtype: str) -> np.ndarray:
@@ -291,7 +294,7 @@ def reference(prog: dict, inputs_by_peer: dict[int, list[np.ndarray]]) -> list[n
                 b0 = float(np.asarray(env[p][st["b"]], np.float64).reshape(-1)[0])
                 b0 = min(max(b0, lo), HI)
                 a = env[p][st["a"]].astype(np.float64)
-                env[p][st["out"]] = np.clip(a + b0, lo_of(da), HI).astype(np_dtype(da))
+                env[p][st["out"]] = _clip_np(a + b0, da)
         elif k == "scan":
             dt = spec[st["arg"]]["dtype"]
             rows = []
@@ -331,7 +334,10 @@ def build(prog: dict, comm, pccl):
         return jnp.bfloat16 if name == "bfloat16" else jnp.dtype(name)
 
     def clip(x, dtype):
-        return jnp.clip(x, lo_of(dtype), HI).astype(jdt(dtype))
+        y = jnp.clip(x, lo_of(dtype), HI).astype(jdt(dtype))
+        if dtype in FLOATS:  # no -0.0 in any operand (see _clip_np)
+            y = jnp.where(y == 0, jnp.zeros_like(y), y)
+        return y
 
     def tree_of(st, leaves):
         if st["tree"] == "single":
@@ -382,7 +388,7 @@ def build(prog: dict, comm, pccl):
                 da, db = spec[st["a"]]["dtype"], spec[st["b"]]["dtype"]
                 lo = max(lo_of(da), lo_of(db))
                 b0 = jnp.clip(env[st["b"]].reshape(-1)[0], lo, HI).astype(jdt(da))
-                env[st["out"]] = jnp.clip(env[st["a"]] + b0, lo_of(da), HI).astype(jdt(da))
+                env[st["out"]] = clip(env[st["a"]] + b0, da)
             elif k == "scan":
                 dt = spec[st["arg"]]["dtype"]
                 base = clip(env[st["arg"]], dt)
@@ -390,8 +396,7 @@ def build(prog: dict, comm, pccl):
                 op, sw = st["op"], st["sw"]
 
                 def body(carry, t, base=base, dt=dt, op=op, sw=sw):
-                    x = jnp.clip(base.astype(jnp.float32) + t.astype(jnp.float32),
-                                 lo_of(dt), HI).astype(jdt(dt))
+                    x = clip(base.astype(jnp.float32) + t.astype(jnp.float32), dt)
                     if sw:
                         y = pccl.all_reduce_wait(pccl.all_reduce_start(x, comm, op=op))
                     else:
