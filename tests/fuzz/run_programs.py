@@ -83,7 +83,8 @@ class Violation:
     def tag(self) -> str:
         """Which known bug this looks like (for triage; the check is the kind)."""
         d = self.detail
-        if self.kind == "HANG" and ("in step()" in d or "in finish()" in d) and "faults near: none" in d:
+        if self.kind == "HANG" and ("in step()" in d or "in finish()" in d) and (
+                "faults near: none" in d or "all in the same jitted call" in d):
             return "deadlock-in-jitted-program"
         if self.kind == "HANG" and "master" in d.split("the others")[0]:
             return "hang-after-master-restart"
@@ -397,11 +398,16 @@ class Launch:
             if now - started > self.bound(last["call"]):
                 others = {j: self.tails[j].records[-1:] for j in self.tails if j != i}
                 near = self.explained(last["t"], now, i)
+                live = [j for j in self.alive() if j != i]
+                same = bool(live) and all(
+                    self.tails[j].records and self.tails[j].records[-1].get("phase") == "begin"
+                    and self.tails[j].records[-1].get("call") == last["call"]
+                    and self.tails[j].records[-1].get("pos") == last.get("pos") for j in live)
                 self.aborted_at = now  # what the others see after this is the driver's kill
                 self.violations.append(Violation(
                     "HANG", self.plan["launch"],
                     f"peer {i} in {last['call']}() for {now - last['t']:.0f} s (bound "
-                    f"{self.bound(last['call']):.0f} s); faults near: "
+                    f"{self.bound(last['call']):.0f} s){'; the live peers are all in the same jitted call' if same else ''}; faults near: "
                     f"{[(w['kind'], w['peer']) for w in near] or 'none'}; the others' last records: "
                     f"{json.dumps(others)[:600]}{self.program_at(last.get('pos'))}", last.get("pos"), i))
                 return True
