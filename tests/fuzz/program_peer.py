@@ -139,7 +139,7 @@ def main() -> int:
                 unexpected += 1
             if "MasterUnreachableError" in text:
                 time.sleep(0.2)
-            elif ("removed from the run" in text or "is closed" in text
+            elif ("removed from the run" in text or "closed" in text
                   or "CancelledError" in text or "cancelled" in text.lower()) and not pccl.is_peer_failure(exc):
                 ok, exc2 = call("reconnect", pos, connect)
                 if not ok:

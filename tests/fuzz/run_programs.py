@@ -532,7 +532,7 @@ class Launch:
             return
         own = [w for w in near if w["peer"] == i and w["kind"] in ("stop", "close")]
         text = err["type"] + " " + err["msg"]
-        if own and any(s in text.lower() for s in ("removed from the run", "is closed", "cancel")):
+        if own and any(s in text.lower() for s in ("removed from the run", "closed", "cancel")):
             return  # the faulted peer's own eviction / close
         self.violations.append(Violation(
             "NOT_PEER_FAILURE", self.plan["launch"],
