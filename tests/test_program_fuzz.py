@@ -82,6 +82,18 @@ REGRESSIONS = {
     "sync_shared_state_guard_with_start_outstanding": [
         "--seed", "3", "--programs", "20", "--per-launch", "10", "--peers", "2-3", "--faults",
         "--launch", "1"],
+    # a peer frozen inside sync_shared_state (the other fetches from it), the
+    # master killed and restarted meanwhile: the other peer waits in
+    # sync_shared_state() forever
+    "sync_across_master_restart_with_frozen_holder": [
+        "--seed", "125", "--programs", "10", "--per-launch", "10", "--peers", "2", "--faults",
+        "--max-stmts", "1"],
+    # after a master restart, the first peer re-admitted runs its next jitted
+    # step alone and it neither completes nor fails within the timeout while the
+    # others wait in update_topology() to be re-admitted
+    "step_after_master_restart_bounded": [
+        "--seed", "12", "--programs", "20", "--per-launch", "10", "--peers", "2-3", "--faults",
+        "--fault-kinds", "master", "--launch", "0"],
     # after a master restart, the peer that receives the shared state gets its
     # 0-d leaves back with shape (1,) (API.md: a 0-d leaf stays 0-d)
     "sync_after_master_restart_keeps_0d_leaves": [

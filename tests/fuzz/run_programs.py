@@ -87,7 +87,8 @@ class Violation:
                 "faults near: none" in d or "all in the same jitted call" in d):
             return "deadlock-in-jitted-program"
         if self.kind == "HANG" and "master" in d.split("the others")[0]:
-            return "hang-after-master-restart"
+            return ("sync-hangs-across-master-restart" if "in sync()" in d
+                    else "hang-after-master-restart")
         if "not yet waited for" in d or "a previous collective failed" in d:
             return "unusable-after-failure-between-start-and-wait"
         if self.kind == "UNEXPLAINED" and "finish()" in d and "guard: sync_shared_state()" in d:
@@ -117,7 +118,7 @@ class LaunchResult:
     events: list = field(default_factory=list)
 
 
-FAULT_KINDS = ("kill", "stop", "close", "master")
+FAULT_KINDS = ("kill", "stop", "close", "master")  # + "stop_master" (compound, see plan_launch)
 FAULT_WEIGHTS = {"kill": 3, "stop": 2, "close": 2, "master": 2}
 
 
@@ -154,6 +155,18 @@ def plan_launch(seed: int, launch: int, n_programs: int, per_launch: int, steps:
     # Sometimes a large shared-state leaf that differs on every peer: each sync
     # then moves megabytes, so faults land inside sync_shared_state too.
     plan["state_kib"] = rng.choice((0, 0, 0, 1024, 4096))
+    # A compound fault, drawn from its own stream (the plans above stay as they
+    # were): a peer frozen inside sync_shared_state (the others fetch from it),
+    # the master killed and restarted meanwhile, then the peer thawed.
+    extra = random.Random(f"pccl-launch-compound:{seed}:{launch}")
+    if faults and total >= 6 and "stop" in kinds and "master" in kinds and extra.random() < 0.3:
+        gap, down = round(extra.uniform(0.3, 2.0), 2), round(extra.uniform(0.2, 1.0), 2)
+        plan["events"].append({"kind": "stop_master", "pos": extra.randint(1, total - 5),
+                               "peer": extra.randrange(n), "call": "sync",
+                               "delay": round(extra.uniform(0.0, 0.01), 4), "gap": gap,
+                               "down": down, "for": round(gap + down + extra.uniform(1.5, 4.0), 2)})
+        plan["state_kib"] = plan["state_kib"] or 1024
+        plan["events"].sort(key=lambda e: e["pos"])
     return plan
 
 
@@ -369,6 +382,11 @@ class Launch:
             self.stopped[target] = now + ev["for"]
             self.windows.append({"kind": "stop", "peer": target, "t0": now, "t1": None})
             self.log(f"    t+{now - self.t_start:.1f}s SIGSTOP peer {target} for {ev['for']} s")
+        elif action == "stop_master":
+            if target not in alive or len(alive) < 2:
+                return
+            self.act("stop", ev, now, scheduled)
+            scheduled.append((now + ev["gap"], "master", ev))
         elif action == "master":
             if any(w["kind"] == "master" and w["t1"] is None for w in self.windows):
                 return  # still down from the previous master fault
