@@ -103,8 +103,9 @@ REGRESSIONS = {
     "step_after_master_restart_bounded": [
         "--seed", "12", "--programs", "20", "--per-launch", "10", "--peers", "2-3", "--faults",
         "--fault-kinds", "master", "--launch", "0"],
-    # after a master restart, the peer that receives the shared state gets its
-    # 0-d leaves back with shape (1,) (API.md: a 0-d leaf stays 0-d)
+    # a peer that receives the shared state (after a master restart, or a peer
+    # that connected again) gets its 0-d leaves back with shape (1,) (API.md:
+    # a 0-d leaf stays 0-d)
     "sync_after_master_restart_keeps_0d_leaves": [
         "--seed", "22", "--programs", "20", "--per-launch", "10", "--peers", "2-3", "--faults",
         "--fault-kinds", "master", "--max-stmts", "2", "--launch", "0"],
