@@ -61,13 +61,18 @@ def check_strategy(strategy) -> int:
 
 
 def _host_array(leaf, index: int) -> np.ndarray:
-    """The leaf as a C-contiguous numpy array (a view where possible)."""
+    """The leaf as a C-contiguous numpy array of its own shape (a view where possible)."""
     if not isinstance(leaf, (np.ndarray, np.generic, jax.Array, int, float, bool)):
         raise TypeError(
             f"shared-state leaf {index} is a {type(leaf).__name__}; leaves must be jax or "
             "numpy arrays (or Python scalars)"
         )
-    arr = np.ascontiguousarray(np.asarray(leaf))
+    arr = np.asarray(leaf)
+    # Not np.ascontiguousarray alone: it turns a 0-d array into shape (1,),
+    # and a 0-d leaf (optax's count) must come back 0-d, or every peer that
+    # received it would compile other programs and hash other shapes.
+    if not arr.flags.c_contiguous:
+        arr = np.ascontiguousarray(arr)
     if arr.dtype.name not in _DTYPE_CODES:
         raise TypeError(
             f"shared-state leaf {index} has dtype {arr.dtype.name}; supported: "
