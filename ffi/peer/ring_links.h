@@ -75,6 +75,10 @@ class RingLinks {
   void break_links();
   void drop_links();  // break_links(), then forget them (no concurrent users)
   void close();
+  // How long a neighbour's links may wait for this peer's establish(); the
+  // default outlasts every honest opener (it gives up after its timeout).
+  // Tests shorten it.
+  void set_park_seconds(double seconds) { park_seconds_ = seconds; }
 
  private:
   struct Incoming {  // an accepted connection that has not said who it is yet
@@ -104,8 +108,17 @@ class RingLinks {
     std::vector<Socket> streams;
     int slots = 1;
     size_t filed = 0;
+    Deadline expires = Deadline::never();  // parked past this: its opener gave up
+    uint64_t arrival = 0;                  // filing order: the oldest goes first
     bool complete() const { return filed == streams.size(); }
   };
+  using LinkKey = std::pair<uint64_t, uint64_t>;  // (peer id, epoch)
+  // Parked links are bounded (mu_ held): expired ones are dropped, and when
+  // every place is taken a newcomer displaces the entry farthest ahead of the
+  // current epoch (the oldest among equals), never the one establish() waits
+  // for. False: the newcomer itself is the farthest ahead; refuse it.
+  void drop_expired_links();
+  bool make_room_for(const LinkKey& key);
 
   uint32_t group_ = 0;
   int my_slots_ = 1;    // what our PEER_HELLOs say (set by establish)
@@ -118,8 +131,11 @@ class RingLinks {
   std::thread acceptor_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::map<std::pair<uint64_t, uint64_t>, IncomingLinks> incoming_;  // (peer id, epoch)
+  std::map<LinkKey, IncomingLinks> incoming_;
   uint64_t current_epoch_ = 0;
+  LinkKey awaited_{0, 0};  // what establish() waits for; (0, 0): nothing
+  uint64_t arrivals_ = 0;
+  double park_seconds_ = 120.0;
   std::vector<Socket> right_;
   std::vector<Socket> left_;
   Socket none_;  // what right()/left() return without links
