@@ -6,6 +6,11 @@ definition (key names, container and NamedTuple types, leaf order) and the
 numpy dtypes (``bool`` travels as ``uint8``). Two peers whose leaves have the
 same bytes but other key names would otherwise swap parameters silently.
 
+The tree definition enters as ``str(treedef)``: key names, container types
+and NamedTuple class names. A custom pytree node whose auxiliary data prints
+differently in every process (e.g. an object's address) would make every
+peer look odd; such nodes need a deterministic ``repr``.
+
 The master keeps the structure most peers hold and refuses the others
 (``ffi/master/state_structure.h``); ``leaf_note`` adds this peer's key path
 to a refusal that names a leaf by index.

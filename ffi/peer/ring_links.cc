@@ -297,7 +297,7 @@ void RingLinks::establish(uint64_t my_id, uint64_t epoch, const RingMember& righ
   {
     std::lock_guard<std::mutex> lock(mu_);
     current_epoch_ = epoch;
-    awaited_ = {left_id, epoch};
+    awaited_ = LinkKey{left_id, epoch};
     for (auto it = incoming_.begin(); it != incoming_.end();) {
       it = it->first.second < epoch ? incoming_.erase(it) : std::next(it);
     }
@@ -307,7 +307,7 @@ void RingLinks::establish(uint64_t my_id, uint64_t epoch, const RingMember& righ
     RingLinks* self;
     ~Unawait() {
       std::lock_guard<std::mutex> lock(self->mu_);
-      self->awaited_ = {0, 0};
+      self->awaited_.reset();
     }
   } unawait{this};
   std::vector<Socket> out = open_links(my_id, epoch, right, streams, deadline, cancel);

@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -133,7 +134,9 @@ class RingLinks {
   std::condition_variable cv_;
   std::map<LinkKey, IncomingLinks> incoming_;
   uint64_t current_epoch_ = 0;
-  LinkKey awaited_{0, 0};  // what establish() waits for; (0, 0): nothing
+  // What establish() waits for. Not a sentinel key: a hostile PEER_HELLO
+  // could name any (peer id, epoch), and the awaited entry never expires.
+  std::optional<LinkKey> awaited_;
   uint64_t arrivals_ = 0;
   double park_seconds_ = 120.0;
   std::vector<Socket> right_;

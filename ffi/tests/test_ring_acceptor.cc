@@ -169,7 +169,9 @@ void test_parked_links_expire() {
   me.listen("127.0.0.1", 0, kSecret);
   auto t0 = std::chrono::steady_clock::now();
   Socket parked = park_link(me.port(), 1000, 9);
+  Socket zero = park_link(me.port(), 0, 0);  // no key is exempt while nothing is awaited
   CHECK(closed_within(parked, 3.0));
+  CHECK(closed_within(zero, 1.0));
   CHECK(seconds_since(t0) >= 0.4);
 }
 
