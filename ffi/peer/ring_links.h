@@ -78,7 +78,7 @@ class RingLinks {
   void close();
   // How long a neighbour's links may wait for this peer's establish(); the
   // default outlasts every honest opener (it gives up after its timeout).
-  // Tests shorten it.
+  // Tests shorten it, before listen() (the acceptor thread reads it).
   void set_park_seconds(double seconds) { park_seconds_ = seconds; }
 
  private:
