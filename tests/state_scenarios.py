@@ -216,6 +216,7 @@ def scenario_state_odd_structure(ctx):
     import state_structures
     i = ctx.index
     base = state_structures.structured_state(1)
+    ctx.rec.check("input", lambda: state_structures.layout(ctx.pccl, base))
     revision = 1
     for name, variant in odd_variants():
         layout_check(ctx, name, variant(base) if i == 2 else base, revision)

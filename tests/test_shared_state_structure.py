@@ -96,12 +96,14 @@ def test_odd_structure_refuses_that_peer_alone(odd, check):
     base = odd.values(check, peers=[0, 1])
     for v in base:
         assert (v["revision"], v["refused"], v["tx"], v["rx"]) == (revision, 1, 0, 0), v
-    assert base[0]["hashes"] == base[1]["hashes"], "the others keep their own content"
+    for v, mine in zip(base, odd.values("input", peers=[0, 1])):
+        assert v["hashes"] == mine["hashes"], "the others keep their own content"
+        assert_same_layout(v, mine, "the others' state")
 
 
 def test_refused_peer_catches_up_with_the_right_structure(odd):
     after = odd.values("after")
-    assert len({tuple(v["hashes"]) for v in after}) == 1
+    assert all(v["hashes"] == odd.values("input", peers=[0])[0]["hashes"] for v in after)
     assert len({v["treedef"] for v in after}) == 1
     assert after[2]["rx"] > 0 and after[0]["rx"] == after[1]["rx"] == 0
     assert all(v["revision"] == len(ODD) + 1 and v["refused"] == 0 for v in after)
