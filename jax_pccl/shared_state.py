@@ -4,7 +4,8 @@ bit-identical on every peer of a group.
 ``Communicator.sync_shared_state`` flattens the pytree, hands the leaves'
 bytes to the engine without copying them, and rebuilds the pytree with the
 leaves the election replaced. Leaves that did not change are returned as the
-very objects that were passed in.
+very objects that were passed in; replaced ones keep their shape (0-d too),
+dtype and kind. Peers must agree on the structure (state_structure.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 
 import jax
 import numpy as np
+
+from . import errors, state_structure
 
 STRATEGIES = {"enforce_popular": 0, "receive_only": 1, "send_only": 2}
 
@@ -33,7 +36,11 @@ class SyncInfo:
     ``revision``: the run's revision after the sync (the caller's own when
     nothing newer existed). ``tx_bytes``/``rx_bytes``: leaf payload bytes this
     peer served to others / received. ``refetched_leaves``: leaves that
-    arrived corrupted (hash mismatch) and were fetched again. ``seconds``:
+    arrived corrupted (hash mismatch) and were fetched again.
+    ``refused_peers``: peers the master turned away from this sync (another
+    pytree structure, shapes or dtypes than the run's, a revision the run has
+    not reached); they got an error, this peer and the others went on.
+    ``seconds``:
     where the time went: "hash" (our leaves), "plan" (waiting for every
     peer, plus a master round trip), "fetch", "verify" (hashing what
     arrived) and "finish" (waiting for peers still fetching from us).
@@ -43,6 +50,7 @@ class SyncInfo:
     tx_bytes: int
     rx_bytes: int
     refetched_leaves: int = 0
+    refused_peers: int = 0
     seconds: dict = field(default_factory=dict, compare=False)
 
 
@@ -61,13 +69,18 @@ def check_strategy(strategy) -> int:
 
 
 def _host_array(leaf, index: int) -> np.ndarray:
-    """The leaf as a C-contiguous numpy array (a view where possible)."""
+    """The leaf as a C-contiguous numpy array of its own shape (a view where possible)."""
     if not isinstance(leaf, (np.ndarray, np.generic, jax.Array, int, float, bool)):
         raise TypeError(
             f"shared-state leaf {index} is a {type(leaf).__name__}; leaves must be jax or "
             "numpy arrays (or Python scalars)"
         )
-    arr = np.ascontiguousarray(np.asarray(leaf))
+    arr = np.asarray(leaf)
+    # Not np.ascontiguousarray alone: it turns a 0-d array into shape (1,),
+    # and a 0-d leaf (optax's count) must come back 0-d, or every peer that
+    # received it would compile other programs and hash other shapes.
+    if not arr.flags.c_contiguous:
+        arr = np.ascontiguousarray(arr)
     if arr.dtype.name not in _DTYPE_CODES:
         raise TypeError(
             f"shared-state leaf {index} has dtype {arr.dtype.name}; supported: "
@@ -95,13 +108,20 @@ def sync_shared_state(native, state, revision, strategy):
     code = check_strategy(strategy)
     leaves, treedef = jax.tree_util.tree_flatten(state)
     hosts = [_host_array(leaf, i) for i, leaf in enumerate(leaves)]
-    result = native.sync_shared_state(
-        [h.reshape(-1).view(np.uint8) for h in hosts],
-        [_DTYPE_CODES[h.dtype.name] for h in hosts],
-        [list(h.shape) for h in hosts],
-        revision,
-        code,
-    )
+    try:
+        result = native.sync_shared_state(
+            [h.reshape(-1).view(np.uint8) for h in hosts],
+            [_DTYPE_CODES[h.dtype.name] for h in hosts],
+            [list(h.shape) for h in hosts],
+            revision,
+            code,
+            state_structure.digest(treedef, hosts),
+        )
+    except errors.CollectiveMismatchError as exc:
+        note = state_structure.leaf_note(str(exc), state)
+        if not note:
+            raise
+        raise type(exc)(f"{exc} {note}") from exc
     new_leaves = list(leaves)
     for index, received in result["received"]:
         new_leaves[index] = _restore(leaves[index], hosts[index], received)
@@ -110,6 +130,7 @@ def sync_shared_state(native, state, revision, strategy):
         tx_bytes=int(result["tx_bytes"]),
         rx_bytes=int(result["rx_bytes"]),
         refetched_leaves=int(result["refetched_leaves"]),
+        refused_peers=int(result["refused_peers"]),
         seconds={k: float(v) for k, v in result["seconds"].items()},
     )
     return jax.tree_util.tree_unflatten(treedef, new_leaves), info

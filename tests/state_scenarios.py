@@ -158,7 +158,85 @@ def scenario_state_only_holder_dies(ctx):
     ctx.rec.check("retry", retry)
 
 
+def layout_check(ctx, name, state, revision):
+    """Records one sync's layout of what came back; returns (state, entry)."""
+    import state_structures
+    out = {"state": state}
+
+    def run():
+        new, info = ctx.comm.sync_shared_state(state, revision=revision)
+        out["state"] = new
+        return dict(state_structures.layout(ctx.pccl, new), revision=info.revision,
+                    tx=info.tx_bytes, rx=info.rx_bytes, refused=info.refused_peers)
+    entry = ctx.rec.check(name, run)
+    return out["state"], entry
+
+
+def scenario_state_layouts(ctx):
+    """Peers 0 and 1 hold seed 1 at revision 3; peer 2 (seed 2, revision 1)
+    receives every leaf that differs, then all take an adam step and sync again."""
+    import state_structures
+    i = ctx.index
+    state = state_structures.structured_state(2 if i == 2 else 1)
+    ctx.rec.check("input", lambda: state_structures.layout(ctx.pccl, state))
+    state, _ = layout_check(ctx, "first", state, 1 if i == 2 else 3)
+    stepped = state_structures.adam_step(state)
+    ctx.rec.check("stepped", lambda: state_structures.layout(ctx.pccl, stepped))
+    layout_check(ctx, "second", stepped, 4)
+
+
+def odd_variants():
+    """Peer 2's pytree per check: (check name, how it differs from the others')."""
+    import jax.numpy as jnp
+
+    def keys(s):  # same bytes, one key renamed (same leaf order)
+        p = dict(s["params"])
+        p["weight"] = p.pop("w")
+        return dict(s, params=p)
+
+    def shape(s):  # same bytes, another shape
+        return dict(s, params=dict(s["params"], w=s["params"]["w"].reshape(3, 4)))
+
+    def dtype(s):  # same bytes, another dtype
+        return dict(s, params=dict(s["params"], h=s["params"]["h"].view(jnp.bfloat16)))
+
+    def bool_for_uint8(s):  # same wire dtype and shape: only the digest tells
+        z = s["zero_d"]
+        return dict(s, zero_d=dict(z, numpy=dict(z["numpy"], uint8=z["numpy"]["uint8"] != 0)))
+
+    def extra_leaf(s):
+        return dict(s, extra=np.zeros(2, np.float32))
+    return [("keys", keys), ("shape", shape), ("dtype", dtype),
+            ("bool_for_uint8", bool_for_uint8), ("leaf_count", extra_leaf)]
+
+
+def scenario_state_odd_structure(ctx):
+    """Peer 2 syncs another pytree structure each time: it alone is refused,
+    peers 0 and 1 go on; then it syncs the right structure with stale content."""
+    import state_structures
+    i = ctx.index
+    base = state_structures.structured_state(1)
+    ctx.rec.check("input", lambda: state_structures.layout(ctx.pccl, base))
+    revision = 1
+    for name, variant in odd_variants():
+        layout_check(ctx, name, variant(base) if i == 2 else base, revision)
+        revision += 1
+    layout_check(ctx, "after", state_structures.structured_state(2) if i == 2 else base, revision)
+
+
+def scenario_state_structure_tie(ctx):
+    """Two peers, one structure each, same revision: nobody can tell which is odd."""
+    import state_structures
+    base = state_structures.structured_state(1)
+    odd = dict(base, extra=np.zeros(2, np.float32))
+    layout_check(ctx, "tie", odd if ctx.index == 1 else base, 1)
+    layout_check(ctx, "after", base, 1)
+
+
 SCENARIOS = {
+    "state_layouts": (scenario_state_layouts, True),
+    "state_odd_structure": (scenario_state_odd_structure, True),
+    "state_structure_tie": (scenario_state_structure_tie, True),
     "state_stale": (scenario_state_stale, True),
     "state_newer_minority": (scenario_state_newer_minority, True),
     "state_strategies": (scenario_state_strategies, True),

@@ -110,7 +110,7 @@ nb::object to_numpy(HostBuffer bytes) {
 nb::dict sync_shared_state(PyCommunicator& c, const std::vector<ByteView>& leaves,
                            const std::vector<uint8_t>& dtypes,
                            const std::vector<std::vector<int64_t>>& dims, uint64_t revision,
-                           uint8_t strategy) {
+                           uint8_t strategy, uint64_t structure) {
   if (dtypes.size() != leaves.size() || dims.size() != leaves.size()) {
     throw nb::value_error("leaves, dtypes and dims must have the same length");
   }
@@ -123,7 +123,7 @@ nb::dict sync_shared_state(PyCommunicator& c, const std::vector<ByteView>& leave
   SyncOutcome out;
   {
     nb::gil_scoped_release unlocked;
-    out = c.comm_->sync_shared_state(in, revision, static_cast<SyncStrategy>(strategy));
+    out = c.comm_->sync_shared_state(in, revision, static_cast<SyncStrategy>(strategy), structure);
   }
   nb::list received;
   for (ReceivedLeaf& r : out.received) received.append(nb::make_tuple(r.index, to_numpy(std::move(r.bytes))));
@@ -132,6 +132,7 @@ nb::dict sync_shared_state(PyCommunicator& c, const std::vector<ByteView>& leave
   d["tx_bytes"] = out.tx_bytes;
   d["rx_bytes"] = out.rx_bytes;
   d["refetched_leaves"] = out.refetched_leaves;
+  d["refused_peers"] = out.refused_peers;
   nb::dict phases;
   phases["hash"] = out.hash_s;
   phases["plan"] = out.plan_s;
@@ -224,7 +225,7 @@ NB_MODULE(_pccl, m) {
       .def_prop_ro("handle", [](PyCommunicator& c) { return c.handle_; })
       .def("stats", [](PyCommunicator& c) { return stats_dict(c.comm_->stats()); })
       .def("sync_shared_state", &sync_shared_state, "leaves"_a, "dtypes"_a, "dims"_a,
-           "revision"_a, "strategy"_a)
+           "revision"_a, "strategy"_a, "structure"_a)
       .def("close", &PyCommunicator::close, nb::call_guard<nb::gil_scoped_release>());
 
   m.def(

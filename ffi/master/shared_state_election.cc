@@ -5,41 +5,10 @@
 #include <set>
 #include <sstream>
 
-#include "common/dtype.h"
+#include "master/state_structure.h"
 
 namespace pccl {
 namespace {
-
-std::string describe_leaf(const LeafInfo& l) {
-  std::ostringstream os;
-  os << dtype_name(static_cast<DType>(l.dtype)) << "(";
-  for (size_t i = 0; i < l.dims.size(); ++i) os << (i ? "," : "") << l.dims[i];
-  if (l.dims.size() == 1) os << ",";
-  os << ")";
-  return os.str();
-}
-
-// "" when every peer has the structure of the first one.
-std::string structure_difference(const std::vector<const SyncCandidate*>& peers) {
-  const SyncCandidate& ref = *peers.front();
-  for (const SyncCandidate* p : peers) {
-    const auto& a = ref.request.leaves;
-    const auto& b = p->request.leaves;
-    std::ostringstream os;
-    if (a.size() != b.size()) {
-      os << "peer " << ref.peer_id << " has " << a.size() << " leaves, peer " << p->peer_id
-         << " has " << b.size();
-      return os.str();
-    }
-    for (size_t i = 0; i < a.size(); ++i) {
-      if (a[i].same_layout(b[i])) continue;
-      os << "leaf " << i << " is " << describe_leaf(a[i]) << " on peer " << ref.peer_id
-         << " but " << describe_leaf(b[i]) << " on peer " << p->peer_id;
-      return os.str();
-    }
-  }
-  return "";
-}
 
 SyncStrategy strategy_of(const SyncCandidate& p) {
   return static_cast<SyncStrategy>(p.request.strategy);
@@ -117,13 +86,15 @@ Election elect_shared_state(const std::vector<SyncCandidate>& peers, bool has_ru
     }
   }
   if (remaining.empty()) return e;
-  std::string diff = structure_difference(remaining);
-  if (!diff.empty()) {
+  StructureVote structure = vote_structure(remaining);
+  if (!structure.tie.empty()) {
     e.failed = true;
     e.kind = ErrorKind::kMismatch;
-    e.message = "shared state structure differs between peers: " + diff;
+    e.message = "shared state structure differs between peers: " + structure.tie;
     return e;
   }
+  e.refusals.insert(e.refusals.end(), structure.refusals.begin(), structure.refusals.end());
+  remaining = structure.kept;
   for (const SyncCandidate* p : remaining) e.revision = std::max(e.revision, p->request.revision);
   std::vector<const SyncCandidate*> voters = voters_at(remaining, e.revision);
   if (voters.empty()) {

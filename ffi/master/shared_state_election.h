@@ -16,8 +16,10 @@
 // - Holders of a leaf: every non-refused peer whose hash equals the winner,
 //   whatever its revision or strategy. Everyone else receives that leaf,
 //   except send_only peers, which are refused when they differ or lag.
-// - All peers must agree on the structure (leaf count, dtype, shape), or the
-//   sync fails for everyone with a mismatch.
+// - Structure (leaf count, dtypes, shapes, pytree digest): the one most peers
+//   hold is the run's; a peer holding another is refused (kMismatch) and the
+//   others go on without it; a tie nobody wins fails the sync for everyone
+//   (master/state_structure.h).
 #pragma once
 #include <cstdint>
 #include <string>

@@ -648,7 +648,8 @@ int Communicator::run_all_reduce(const Placement& at, const AllReduceCall& call,
 }
 
 SyncOutcome Communicator::sync_shared_state(const std::vector<SharedStateLeaf>& leaves,
-                                            uint64_t revision, SyncStrategy strategy) {
+                                            uint64_t revision, SyncStrategy strategy,
+                                            uint64_t structure) {
   std::unique_lock<std::shared_mutex> lock(op_mu_);
   require_accepted();
   check_master();
@@ -664,7 +665,7 @@ SyncOutcome Communicator::sync_shared_state(const std::vector<SharedStateLeaf>& 
                   ++sync_requests_, registrations_seen_.load()};
   SyncOutcome out;
   try {
-    out = run_shared_state_sync(ctx, leaves, revision, strategy);
+    out = run_shared_state_sync(ctx, leaves, revision, strategy, structure);
   } catch (const PcclError& e) {
     rethrow_typed(e);
   }

@@ -131,8 +131,9 @@ class Communicator {
   // Makes every peer's copy of the shared state identical (see
   // state/shared_state_sync.h and master/shared_state_election.h). Returns
   // the leaves that changed, in new buffers; the caller's are only read.
+  // `structure`: the caller's digest of its pytree (SyncRequestMsg::structure).
   SyncOutcome sync_shared_state(const std::vector<SharedStateLeaf>& leaves, uint64_t revision,
-                                SyncStrategy strategy);
+                                SyncStrategy strategy, uint64_t structure = 0);
 
   CommunicatorStats stats() const;
   void close();

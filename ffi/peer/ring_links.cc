@@ -17,6 +17,8 @@ namespace {
 constexpr size_t kMaxHandshaking = 64;
 constexpr double kHandshakeSeconds = 5.0;
 constexpr uint32_t kMaxPeerHello = 64;
+// (peer, epoch) link sets parked until establish() takes them. Honest
+// neighbours leave one or two here; the bound is on what anyone else parks.
 constexpr size_t kMaxFiledNeighbours = 16;
 
 }  // namespace
@@ -65,6 +67,10 @@ void RingLinks::acceptor_loop() {
       }
     }
     waiting = std::move(still);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      drop_expired_links();  // even when nobody files or establishes
+    }
     if (fds[1].revents & POLLIN) {
       for (;;) {
         Socket s = listener_.accept_now();
@@ -162,17 +168,56 @@ Socket RingLinks::open_state_link(uint64_t my_id, const RingMember& holder,
   return s;
 }
 
+void RingLinks::drop_expired_links() {
+  for (auto it = incoming_.begin(); it != incoming_.end();) {
+    bool drop = it->first != awaited_ && it->second.expires.expired();
+    if (drop) {
+      PCCL_LOG(kWarn, "ring: dropping links parked by peer " << it->first.first << " for epoch "
+                                                             << it->first.second
+                                                             << ": nobody used them in time");
+    }
+    it = drop ? incoming_.erase(it) : std::next(it);
+  }
+}
+
+bool RingLinks::make_room_for(const LinkKey& key) {
+  drop_expired_links();
+  if (incoming_.size() < kMaxFiledNeighbours) return true;
+  // Epochs below the current one are gone already (establish), so the
+  // distance ahead is epoch - current_epoch_.
+  auto farther = [](const LinkKey& a, uint64_t a_arrival, const LinkKey& b, uint64_t b_arrival) {
+    return a.second != b.second ? a.second > b.second : a_arrival < b_arrival;
+  };
+  auto victim = incoming_.end();
+  for (auto it = incoming_.begin(); it != incoming_.end(); ++it) {
+    if (it->first == awaited_) continue;
+    if (victim == incoming_.end() ||
+        farther(it->first, it->second.arrival, victim->first, victim->second.arrival)) {
+      victim = it;
+    }
+  }
+  // The newcomer arrives last: it loses only to entries nearer the current epoch.
+  if (victim == incoming_.end() || key.second > victim->first.second) return false;
+  PCCL_LOG(kWarn, "ring: dropping links parked by peer " << victim->first.first << " for epoch "
+                                                         << victim->first.second
+                                                         << " to make room for peer " << key.first
+                                                         << "'s for epoch " << key.second);
+  incoming_.erase(victim);
+  return true;
+}
+
 void RingLinks::file_link(const PeerHelloMsg& hello, Socket& s) {
-  auto key = std::make_pair(hello.peer_id, hello.epoch);
+  LinkKey key{hello.peer_id, hello.epoch};
   auto it = incoming_.find(key);
   if (it == incoming_.end()) {
-    // Honest neighbours leave at most a few epochs' links here.
-    if (incoming_.size() >= kMaxFiledNeighbours) {
-      throw ProtocolViolation("too many neighbours' links waiting to be used");
+    if (!make_room_for(key)) {
+      throw ProtocolViolation("too many neighbours' links waiting to be used, all for nearer epochs");
     }
     it = incoming_.emplace(key, IncomingLinks{}).first;
     it->second.streams.resize(hello.streams);
     it->second.slots = hello.slots;
+    it->second.expires = Deadline::after(park_seconds_);
+    it->second.arrival = ++arrivals_;
   }
   IncomingLinks& in = it->second;
   if (in.streams.size() != hello.streams || in.slots != hello.slots) {
@@ -252,10 +297,19 @@ void RingLinks::establish(uint64_t my_id, uint64_t epoch, const RingMember& righ
   {
     std::lock_guard<std::mutex> lock(mu_);
     current_epoch_ = epoch;
+    awaited_ = LinkKey{left_id, epoch};
     for (auto it = incoming_.begin(); it != incoming_.end();) {
       it = it->first.second < epoch ? incoming_.erase(it) : std::next(it);
     }
   }
+  // Whatever way this ends, the awaited links lose their protection.
+  struct Unawait {
+    RingLinks* self;
+    ~Unawait() {
+      std::lock_guard<std::mutex> lock(self->mu_);
+      self->awaited_.reset();
+    }
+  } unawait{this};
   std::vector<Socket> out = open_links(my_id, epoch, right, streams, deadline, cancel);
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {

@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -75,6 +76,10 @@ class RingLinks {
   void break_links();
   void drop_links();  // break_links(), then forget them (no concurrent users)
   void close();
+  // How long a neighbour's links may wait for this peer's establish(); the
+  // default outlasts every honest opener (it gives up after its timeout).
+  // Tests shorten it, before listen() (the acceptor thread reads it).
+  void set_park_seconds(double seconds) { park_seconds_ = seconds; }
 
  private:
   struct Incoming {  // an accepted connection that has not said who it is yet
@@ -104,8 +109,17 @@ class RingLinks {
     std::vector<Socket> streams;
     int slots = 1;
     size_t filed = 0;
+    Deadline expires = Deadline::never();  // parked past this: its opener gave up
+    uint64_t arrival = 0;                  // filing order: the oldest goes first
     bool complete() const { return filed == streams.size(); }
   };
+  using LinkKey = std::pair<uint64_t, uint64_t>;  // (peer id, epoch)
+  // Parked links are bounded (mu_ held): expired ones are dropped, and when
+  // every place is taken a newcomer displaces the entry farthest ahead of the
+  // current epoch (the oldest among equals), never the one establish() waits
+  // for. False: the newcomer itself is the farthest ahead; refuse it.
+  void drop_expired_links();
+  bool make_room_for(const LinkKey& key);
 
   uint32_t group_ = 0;
   int my_slots_ = 1;    // what our PEER_HELLOs say (set by establish)
@@ -118,8 +132,13 @@ class RingLinks {
   std::thread acceptor_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::map<std::pair<uint64_t, uint64_t>, IncomingLinks> incoming_;  // (peer id, epoch)
+  std::map<LinkKey, IncomingLinks> incoming_;
   uint64_t current_epoch_ = 0;
+  // What establish() waits for. Not a sentinel key: a hostile PEER_HELLO
+  // could name any (peer id, epoch), and the awaited entry never expires.
+  std::optional<LinkKey> awaited_;
+  uint64_t arrivals_ = 0;
+  double park_seconds_ = 120.0;
   std::vector<Socket> right_;
   std::vector<Socket> left_;
   Socket none_;  // what right()/left() return without links

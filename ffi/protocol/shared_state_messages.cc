@@ -60,7 +60,8 @@ const char* sync_strategy_name(SyncStrategy s) {
 
 std::vector<uint8_t> SyncRequestMsg::encode() const {
   WireWriter w;
-  w.u64(request_id).u64(revision).u8(strategy).u32(static_cast<uint32_t>(leaves.size()));
+  w.u64(request_id).u64(revision).u8(strategy).u64(structure);
+  w.u32(static_cast<uint32_t>(leaves.size()));
   for (const auto& l : leaves) write_leaf(w, l);
   return w.take();
 }
@@ -73,6 +74,7 @@ SyncRequestMsg SyncRequestMsg::decode(const std::vector<uint8_t>& b) {
   if (m.strategy > static_cast<uint8_t>(SyncStrategy::kSendOnly)) {
     throw ProtocolViolation("unknown shared-state strategy " + std::to_string(m.strategy));
   }
+  m.structure = r.u64();
   m.leaves.resize(bounded_count(r, kMaxSharedStateLeaves, "leaves"));
   for (auto& l : m.leaves) l = read_leaf(r);
   r.expect_end();

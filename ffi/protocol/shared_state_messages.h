@@ -31,6 +31,11 @@ struct SyncRequestMsg {
   uint64_t request_id = 0;  // per peer, increasing: names the plan that answers it
   uint64_t revision = 0;
   uint8_t strategy = 0;  // SyncStrategy
+  // The caller's digest of what the leaves alone do not say: the pytree's
+  // structure (key names, container types) and its numpy dtypes (bool travels
+  // as uint8). Opaque to the engine: peers must simply agree on it
+  // (master/state_structure.h). Protocol v3.
+  uint64_t structure = 0;
   std::vector<LeafInfo> leaves;
   std::vector<uint8_t> encode() const;
   static SyncRequestMsg decode(const std::vector<uint8_t>& b);

@@ -35,7 +35,7 @@ class Publication {
 };
 
 SyncRequestMsg make_request(const SyncContext& ctx, const std::vector<SharedStateLeaf>& leaves,
-                            uint64_t revision, SyncStrategy strategy) {
+                            uint64_t revision, SyncStrategy strategy, uint64_t structure) {
   if (leaves.size() > kMaxSharedStateLeaves) {
     throw PcclError("shared state has " + std::to_string(leaves.size()) + " leaves; at most " +
                     std::to_string(kMaxSharedStateLeaves) + " are supported");
@@ -44,6 +44,7 @@ SyncRequestMsg make_request(const SyncContext& ctx, const std::vector<SharedStat
   req.request_id = ctx.request_id;
   req.revision = revision;
   req.strategy = static_cast<uint8_t>(strategy);
+  req.structure = structure;
   std::vector<ConstSpan> spans;
   for (const auto& l : leaves) {
     if (l.dims.size() > kMaxDims) throw PcclError("shared-state leaf has too many dimensions");
@@ -103,9 +104,9 @@ std::vector<FetchTarget> plan_fetches(const SyncPlanMsg& plan, const SyncRequest
 }  // namespace
 
 SyncOutcome run_shared_state_sync(const SyncContext& ctx, const std::vector<SharedStateLeaf>& leaves,
-                                  uint64_t revision, SyncStrategy strategy) {
+                                  uint64_t revision, SyncStrategy strategy, uint64_t structure) {
   Stopwatch clock;
-  SyncRequestMsg mine = make_request(ctx, leaves, revision, strategy);
+  SyncRequestMsg mine = make_request(ctx, leaves, revision, strategy, structure);
   double hash_s = clock.lap();
   std::vector<uint8_t> request = mine.encode();
   if (request.size() > kMaxControlPayload) {
@@ -119,6 +120,7 @@ SyncOutcome run_shared_state_sync(const SyncContext& ctx, const std::vector<Shar
 
   SyncOutcome out;
   out.revision = plan.revision;
+  out.refused_peers = static_cast<uint32_t>(plan.refusals.size());
   out.hash_s = hash_s;
   out.plan_s = clock.lap();
   if (plan.settled != 0) return out;  // every participant already holds the winner

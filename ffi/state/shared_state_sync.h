@@ -42,6 +42,9 @@ struct SyncOutcome {
   uint64_t tx_bytes = 0;  // leaf bytes this peer served to others
   uint64_t rx_bytes = 0;  // leaf bytes this peer received (refetches included)
   uint32_t refetched_leaves = 0;
+  // Peers the master turned away from this sync (e.g. another pytree
+  // structure, a revision the run has not reached); the others went on.
+  uint32_t refused_peers = 0;
   std::vector<ReceivedLeaf> received;  // the leaves that changed, in new buffers
   // Where the time went, in seconds: hashing our leaves, waiting for the
   // plan (the slowest peer's arrival plus a master round trip), fetching,
@@ -63,7 +66,8 @@ struct SyncContext {
   uint64_t registration = 1;
 };
 
+// `structure`: the caller's digest of its pytree (SyncRequestMsg::structure).
 SyncOutcome run_shared_state_sync(const SyncContext& ctx, const std::vector<SharedStateLeaf>& leaves,
-                                  uint64_t revision, SyncStrategy strategy);
+                                  uint64_t revision, SyncStrategy strategy, uint64_t structure);
 
 }  // namespace pccl

@@ -3,6 +3,8 @@
 // stalls must cost a buffer until its deadline, not the acceptor's time, so
 // a legitimate neighbour still gets through at once. And the acceptor must
 // read no byte past PEER_HELLO, because what follows belongs to the link.
+// Links parked for future epochs are bounded in number and time, and never
+// lock the real neighbour out.
 #include <chrono>
 #include <cstring>
 #include <string>
@@ -106,10 +108,79 @@ void test_bytes_after_peer_hello_stay_on_the_link() {
   CHECK(std::memcmp(got, tail, sizeof(tail)) == 0);
 }
 
+// Parks a ring link as `peer_id` for `epoch`: handshake, PEER_HELLO, silence.
+Socket park_link(uint16_t port, uint64_t peer_id, uint64_t epoch) {
+  Deadline d = Deadline::after(5.0);
+  Socket s = Socket::connect_to("127.0.0.1", port, d, nullptr);
+  client_handshake(s, Secret(kSecret), kAuthContextRing, d, nullptr);
+  PeerHelloMsg hello;
+  hello.peer_id = peer_id;
+  hello.epoch = epoch;
+  hello.group = 0;
+  write_frame(s, static_cast<uint16_t>(MsgType::kPeerHello), hello.encode(), d, nullptr);
+  return s;
+}
+
+// A ring of two, `me` (peer 1) and `other` (peer 2), builds `epoch`.
+bool ring_of_two_connects(RingLinks& me, RingLinks& other, uint64_t epoch) {
+  Deadline d = Deadline::after(5.0);
+  std::string other_error;
+  std::thread t([&] {
+    try {
+      other.establish(2, epoch, RingMember{1, "127.0.0.1", me.port()}, 1, d, nullptr);
+    } catch (const PcclError& e) {
+      other_error = e.what();
+    }
+  });
+  try {
+    me.establish(1, epoch, RingMember{2, "127.0.0.1", other.port()}, 2, d, nullptr);
+  } catch (const PcclError& e) {
+    std::fprintf(stderr, "    establish (epoch %llu) failed: %s\n",
+                 static_cast<unsigned long long>(epoch), e.what());
+  }
+  t.join();
+  if (!other_error.empty()) std::fprintf(stderr, "    neighbour failed: %s\n", other_error.c_str());
+  return me.connected() && other.connected();
+}
+
+void test_links_parked_for_future_epochs_do_not_lock_the_neighbour_out() {
+  RingLinks me, other;
+  me.listen("127.0.0.1", 0, kSecret);
+  other.listen("127.0.0.1", 0, kSecret);
+  std::vector<Socket> parked;
+  // More than the 16 places, all for epochs far ahead, under other peer ids.
+  for (uint64_t i = 0; i < 20; ++i) parked.push_back(park_link(me.port(), 1000 + i, 5 + i));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the acceptor filed them
+  CHECK(ring_of_two_connects(me, other, 1));
+  // Then as many for the very epoch the neighbour is about to use.
+  for (uint64_t i = 0; i < 20; ++i) parked.push_back(park_link(me.port(), 2000 + i, 2));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  CHECK(ring_of_two_connects(me, other, 2));
+  // The parked sockets that were displaced are closed, not leaked: 40 were
+  // parked, at most 16 are still held.
+  size_t closed = 0;
+  for (Socket& p : parked) closed += closed_within(p, 0.2) ? 1 : 0;
+  if (!CHECK(closed >= parked.size() - 16)) std::fprintf(stderr, "    %zu closed\n", closed);
+}
+
+void test_parked_links_expire() {
+  RingLinks me;
+  me.set_park_seconds(0.5);
+  me.listen("127.0.0.1", 0, kSecret);
+  auto t0 = std::chrono::steady_clock::now();
+  Socket parked = park_link(me.port(), 1000, 9);
+  Socket zero = park_link(me.port(), 0, 0);  // no key is exempt while nothing is awaited
+  CHECK(closed_within(parked, 3.0));
+  CHECK(closed_within(zero, 1.0));
+  CHECK(seconds_since(t0) >= 0.4);
+}
+
 }  // namespace
 
 int main() {
   test_stalled_clients_do_not_delay_a_legitimate_one();
   test_bytes_after_peer_hello_stay_on_the_link();
+  test_links_parked_for_future_epochs_do_not_lock_the_neighbour_out();
+  test_parked_links_expire();
   return check_summary("test_ring_acceptor");
 }

@@ -1,6 +1,7 @@
 // Shared state, engine side alone: the content hash against XXH64's published
 // reference values and its speed, the sync messages' round trips and hostile
 // decodes, and the master's election rules.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <random>
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "common/content_hash.h"
+#include "common/dtype.h"
 #include "common/errors.h"
 #include "master/shared_state_election.h"
 #include "protocol/shared_state_messages.h"
@@ -80,6 +82,9 @@ void test_messages_round_trip() {
   CHECK_EQ(r2.leaves.size(), 3u);
   CHECK(r2.leaves[1].same_layout(r.leaves[1]));
   CHECK_EQ(r2.leaves[2].hash, 3u);
+  CHECK_EQ(r2.structure, 0u);
+  r.structure = 0xFEEDFACECAFEBEEFull;
+  CHECK_EQ(SyncRequestMsg::decode(r.encode()).structure, 0xFEEDFACECAFEBEEFull);
 
   SyncPlanMsg p;
   p.request_id = 4;
@@ -214,18 +219,72 @@ void test_election_strategies() {
   CHECK(none.failed);
 }
 
-void test_election_structure_mismatch_fails_everyone() {
-  SyncRequestMsg odd = request(1, SyncStrategy::kEnforcePopular, {1});
-  odd.leaves[0].dims = {2, 2};
-  auto e = elect_shared_state({{1, request(1, SyncStrategy::kEnforcePopular, {1})}, {2, odd}},
-                              false, 0);
-  CHECK(e.failed);
-  CHECK(e.kind == ErrorKind::kMismatch);
-  CHECK(e.message.find("leaf 0") != std::string::npos);
-  auto count = elect_shared_state({{1, request(1, SyncStrategy::kEnforcePopular, {1})},
-                                   {2, request(1, SyncStrategy::kEnforcePopular, {1, 2})}},
-                                  false, 0);
-  CHECK(count.failed);
+bool mentions(const std::string& text, const std::string& part) {
+  if (text.find(part) != std::string::npos) return true;
+  std::fprintf(stderr, "    %s\n    does not mention: %s\n", text.c_str(), part.c_str());
+  return false;
+}
+
+SyncRequestMsg with_structure(SyncRequestMsg r, uint64_t structure) {
+  r.structure = structure;
+  return r;
+}
+
+// The odd peer alone is refused (it keeps its state); the others go on.
+void expect_only_refused(const Election& e, uint64_t odd, const std::string& why) {
+  CHECK(!e.failed);
+  CHECK_EQ(e.refusals.size(), 1u);
+  const SyncRefusal* f = refusal_of(e, odd);
+  if (!CHECK(f != nullptr)) return;
+  CHECK(f->kind == static_cast<uint8_t>(ErrorKind::kMismatch));
+  CHECK(mentions(f->message, "differs from the run's (held by 2 of 3 peers)"));
+  CHECK(mentions(f->message, why));
+  CHECK(std::find(e.participants.begin(), e.participants.end(), odd) == e.participants.end());
+  CHECK_EQ(e.participants.size(), 2u);
+}
+
+void test_election_refuses_the_odd_structure_only() {
+  auto peer = [](uint64_t structure) {
+    return with_structure(request(1, SyncStrategy::kEnforcePopular, {1, 2}), structure);
+  };
+  SyncRequestMsg shape = peer(7);
+  shape.leaves[1].dims = {2, 2};
+  expect_only_refused(elect_shared_state({{1, peer(7)}, {2, shape}, {3, peer(7)}}, false, 0), 2,
+                      "leaf 1 is float32(2,2) in this peer's state, float32(4,) in the run's state");
+  SyncRequestMsg dtype = peer(7);
+  dtype.leaves[0].dtype = static_cast<uint8_t>(DType::kInt32);
+  expect_only_refused(elect_shared_state({{1, dtype}, {2, peer(7)}, {3, peer(7)}}, false, 0), 1,
+                      "leaf 0 is int32(4,) in this peer's state, float32(4,) in the run's state");
+  SyncRequestMsg count = with_structure(request(1, SyncStrategy::kEnforcePopular, {1}), 7);
+  expect_only_refused(elect_shared_state({{1, peer(7)}, {2, peer(7)}, {3, count}}, false, 0), 3,
+                      "this peer's state has 1 leaves, the run's state has 2 leaves");
+  // Same leaves, other key names: only the digest differs.
+  auto names = elect_shared_state({{1, peer(7)}, {2, peer(7)}, {3, peer(8)}}, false, 0);
+  expect_only_refused(names, 3, "key names, container types or numpy dtypes");
+  CHECK_EQ(names.leaf_hash.size(), 2u);
+}
+
+void test_election_structure_ties() {
+  auto peer = [](uint64_t revision, uint64_t structure) {
+    return with_structure(request(revision, SyncStrategy::kEnforcePopular, {1}), structure);
+  };
+  // One peer each at one revision: nobody can tell which is odd.
+  auto tie = elect_shared_state({{1, peer(1, 7)}, {2, peer(1, 8)}}, false, 0);
+  CHECK(tie.failed);
+  CHECK(tie.kind == ErrorKind::kMismatch);
+  CHECK(mentions(tie.message, "none is held by more peers"));
+  CHECK(mentions(tie.message, "key names"));
+  // The run's content (highest revision) keeps its structure against a joiner.
+  auto joiner = elect_shared_state({{1, peer(5, 7)}, {2, peer(0, 8)}}, false, 0);
+  CHECK(!joiner.failed);
+  CHECK(refusal_of(joiner, 2) != nullptr);
+  CHECK_EQ(joiner.revision, 5u);
+  // A plurality wins: 2 against 1 and 1; both others are refused.
+  auto most = elect_shared_state(
+      {{1, peer(1, 7)}, {2, peer(1, 8)}, {3, peer(1, 7)}, {4, peer(1, 9)}}, false, 0);
+  CHECK(!most.failed);
+  CHECK(refusal_of(most, 2) != nullptr && refusal_of(most, 4) != nullptr);
+  CHECK_EQ(most.refusals.size(), 2u);
 }
 
 }  // namespace
@@ -241,6 +300,7 @@ int main() {
   test_election_newer_revision_is_never_overwritten();
   test_election_refuses_revisions_the_run_has_not_reached();
   test_election_strategies();
-  test_election_structure_mismatch_fails_everyone();
+  test_election_refuses_the_odd_structure_only();
+  test_election_structure_ties();
   return check_summary("test_shared_state");
 }

@@ -15,8 +15,9 @@ constexpr uint32_t kFrameMagic = 0x4C434350u;  // bytes "PCCL" in little-endian 
 // Bumped on every change to a message's layout or meaning, so that mixed
 // builds fail at the first frame with a version error. v2: PEER_HELLO carries
 // the concurrency slots byte; COLLECTIVE_INLINE (small all-reduce data
-// attached to the header exchange) exists.
-constexpr uint16_t kProtocolVersion = 2;
+// attached to the header exchange) exists. v3: SYNC_REQUEST carries the
+// pytree's structure digest after the strategy byte.
+constexpr uint16_t kProtocolVersion = 3;
 constexpr size_t kFrameHeaderSize = 12;
 constexpr uint32_t kMaxControlPayload = 1u << 20;
 
