@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import jax_pccl as pccl
@@ -222,3 +223,27 @@ def test_close_does_not_wait_for_a_reconnection_stuck_in_a_name_lookup(procs, sl
     peer.stdin.flush()
     result = _last_json(peer, 60, "close() while reconnecting")
     assert result["elapsed"] < 1.0 + 1.5, result
+
+
+@pytest.mark.parametrize("jitted", [False, True])
+def test_sync_shared_state_refuses_while_a_start_is_unwaited(jitted):
+    """Found by the program fuzzer (seed 3): the sync used to go ahead, and
+    the start's partners then waited in it while this peer waited in the
+    sync. Now it refuses at once, as update_topology() does, and the start
+    can still be waited for."""
+    import jax
+
+    import jax_pccl as pccl
+
+    with pccl.Master() as master, pccl.Communicator(master.address, timeout=10) as comm:
+        comm.connect(timeout=20)
+        x = np.arange(8, dtype=np.float32)
+        start = jax.jit(lambda v: pccl.all_reduce_start(v, comm)) if jitted else (
+            lambda v: pccl.all_reduce_start(v, comm))
+        handle = start(x)
+        with pytest.raises(pccl.PcclError, match=r"sync_shared_state\(\) with a started "
+                                                 r"all_reduce not yet waited for"):
+            comm.sync_shared_state({"w": np.ones(3, np.float32)}, revision=1)
+        np.testing.assert_array_equal(np.asarray(pccl.all_reduce_wait(handle)), x)
+        state, info = comm.sync_shared_state({"w": np.ones(3, np.float32)}, revision=1)
+        assert info.revision == 1

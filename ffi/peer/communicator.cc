@@ -181,8 +181,8 @@ ReceivedTopology Communicator::await_vote(const char* what) {
 
 namespace {
 
-PcclError unwaited_start_error() {
-  return PcclError("update_topology() with a started all_reduce not yet waited for: call "
+PcclError unwaited_start_error(const char* what = "update_topology()") {
+  return PcclError(std::string(what) + " with a started all_reduce not yet waited for: call "
                    "all_reduce_wait() first");
 }
 
@@ -650,6 +650,9 @@ int Communicator::run_all_reduce(const Placement& at, const AllReduceCall& call,
 SyncOutcome Communicator::sync_shared_state(const std::vector<SharedStateLeaf>& leaves,
                                             uint64_t revision, SyncStrategy strategy,
                                             uint64_t structure) {
+  // Like update_topology(): a started collective's partners would wait in it
+  // while this peer waits in the sync (no fault, yet both time out).
+  if (async_.outstanding() > 0) throw unwaited_start_error("sync_shared_state()");
   std::unique_lock<std::shared_mutex> lock(op_mu_);
   require_accepted();
   check_master();
