@@ -573,6 +573,11 @@ class Launch:
         sizes = [len(reporters) + k for k in range(len(peers_all) - len(reporters) + 1)]
         if worlds and len(worlds) == 1:
             sizes = [next(iter(worlds))]
+            if sizes[0] < len(reporters):  # more peers ran it than the world it reports
+                self.violations.append(Violation(
+                    "WORLD", launch, f"position {pos}: peers {reporters} each report "
+                    f"info.world_size {sizes[0]} for this step (split membership?)", pos))
+                return
         others = [j for j in peers_all if j not in reporters]
         tried = None
         for size in sizes:
