@@ -316,3 +316,61 @@ def test_master_restarted_at_same_address_peers_rejoin_and_continue(swarm_factor
         if master.poll() is None:
             os.killpg(master.pid, signal.SIGKILL)
         master.wait()
+
+
+def test_first_peer_back_after_master_restart_runs_jitted_steps_alone_bounded(swarm_factory):
+    """After a master restart the first peer back is re-admitted alone (world 1)
+    and runs its jitted step while the other is still away: every step must
+    complete (or fail) within the timeout, and the other must be admitted when
+    it comes back. The step is wait(start(x)), then a start, an all_reduce and
+    the second wait in one jit: alone, the first start ends at once, and its
+    wait's completion used to run the rest of the program on the slot's engine
+    thread, which the second start queued on that slot then waited for (the
+    program fuzzer's "step hang after a master restart", seed 12)."""
+    probe = pccl.Master()
+    port = probe.port
+    probe.close()
+    master = _start_master_process(port)
+    timeout = 5.0
+    try:
+        swarm = swarm_factory(f"127.0.0.1:{port}", seconds=90, elements=1 << 22, timeout=timeout,
+                              **{"master-grace": 60, "wait-start-reduce": True, "min-peers": 2})
+        for i in range(2):
+            swarm.start(i)
+        swarm.wait_until(lambda: all(swarm.steps_at_world(i, 2) >= 2 for i in range(2)), 60,
+                         "2 peers training (a jitted step that never ends hangs here)")
+        os.killpg(master.pid, signal.SIGKILL)
+        master.wait()
+        os.killpg(swarm.procs[1].pid, signal.SIGSTOP)  # peer 1 stays away: peer 0 comes back alone
+        stopped = True
+        try:
+            time.sleep(1.0)
+            restarted_at = time.time()
+            master = _start_master_process(port)
+
+            def alone(r):
+                return "ok" in r and r["t"] > restarted_at and r["world"] == 1
+
+            swarm.wait_until(lambda: sum(1 for r in swarm.records(0) if alone(r)) >= 5,
+                             8 * timeout, "peer 0 re-admitted alone and 5 jitted steps done "
+                             "(a step that never ends hangs here)")
+            os.killpg(swarm.procs[1].pid, signal.SIGCONT)
+            stopped = False
+            back_at = time.time()
+        finally:
+            if stopped:
+                os.killpg(swarm.procs[1].pid, signal.SIGCONT)
+        swarm.wait_until(
+            lambda: all(sum(1 for r in swarm.records(i) if "ok" in r and r["t"] > back_at
+                            and r["world"] == 2) >= 3 for i in range(2)),
+            60, "peer 1 re-admitted and both training together again")
+        for i in range(2):
+            records = swarm.records(i)
+            assert_results_exact(records, i)
+            assert not [r for r in records if "fatal" in r], records[-3:]
+            slow = [r for r in records if "ok" in r and r["took"] > timeout + 1]
+            assert not slow, f"peer {i}: steps slower than the timeout: {slow[:3]}"
+    finally:
+        if master.poll() is None:
+            os.killpg(master.pid, signal.SIGKILL)
+        master.wait()
