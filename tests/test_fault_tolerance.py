@@ -374,3 +374,89 @@ def test_first_peer_back_after_master_restart_runs_jitted_steps_alone_bounded(sw
         if master.poll() is None:
             os.killpg(master.pid, signal.SIGKILL)
         master.wait()
+
+
+def _start_master_logging(port: int, log_path: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "jax_pccl", "master", "--host", "127.0.0.1",
+                             "--port", str(port), "--log-level", "info"], stdout=subprocess.PIPE,
+                            stderr=open(log_path, "w"), text=True, cwd=tempfile.gettempdir(),
+                            start_new_session=True)
+    assert "listening" in proc.stdout.readline()
+    return proc
+
+
+def test_two_master_restarts_never_reuse_an_epoch(swarm_factory):
+    """Two master restarts in a row, a different peer back first each time:
+    peer 0 comes back first to the second master and runs alone at some epoch
+    E while peer 1, back later, is only pending there; the second master dies
+    too, and peer 1 comes back first to the third. Each runs alone, so each
+    gets a ring of its own: the second must get an epoch above E (rings are
+    keyed by epoch; the fuzzer, seed 1200 launch 2, saw both alone at one
+    epoch). Then both train together again."""
+    probe = pccl.Master()
+    port = probe.port
+    probe.close()
+    workdir = tempfile.mkdtemp(prefix="pccl-epochs-")
+    master = _start_master_logging(port, os.path.join(workdir, "master1.log"))
+    timeout = 5.0
+    frozen: set[int] = set()
+
+    def freeze(i):
+        os.killpg(swarm.procs[i].pid, signal.SIGSTOP)
+        frozen.add(i)
+
+    def thaw(i):
+        os.killpg(swarm.procs[i].pid, signal.SIGCONT)
+        frozen.discard(i)
+
+    def kill_master():
+        os.killpg(master.pid, signal.SIGKILL)
+        master.wait()
+
+    def solo_epochs(i, since):
+        return {r["key"][0] for r in swarm.records(i) if "ok" in r and r["t"] > since
+                and r["world"] == 1}
+
+    try:
+        swarm = swarm_factory(f"127.0.0.1:{port}", seconds=90, elements=4096, timeout=timeout,
+                              **{"master-grace": 60, "min-peers": 2})
+        for i in range(2):
+            swarm.start(i)
+        swarm.wait_until(lambda: all(swarm.steps_at_world(i, 2) >= 2 for i in range(2)), 60,
+                         "2 peers training")
+        # Second master: peer 0 back first, alone; then peer 1 registers (pending).
+        kill_master()
+        freeze(1)
+        t2 = time.time()
+        log2 = os.path.join(workdir, "master2.log")
+        master = _start_master_logging(port, log2)
+        swarm.wait_until(lambda: len(solo_epochs(0, t2)) > 0, 30, "peer 0 alone with master 2")
+        freeze(0)  # it must not admit peer 1 before this master dies
+        thaw(1)
+        swarm.wait_until(lambda: Path(log2).read_text().count("re-registered") >= 2, 30,
+                         "peer 1 registered with master 2 (pending)")
+        # Third master: peer 1 back first, alone.
+        kill_master()
+        t3 = time.time()
+        master = _start_master_logging(port, os.path.join(workdir, "master3.log"))
+        swarm.wait_until(lambda: len(solo_epochs(1, t3)) > 0, 30, "peer 1 alone with master 3")
+        thaw(0)
+        back_at = time.time()
+        swarm.wait_until(
+            lambda: all(sum(1 for r in swarm.records(i) if "ok" in r and r["t"] > back_at
+                            and r["world"] == 2) >= 3 for i in range(2)),
+            60, "both peers training together again")
+        first, second = solo_epochs(0, t2), solo_epochs(1, t3)
+        assert min(second) > max(first), (
+            f"peer 1 ran alone under master 3 at epoch(s) {sorted(second)}, which peer 0 "
+            f"already ran alone under master 2 ({sorted(first)}): an epoch was reused")
+        for i in range(2):
+            records = swarm.records(i)
+            assert_results_exact(records, i)
+            assert not [r for r in records if "fatal" in r], records[-3:]
+    finally:
+        for i in list(frozen):
+            thaw(i)
+        if master.poll() is None:
+            os.killpg(master.pid, signal.SIGKILL)
+        master.wait()
