@@ -99,10 +99,21 @@ REGRESSIONS = {
         "--max-stmts", "1"],
     # after a master restart, the first peer re-admitted runs its next jitted
     # step alone and it neither completes nor fails within the timeout while the
-    # others wait in update_topology() to be re-admitted
+    # others wait in update_topology() to be re-admitted (about every other run
+    # until 7ec43e5: alone, the start ended at once and its wait's completion ran
+    # the rest of the program on the slot's engine thread, which a later start
+    # queued on that slot waited for; tests/test_fault_tolerance.py has the
+    # deterministic case)
     "step_after_master_restart_bounded": [
         "--seed", "12", "--programs", "20", "--per-launch", "10", "--peers", "2-3", "--faults",
         "--fault-kinds", "master", "--launch", "0"],
+    # three master restarts in a row: the first peer back to one master and the
+    # first back to the next (pending at the first) ran alone under one epoch,
+    # and the driver crashed on it (timing-dependent; the deterministic case is
+    # test_two_master_restarts_never_reuse_an_epoch)
+    "epoch_not_reused_across_master_restarts": [
+        "--seed", "1200", "--programs", "200", "--per-launch", "10", "--peers", "2-3", "--faults",
+        "--fault-kinds", "master", "--launch", "2"],
     # a peer that receives the shared state (after a master restart, or a peer
     # that connected again) gets its 0-d leaves back with shape (1,) (API.md:
     # a 0-d leaf stays 0-d)
