@@ -14,7 +14,8 @@ names the exact replay command, e.g.
     .venv/bin/python tests/fuzz/run_programs.py --seed S --programs 200 --peers 2-3 \
         --per-launch 25 --steps 2 --timeout 6 --faults --launch B
 
-The regression cases below replay the seeds that found bugs on 03900bb.
+The regression cases below replay the seeds that found bugs on 03900bb (and
+one found later: an epoch reused across two master restarts in a row).
 
 Budget (2 shared cores): a clean launch of 25 programs x 2 steps with its
 faults takes about 20-25 s, so the 8 launches take 3-4 min and the regression
