@@ -115,6 +115,11 @@ REGRESSIONS = {
     "epoch_not_reused_across_master_restarts": [
         "--seed", "1200", "--programs", "200", "--per-launch", "10", "--peers", "2-3", "--faults",
         "--fault-kinds", "master", "--launch", "2"],
+    # the same with a peer frozen through the second master's whole life: back
+    # first to the third, it had only its old epoch to claim
+    "epoch_not_reused_after_a_straggler_missed_a_master": [
+        "--seed", "4242", "--programs", "200", "--per-launch", "10", "--peers", "2-3", "--faults",
+        "--fault-kinds", "master,stop", "--launch", "19"],
     # a peer that receives the shared state (after a master restart, or a peer
     # that connected again) gets its 0-d leaves back with shape (1,) (API.md:
     # a 0-d leaf stays 0-d)

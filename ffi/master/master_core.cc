@@ -94,7 +94,8 @@ void MasterCore::learn_from_resume(Group& g, const HelloMsg& hello) {
   if (config_.defect == InjectedDefect::kTrustResumeEpoch) {
     g.epoch = std::max(g.epoch, hello.resume_epoch);
   } else {
-    g.epoch_floor = std::max(g.epoch_floor, hello.resume_epoch + 1);
+    g.epoch_floor = std::max({g.epoch_floor, hello.resume_epoch + 1,
+                              std::min(config_.resume_epoch_base, kMaxEpoch)});
   }
   // The revision guard must survive a restart: learn the run's revision back.
   // Only the highest claim counts, so a lagging (or lying) peer can loosen
