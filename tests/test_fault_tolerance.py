@@ -316,3 +316,153 @@ def test_master_restarted_at_same_address_peers_rejoin_and_continue(swarm_factor
         if master.poll() is None:
             os.killpg(master.pid, signal.SIGKILL)
         master.wait()
+
+
+def test_first_peer_back_after_master_restart_runs_jitted_steps_alone_bounded(swarm_factory):
+    """After a master restart the first peer back is re-admitted alone (world 1)
+    and runs its jitted step while the other is still away: every step must
+    complete (or fail) within the timeout, and the other must be admitted when
+    it comes back. The step is wait(start(x)), then a start, an all_reduce and
+    the second wait in one jit: alone, the first start ends at once, and its
+    wait's completion used to run the rest of the program on the slot's engine
+    thread, which the second start queued on that slot then waited for (the
+    program fuzzer's "step hang after a master restart", seed 12)."""
+    probe = pccl.Master()
+    port = probe.port
+    probe.close()
+    master = _start_master_process(port)
+    timeout = 5.0
+    try:
+        swarm = swarm_factory(f"127.0.0.1:{port}", seconds=90, elements=1 << 22, timeout=timeout,
+                              **{"master-grace": 60, "wait-start-reduce": True, "min-peers": 2})
+        for i in range(2):
+            swarm.start(i)
+        swarm.wait_until(lambda: all(swarm.steps_at_world(i, 2) >= 2 for i in range(2)), 60,
+                         "2 peers training (a jitted step that never ends hangs here)")
+        os.killpg(master.pid, signal.SIGKILL)
+        master.wait()
+        os.killpg(swarm.procs[1].pid, signal.SIGSTOP)  # peer 1 stays away: peer 0 comes back alone
+        stopped = True
+        try:
+            time.sleep(1.0)
+            restarted_at = time.time()
+            master = _start_master_process(port)
+
+            def alone(r):
+                return "ok" in r and r["t"] > restarted_at and r["world"] == 1
+
+            swarm.wait_until(lambda: sum(1 for r in swarm.records(0) if alone(r)) >= 5,
+                             8 * timeout, "peer 0 re-admitted alone and 5 jitted steps done "
+                             "(a step that never ends hangs here)")
+            os.killpg(swarm.procs[1].pid, signal.SIGCONT)
+            stopped = False
+            back_at = time.time()
+        finally:
+            if stopped:
+                os.killpg(swarm.procs[1].pid, signal.SIGCONT)
+        swarm.wait_until(
+            lambda: all(sum(1 for r in swarm.records(i) if "ok" in r and r["t"] > back_at
+                            and r["world"] == 2) >= 3 for i in range(2)),
+            60, "peer 1 re-admitted and both training together again")
+        for i in range(2):
+            records = swarm.records(i)
+            assert_results_exact(records, i)
+            assert not [r for r in records if "fatal" in r], records[-3:]
+            slow = [r for r in records if "ok" in r and r["took"] > timeout + 1]
+            assert not slow, f"peer {i}: steps slower than the timeout: {slow[:3]}"
+    finally:
+        if master.poll() is None:
+            os.killpg(master.pid, signal.SIGKILL)
+        master.wait()
+
+
+def _start_master_logging(port: int, log_path: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "jax_pccl", "master", "--host", "127.0.0.1",
+                             "--port", str(port), "--log-level", "info"], stdout=subprocess.PIPE,
+                            stderr=open(log_path, "w"), text=True, cwd=tempfile.gettempdir(),
+                            start_new_session=True)
+    assert "listening" in proc.stdout.readline()
+    return proc
+
+
+@pytest.mark.parametrize("peer1_at_second", ["pending", "away"])
+def test_two_master_restarts_never_reuse_an_epoch(swarm_factory, peer1_at_second):
+    """Two master restarts in a row, a different peer back first each time:
+    peer 0 comes back first to the second master and runs alone at some epoch
+    E while peer 1 is only pending there (or still away: frozen all along);
+    the second master dies too, and peer 1 comes back first to the third.
+    Each runs alone, so each gets a ring of its own: the second must get an
+    epoch above E (rings are keyed by epoch; the fuzzer, seed 1200 launch 2
+    and seed 4242 launch 19 with --fault-kinds master,stop, saw both alone
+    at one epoch). Then both train together again."""
+    probe = pccl.Master()
+    port = probe.port
+    probe.close()
+    workdir = tempfile.mkdtemp(prefix="pccl-epochs-")
+    master = _start_master_logging(port, os.path.join(workdir, "master1.log"))
+    timeout = 5.0
+    frozen: set[int] = set()
+
+    def freeze(i):
+        os.killpg(swarm.procs[i].pid, signal.SIGSTOP)
+        frozen.add(i)
+
+    def thaw(i):
+        os.killpg(swarm.procs[i].pid, signal.SIGCONT)
+        frozen.discard(i)
+
+    def kill_master():
+        os.killpg(master.pid, signal.SIGKILL)
+        master.wait()
+
+    def solo_epochs(i, since):
+        return {r["key"][0] for r in swarm.records(i) if "ok" in r and r["t"] > since
+                and r["world"] == 1}
+
+    try:
+        swarm = swarm_factory(f"127.0.0.1:{port}", seconds=90, elements=4096, timeout=timeout,
+                              **{"master-grace": 60, "min-peers": 2})
+        for i in range(2):
+            swarm.start(i)
+        swarm.wait_until(lambda: all(swarm.steps_at_world(i, 2) >= 2 for i in range(2)), 60,
+                         "2 peers training")
+        # Second master: peer 0 back first, alone; then peer 1 registers (pending).
+        kill_master()
+        freeze(1)
+        t2 = time.time()
+        log2 = os.path.join(workdir, "master2.log")
+        master = _start_master_logging(port, log2)
+        swarm.wait_until(lambda: len(solo_epochs(0, t2)) > 0, 30, "peer 0 alone with master 2")
+        freeze(0)  # it must not admit peer 1 before this master dies
+        if peer1_at_second == "pending":
+            thaw(1)
+            swarm.wait_until(lambda: Path(log2).read_text().count("re-registered") >= 2, 30,
+                             "peer 1 registered with master 2 (pending)")
+        # Third master: peer 1 back first, alone.
+        kill_master()
+        if peer1_at_second == "away":
+            assert Path(log2).read_text().count("re-registered") == 1
+            thaw(1)
+        t3 = time.time()
+        master = _start_master_logging(port, os.path.join(workdir, "master3.log"))
+        swarm.wait_until(lambda: len(solo_epochs(1, t3)) > 0, 30, "peer 1 alone with master 3")
+        thaw(0)
+        back_at = time.time()
+        swarm.wait_until(
+            lambda: all(sum(1 for r in swarm.records(i) if "ok" in r and r["t"] > back_at
+                            and r["world"] == 2) >= 3 for i in range(2)),
+            60, "both peers training together again")
+        first, second = solo_epochs(0, t2), solo_epochs(1, t3)
+        assert min(second) > max(first), (
+            f"peer 1 ran alone under master 3 at epoch(s) {sorted(second)}, which peer 0 "
+            f"already ran alone under master 2 ({sorted(first)}): an epoch was reused")
+        for i in range(2):
+            records = swarm.records(i)
+            assert_results_exact(records, i)
+            assert not [r for r in records if "fatal" in r], records[-3:]
+    finally:
+        for i in list(frozen):
+            thaw(i)
+        if master.poll() is None:
+            os.killpg(master.pid, signal.SIGKILL)
+        master.wait()

@@ -28,12 +28,19 @@ std::string json_escape(const std::string& s) {
   return out;
 }
 
+// Epochs of a restarted master start above this (MasterCoreConfig).
+uint64_t wall_clock_us() {
+  auto since = std::chrono::system_clock::now().time_since_epoch();
+  return static_cast<uint64_t>(
+      std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::microseconds>(since).count()));
+}
+
 }  // namespace
 
 Master::Master(MasterConfig config)
     : config_(std::move(config)),
       secret_(take_secret(config_.secret)),
-      core_(MasterCoreConfig{config_.max_groups, 0, InjectedDefect::kNone}) {
+      core_(MasterCoreConfig{config_.max_groups, 0, InjectedDefect::kNone, wall_clock_us()}) {
   listener_ = Socket::listen_on(config_.host, config_.port, 128);
   port_ = listener_.local_port();
   started_at_ = Deadline::Clock::now();

@@ -33,8 +33,14 @@ uint64_t MasterCore::on_hello(const std::vector<uint8_t>& payload, const std::st
   p.host = hello.advertise_host.empty() ? remote_host : hello.advertise_host;
   p.port = hello.listen_port;
   peers_[p.id] = p;
-  send(p.id, MsgType::kWelcome, WelcomeMsg{p.id}.encode());
   if (resumed) learn_from_resume(g, hello);
+  // What the group reached, as far as this master knows: a peer that stays
+  // pending here and re-registers with the next master claims it, so that
+  // master does not hand out an epoch some ring already ran under (two
+  // restarts in a row: the first peer back at each runs alone, and without
+  // this both got the same epoch).
+  WelcomeMsg welcome{p.id, std::max(g.epoch, g.epoch_floor > 0 ? g.epoch_floor - 1 : 0)};
+  send(p.id, MsgType::kWelcome, welcome.encode());
   PCCL_LOG(kInfo, "master: peer " << p.id << (resumed ? " re-registered" : " registered")
                                   << " from " << p.host << ":" << p.port << " in group "
                                   << hello.group);
@@ -88,7 +94,8 @@ void MasterCore::learn_from_resume(Group& g, const HelloMsg& hello) {
   if (config_.defect == InjectedDefect::kTrustResumeEpoch) {
     g.epoch = std::max(g.epoch, hello.resume_epoch);
   } else {
-    g.epoch_floor = std::max(g.epoch_floor, hello.resume_epoch + 1);
+    g.epoch_floor = std::max({g.epoch_floor, hello.resume_epoch + 1,
+                              std::min(config_.resume_epoch_base, kMaxEpoch)});
   }
   // The revision guard must survive a restart: learn the run's revision back.
   // Only the highest claim counts, so a lagging (or lying) peer can loosen

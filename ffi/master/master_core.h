@@ -40,6 +40,13 @@ struct MasterCoreConfig {
   uint32_t max_groups = kMaxGroups;  // groups served at once (group ids are the client's)
   uint64_t id_seed = 0;              // peer ids; 0: from std::random_device
   InjectedDefect defect = InjectedDefect::kNone;
+  // Once a peer re-registers (a restarted master), the group's next epoch is
+  // at least this. The glue passes its start time in microseconds: a later
+  // incarnation starts above every epoch an earlier one can have handed out
+  // (at most one per microsecond it ran), even to rings whose members are
+  // not back yet, when the first peer back is a straggler whose claim is
+  // older (without it, both ran alone under one epoch). 0: claims only.
+  uint64_t resume_epoch_base = 0;
 };
 
 // A frame for the glue to send to one registered peer.

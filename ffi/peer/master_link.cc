@@ -68,7 +68,9 @@ uint64_t MasterLink::hello_exchange(Socket& s, const HelloMsg& hello, const Dead
   if (f.type != static_cast<uint16_t>(MsgType::kWelcome)) {
     throw ProtocolViolation("expected WELCOME from master " + where_);
   }
-  return WelcomeMsg::decode(f.payload).peer_id;
+  WelcomeMsg welcome = WelcomeMsg::decode(f.payload);
+  note_epoch(welcome.group_epoch);
+  return welcome.peer_id;
 }
 
 uint64_t MasterLink::register_peer(const HelloMsg& hello, const Deadline& deadline) {
@@ -304,6 +306,7 @@ void MasterLink::handle(const Frame& f) {
   switch (static_cast<MsgType>(f.type)) {
     case MsgType::kTopology: {
       TopologyMsg topo = TopologyMsg::decode(f.payload);
+      note_epoch(topo.epoch);  // known to be used even if never applied
       pending_seen_.store(topo.more_pending != 0, std::memory_order_release);
       std::lock_guard<std::mutex> lock(mu_);
       topologies_.push_back({std::move(topo), drops_seen_.load()});

@@ -51,7 +51,14 @@ class MasterLink {
   // registrations() counts successful registrations, peer_id() is the latest.
   uint64_t registrations() const { return registrations_.load(std::memory_order_acquire); }
   uint64_t peer_id() const { return peer_id_.load(std::memory_order_acquire); }
-  void note_epoch(uint64_t epoch) { epoch_.store(epoch, std::memory_order_release); }
+  // The highest epoch this peer heard of (its topologies, and what the
+  // master said its group reached when it registered): claimed when
+  // re-registering, so that a restarted master never reuses an epoch.
+  void note_epoch(uint64_t epoch) {
+    uint64_t seen = epoch_.load(std::memory_order_acquire);
+    while (epoch > seen && !epoch_.compare_exchange_weak(seen, epoch, std::memory_order_acq_rel)) {
+    }
+  }
   void send_vote(uint64_t epoch, const Deadline& deadline);
   // Waits for a topology with epoch > after_epoch; returns the newest queued.
   // Returns false on deadline. Throws MasterUnreachable / Cancelled.
@@ -89,6 +96,7 @@ class MasterLink {
   bool reconnect();  // true once re-registered with a (restarted) master
   // The handshake on a fresh connection to the master, errors as for open().
   void authenticate(Socket& s, const Deadline& deadline, const Canceller* cancel);
+  // Returns our id; notes the group's epoch the master sent with it.
   uint64_t hello_exchange(Socket& s, const HelloMsg& hello, const Deadline& deadline);
   void handle(const Frame& f);
   void note_revision(uint64_t revision);

@@ -40,11 +40,14 @@ HelloMsg HelloMsg::decode(const std::vector<uint8_t>& b) {
   return m;
 }
 
-std::vector<uint8_t> WelcomeMsg::encode() const { return WireWriter().u64(peer_id).take(); }
+std::vector<uint8_t> WelcomeMsg::encode() const {
+  return WireWriter().u64(peer_id).u64(group_epoch).take();
+}
 WelcomeMsg WelcomeMsg::decode(const std::vector<uint8_t>& b) {
   WireReader r(b);
   WelcomeMsg m;
   m.peer_id = r.u64();
+  m.group_epoch = r.u64();
   r.expect_end();
   return m;
 }

@@ -72,6 +72,11 @@ struct HelloMsg {
 
 struct WelcomeMsg {
   uint64_t peer_id = 0;
+  // The highest epoch this master knows its group reached (its own, or
+  // claimed by re-registering peers). A peer that is only pending here
+  // claims it after a later master restart, so that the next master never
+  // reuses an epoch that some ring already ran under (protocol v4).
+  uint64_t group_epoch = 0;
   std::vector<uint8_t> encode() const;
   static WelcomeMsg decode(const std::vector<uint8_t>& b);
 };

@@ -16,8 +16,9 @@ constexpr uint32_t kFrameMagic = 0x4C434350u;  // bytes "PCCL" in little-endian 
 // builds fail at the first frame with a version error. v2: PEER_HELLO carries
 // the concurrency slots byte; COLLECTIVE_INLINE (small all-reduce data
 // attached to the header exchange) exists. v3: SYNC_REQUEST carries the
-// pytree's structure digest after the strategy byte.
-constexpr uint16_t kProtocolVersion = 3;
+// pytree's structure digest after the strategy byte. v4: WELCOME carries the
+// group's epoch.
+constexpr uint16_t kProtocolVersion = 4;
 constexpr size_t kFrameHeaderSize = 12;
 constexpr uint32_t kMaxControlPayload = 1u << 20;
 

@@ -87,8 +87,13 @@ def main() -> int:
     ap.add_argument("--start-reduce-wait", action="store_true",
                     help="the step is all_reduce_start, an all_reduce, then all_reduce_wait "
                          "in one jit (a failure of the all_reduce skips the wait)")
+    ap.add_argument("--wait-start-reduce", action="store_true",
+                    help="the step is wait(start(x)), then start, an all_reduce and the second "
+                         "wait, in one jit (work queued behind the first wait's completion)")
     ap.add_argument("--retry-helper", action="store_true",
                     help="run the step through pccl.retry_on_peer_failure")
+    ap.add_argument("--min-peers", type=int, default=1,
+                    help="connect(min_peers=N): wait until N peers are accepted before stepping")
     ap.add_argument("--master-grace", type=float, default=0.0,
                     help="ride out a master outage this long (restart tests)")
     ap.add_argument("--sync-every", type=int, default=0,
@@ -106,7 +111,8 @@ def main() -> int:
         out.write(json.dumps(record) + "\n")
 
     t_connect = time.time()
-    comm = pccl.Communicator(args.master, timeout=args.timeout).connect(timeout=120)
+    comm = pccl.Communicator(args.master, timeout=args.timeout)
+    comm.connect(timeout=120, **({"min_peers": args.min_peers} if args.min_peers > 1 else {}))
     emit(connected=comm.rank, world=comm.world_size, connect_s=time.time() - t_connect)
     step_fn = jax.jit(lambda x: pccl.all_reduce(x, comm, op="sum", return_info=True))
     if args.start_wait:  # the asynchronous wait handler (an XLA future)
@@ -120,6 +126,15 @@ def main() -> int:
             y, info = pccl.all_reduce_wait(handle, return_info=True)
             return jnp.where(between == y, y, -1), info  # -1: the two results differ
         step_fn = jax.jit(start_reduce_wait)
+    if args.wait_start_reduce:
+        def wait_start_reduce(x):
+            import jax.numpy as jnp
+            first = pccl.all_reduce_wait(pccl.all_reduce_start(x, comm, op="sum"))
+            handle = pccl.all_reduce_start(x, comm, op="sum")  # queued behind `first`'s wait
+            between = pccl.all_reduce(x, comm, op="sum")
+            y, info = pccl.all_reduce_wait(handle, return_info=True)
+            return jnp.where((first == y) & (between == y), y, -1), info  # -1: results differ
+        step_fn = jax.jit(wait_start_reduce)
     if args.retry_helper:  # failures are absorbed: the loop below never sees them
         step_fn = pccl.retry_on_peer_failure(comm, step_fn)
     x = np.full(args.elements, 1 << args.index, np.int32)

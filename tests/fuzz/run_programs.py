@@ -22,6 +22,8 @@ Invariants (a violation prints the replay command, exit status 1):
               the reported world size)
   DIVERGENT   peers of the same collective (position, epoch) got different bytes
   WORLD       info.world_size differs within one step
+  EPOCH       more peers report one (position, epoch) than its world size:
+              two rings ran under one epoch number
   UNEXPLAINED an error with no fault anywhere near it
   NOT_PEER_FAILURE  an error near a fault that is neither is_peer_failure()
               nor a master outage (nor the faulted peer's own eviction/close)
@@ -573,10 +575,13 @@ class Launch:
         sizes = [len(reporters) + k for k in range(len(peers_all) - len(reporters) + 1)]
         if worlds and len(worlds) == 1:
             sizes = [next(iter(worlds))]
-            if sizes[0] < len(reporters):  # more peers ran it than the world it reports
+            if sizes[0] < len(reporters):
+                # Rings are keyed by epoch: more peers than the ring held report this
+                # (position, epoch), so two rings ran under one epoch number.
                 self.violations.append(Violation(
-                    "WORLD", launch, f"position {pos}: peers {reporters} each report "
-                    f"info.world_size {sizes[0]} for this step (split membership?)", pos))
+                    "EPOCH", launch, f"position {pos}: peers {reporters} all report epoch "
+                    f"{group[0][1]['epoch']} at world size {sizes[0]}: two rings ran under one "
+                    f"epoch (a restarted master reused it)", pos))
                 return
         others = [j for j in peers_all if j not in reporters]
         tried = None

@@ -15,7 +15,7 @@ import struct
 import time
 
 MAGIC = 0x4C434350  # "PCCL" little-endian
-VERSION = 3  # ffi/transport/frame.h kProtocolVersion
+VERSION = 4  # ffi/transport/frame.h kProtocolVersion
 HEADER = 12
 MAX_CONTROL_PAYLOAD = 1 << 20
 
