@@ -18,7 +18,8 @@ Handles still open at the end are either waited for inside the same function
 (in a random order) or returned from it and waited for by a second jitted
 function (the pipelined pattern: a handle crosses jit boundaries).
 
-Every collective operand is clipped to a small integer range first, so each
+Every collective operand is clipped to a small integer range and rounded to an
+integer first (an `avg` result can be fractional), so each
 result is an exactly representable small integer (|x| <= 27) in every dtype
 (bfloat16 and int8 included) and the numpy reference is exact. `avg` follows
 the documented semantics: integers truncate toward zero; floating types sum
@@ -232,7 +233,10 @@ def make_inputs(prog: dict, peer: int, step: int) -> list[np.ndarray]:
 def _clip_np(x: np.ndarray, dtype: str) -> np.ndarray:
     # -0.0 becomes +0.0 (as in `build`): XLA may fold `x + 0` to `x`, numpy does
     # not, and prod's sign of zero would then differ for a reason not the library's
-    y = np.clip(x.astype(np.float64), lo_of(dtype), HI)
+    # Rounded too: an `avg` result (1/3, ...) fed into a later collective would
+    # otherwise be reduced with roundings whose order (the ring's) the
+    # reference cannot know; integers keep every op exact in any order.
+    y = np.round(np.clip(x.astype(np.float64), lo_of(dtype), HI))
     return np.where(y == 0, 0.0, y).astype(np_dtype(dtype))
 
 
@@ -334,7 +338,10 @@ def build(prog: dict, comm, pccl):
         return jnp.bfloat16 if name == "bfloat16" else jnp.dtype(name)
 
     def clip(x, dtype):
-        y = jnp.clip(x, lo_of(dtype), HI).astype(jdt(dtype))
+        y = jnp.clip(x, lo_of(dtype), HI)
+        if dtype in FLOATS:  # integer-valued, as in _clip_np (round half to even in both)
+            y = jnp.round(y)
+        y = y.astype(jdt(dtype))
         if dtype in FLOATS:  # no -0.0 in any operand (see _clip_np)
             y = jnp.where(y == 0, jnp.zeros_like(y), y)
         return y
