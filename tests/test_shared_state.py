@@ -16,6 +16,7 @@ from state_scenarios import evolve
 N = 3
 CORRUPT = "JAX_PCCL_TEST_CORRUPT_SERVED_RANGES"
 KILL = "JAX_PCCL_TEST_KILL_AFTER_SERVED_RANGES"
+SERVE_DELAY = "JAX_PCCL_TEST_SERVE_DELAY_MS"
 
 
 @pytest.fixture(scope="module")
@@ -138,9 +139,25 @@ def test_persistent_corruption_fails_clearly_and_the_run_goes_on(pccl):
 
 
 def test_holder_killed_mid_transfer_others_finish_from_the_survivor(pccl):
-    r = run(pccl, "state_holder_dies", n=4, timeout=180,
-            peer_env_extra={0: {KILL: "2"}}, expected_deaths=(0,))
-    assert r.reports[0] is None, "peer 0 was meant to be killed by its fault hook"
+    # Peer 1 serves slowly, so that peer 0 (the one meant to die after serving
+    # two ranges) gets its share rather than having it stolen by a fast peer 1.
+    # Known anomaly, not yet explained: in about 1 run in 5 the receivers fetch
+    # nothing from peer 0 at all (its tx is 0, peer 1 serves every byte), so
+    # the fault never fires. Every outcome is still checked exactly; the kill
+    # must happen in one of up to 3 attempts.
+    tx_when_not_killed = []
+    for _ in range(3):
+        r = run(pccl, "state_holder_dies", n=4, timeout=180,
+                peer_env_extra={0: {KILL: "2"}, 1: {SERVE_DELAY: "150"}},
+                expected_deaths=(0,))
+        if r.reports[0] is None:
+            break
+        # The fault did not fire: the sync must then have succeeded everywhere.
+        got = r.values("first")
+        assert_state(got, fingerprint(pccl, cases.shared_state_case(1, big=True)), "no fault")
+        tx_when_not_killed.append([v["tx"] for v in got])
+    else:
+        pytest.fail(f"peer 0 was never killed by its fault hook (tx per peer: {tx_when_not_killed})")
     got = r.values("first", peers=[1, 2, 3])
     assert_state(got, fingerprint(pccl, cases.shared_state_case(1, big=True)), "survivors")
     after = r.values("after", peers=[1, 2, 3])

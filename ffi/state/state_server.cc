@@ -1,7 +1,9 @@
 #include "state/state_server.h"
 
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
+#include <thread>
 
 #include "common/errors.h"
 #include "common/log.h"
@@ -30,7 +32,8 @@ int64_t fault_count_from_env(const char* name) {
 StateServer::StateServer(double stall_timeout_s)
     : stall_timeout_s_(stall_timeout_s),
       corrupt_budget_(fault_count_from_env("JAX_PCCL_TEST_CORRUPT_SERVED_RANGES")),
-      kill_after_(fault_count_from_env("JAX_PCCL_TEST_KILL_AFTER_SERVED_RANGES")) {}
+      kill_after_(fault_count_from_env("JAX_PCCL_TEST_KILL_AFTER_SERVED_RANGES")),
+      serve_delay_ms_(fault_count_from_env("JAX_PCCL_TEST_SERVE_DELAY_MS")) {}
 
 void StateServer::publish(std::vector<ConstSpan> leaves) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -123,6 +126,7 @@ void StateServer::serve_range(Connection* c, const StateRange& range) {
                  range.length <= leaves_[range.leaf].size - range.offset;
     if (valid) data = leaves_[range.leaf].data + range.offset;
   }
+  if (serve_delay_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(serve_delay_ms_));
   Deadline deadline = Deadline::after(stall_timeout_s_);
   StateDataMsg head{range, static_cast<uint8_t>(data != nullptr ? 1 : 0)};
   write_frame(c->sock, static_cast<uint16_t>(MsgType::kStateData), head.encode(), deadline, &stop_);

@@ -69,6 +69,11 @@ class StateServer {
   std::list<Connection> conns_;
   int64_t corrupt_budget_ = 0;
   int64_t kill_after_ = 0;  // 0: never
+  // Test-only: sleep this long before serving each range, so that a test can
+  // make one holder slow and be sure the others get their share (fetchers
+  // steal an idle holder's chunks; on a loaded machine a fast holder could
+  // otherwise serve everything before a faulted one is asked for anything).
+  int64_t serve_delay_ms_ = 0;
 };
 
 }  // namespace pccl
