@@ -84,10 +84,22 @@ def main() -> int:
     state = {"comm": None, "built": {}}
 
     def connect():
-        comm = pccl.Communicator(args.master, timeout=args.timeout, concurrency=args.concurrency)
         t0 = time.time()
         emit(call="connect", phase="begin", pos=-1)
-        comm.connect(timeout=90)
+        # A peer may (re)connect while the master is down (the driver restarts
+        # it within seconds): refused connections are retried, as a real
+        # launcher would, within the same 90 s bound; other errors are not.
+        while True:
+            comm = pccl.Communicator(args.master, timeout=args.timeout,
+                                     concurrency=args.concurrency)
+            try:
+                comm.connect(timeout=90)
+                break
+            except pccl.MasterUnreachableError:
+                comm.close()
+                if time.time() - t0 > 90:
+                    raise
+                time.sleep(0.2)
         emit(call="connect", phase="end", ok=True, dur=time.time() - t0, world=comm.world_size)
         state["comm"], state["built"] = comm, {}
 
