@@ -56,22 +56,14 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
+sys.path.insert(1, os.path.dirname(HERE))  # tests/: the suite's harness
 import programs as P  # noqa: E402
+from harness import peer_env  # noqa: E402  (one XLA/env setup for every peer process)
 
 PEER = os.path.join(HERE, "program_peer.py")
 HEARTBEAT_S = 4.0
 
 
-def peer_env() -> dict:
-    env = dict(os.environ)
-    env.setdefault("JAX_PLATFORMS", "cpu")
-    env["PYTHONUNBUFFERED"] = "1"
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    flags = env.get("XLA_FLAGS", "")
-    if "xla_cpu_multi_thread_eigen" not in flags:
-        flags += " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-    env["XLA_FLAGS"] = flags.strip()
-    return env
 
 
 @dataclass
