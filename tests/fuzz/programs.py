@@ -296,7 +296,7 @@ def reference(prog: dict, inputs_by_peer: dict[int, list[np.ndarray]]) -> list[n
             lo = max(lo_of(da), lo_of(db))
             for p in peers:
                 b0 = float(np.asarray(env[p][st["b"]], np.float64).reshape(-1)[0])
-                b0 = min(max(b0, lo), HI)
+                b0 = float(np.round(min(max(b0, lo), HI)))  # as `build` does
                 a = env[p][st["a"]].astype(np.float64)
                 env[p][st["out"]] = _clip_np(a + b0, da)
         elif k == "scan":
@@ -394,7 +394,9 @@ def build(prog: dict, comm, pccl):
             elif k == "mix":
                 da, db = spec[st["a"]]["dtype"], spec[st["b"]]["dtype"]
                 lo = max(lo_of(da), lo_of(db))
-                b0 = jnp.clip(env[st["b"]].reshape(-1)[0], lo, HI).astype(jdt(da))
+                # b0 rounded before the cast, as in the reference: a cast to an
+                # integer dtype truncates an avg's 1.5 to 1, numpy's round gives 2
+                b0 = jnp.round(jnp.clip(env[st["b"]].reshape(-1)[0], lo, HI)).astype(jdt(da))
                 env[st["out"]] = clip(env[st["a"]] + b0, da)
             elif k == "scan":
                 dt = spec[st["arg"]]["dtype"]

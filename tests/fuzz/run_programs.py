@@ -30,7 +30,9 @@ Invariants (a violation prints the replay command, exit status 1):
   STUCK       a peer's communicator stayed unusable (repeated unexpected errors)
   NO_RECOVERY a peer's last position did not succeed
   GUARD       update_topology()/sync_shared_state() with a started
-              all_reduce outstanding did not raise
+              all_reduce outstanding did not raise (update_topology() may
+              return when that start's epoch failed: it discards the start,
+              whose wait must then raise the peer failure)
   SYNC        peers at the same shared-state revision hold different state
   CRASH       a peer exited abnormally (not killed by the driver)
 """
@@ -468,7 +470,7 @@ class Launch:
                         "SLOW", p["launch"], f"peer {i}: {rec['call']}() took {dur:.1f} s (bound "
                         f"{self.bound(rec['call']):.0f} s)", rec.get("pos"), i))
                 if rec["call"] == "guard":  # expected to raise (PcclError)
-                    if rec["ok"]:
+                    if rec["ok"] and not self.discarded_by_guard(i, rec):
                         self.violations.append(Violation(
                             "GUARD", p["launch"], f"peer {i}: {rec.get('what')}() with a started "
                             f"all_reduce outstanding returned instead of raising PcclError",
@@ -521,6 +523,19 @@ class Launch:
                     "NO_RECOVERY", p["launch"], f"peer {i}: the last position ({self.total - 1}) did "
                     f"not succeed (failed positions: {sorted(self.steps_failed_by.get(i, []))[-8:]}); "
                     f"last errors: {self.last_errors(i)}", self.total - 1, i))
+
+    def discarded_by_guard(self, i: int, guard: dict) -> bool:
+        """update_topology() may return with starts outstanding only when their
+        epoch had failed: it discards them (API.md, Failures), and the later
+        wait (the position's `finish`) must then raise that peer failure."""
+        if guard.get("what") != "update_topology":
+            return False
+        for r in self.tails[i].records:
+            if (r.get("call") == "finish" and r.get("phase") == "end" and r.get("pos") == guard.get("pos")
+                    and not r["ok"] and r["err"]["peer_failure"]
+                    and "discarded by update_topology()" in r["err"]["msg"]):
+                return True
+        return False
 
     def last_errors(self, i: int, n: int = 3) -> str:
         errs = [f"{r['call']}@{r.get('pos')}: {r['err']['type']}: {r['err']['msg'][:200]}"
