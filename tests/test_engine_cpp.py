@@ -42,7 +42,7 @@ def _tool(name: str) -> str:
 
 SUITES = ["test_reduce_kernels", "test_wire", "test_engine", "test_handshake", "test_quantization",
           "test_shared_state", "test_shared_state_sync", "test_ring_acceptor", "test_concurrency",
-          "test_socket_tuning", "test_ring_lanes", "test_master_claims",
+          "test_socket_tuning", "test_ring_lanes", "test_master_claims", "test_state_fetcher",
           "test_completion_executor"]  # ffi/xla's Python-free part (see CMakeLists.txt)
 FUZZ_SECONDS_PER_PARSER = {"plain": 1, "address": 2}
 # A sanitizer report ends the process with a non-zero status (-fno-sanitize-recover);

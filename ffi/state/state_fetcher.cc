@@ -48,12 +48,16 @@ class ChunkPool {
   }
 
   // Up to `max` free chunks that `holder` can serve (their indices): its own
-  // share first, then, once that is exhausted, anybody's (work stealing).
-  std::vector<size_t> take(uint64_t holder, size_t max) {
+  // share first, then, once that is exhausted, anybody's (work stealing) if
+  // `proven` (the caller has received data already) or nothing is in flight.
+  // A worker that has not yet served anything must not steal: at the start
+  // the first worker scheduled would otherwise take every other holder's
+  // share before their workers ran, and one holder would serve everything.
+  std::vector<size_t> take(uint64_t holder, size_t max, bool proven) {
     std::lock_guard<std::mutex> lock(mu_);
     std::vector<size_t> out;
     for (bool own : {true, false}) {
-      if (!own && !out.empty()) break;  // steal only when idle
+      if (!own && (!out.empty() || !may_steal(proven))) break;  // steal only when idle
       for (size_t i = 0; i < chunks_.size() && out.size() < max; ++i) {
         Chunk& c = chunks_[i];
         if (c.state != Chunk::kFree || (own && c.preferred != holder) || !serves(holder, c)) continue;
@@ -92,14 +96,15 @@ class ChunkPool {
     cv_.notify_all();
   }
 
-  // True once `holder` has something to do; false when it never will
-  // (everything is done, or nothing is left for it and nobody is busy).
-  bool wait_for_work(uint64_t holder, const Canceller* cancel) {
+  // True once `holder` has something to do (see take()); false when it never
+  // will (everything is done, or nothing is left for it and nobody is busy).
+  bool wait_for_work(uint64_t holder, bool proven, const Canceller* cancel) {
     std::unique_lock<std::mutex> lock(mu_);
     for (;;) {
       if (done_ == chunks_.size()) return false;
       for (const Chunk& c : chunks_) {
-        if (c.state == Chunk::kFree && serves(holder, c)) return true;
+        if (c.state != Chunk::kFree || !serves(holder, c)) continue;
+        if (c.preferred == holder || may_steal(proven)) return true;
       }
       if (in_flight_ == 0) return false;
       if (cancel != nullptr && cancel->cancelled()) return false;
@@ -117,6 +122,10 @@ class ChunkPool {
   std::string errors() const { return errors_.str(); }
 
  private:
+  // With nothing in flight, the free chunks are nobody's work any more (their
+  // holders failed): any worker takes them, or the fetch would stall.
+  bool may_steal(bool proven) const { return proven || in_flight_ == 0; }
+
   bool serves(uint64_t holder, const Chunk& c) const {
     for (const RingMember& h : targets_[c.target].holders) {
       if (h.peer_id == holder) return true;
@@ -145,13 +154,13 @@ class Worker {
       Socket sock = settings_.connect(holder_, Deadline::after(settings_.stall_timeout_s));
       for (;;) {
         while (outstanding.size() < kRequestsAhead) {
-          std::vector<size_t> batch = pool_.take(holder_.peer_id, kChunksPerRequest);
+          std::vector<size_t> batch = pool_.take(holder_.peer_id, kChunksPerRequest, received_ > 0);
           if (batch.empty()) break;
           outstanding.push_back(batch);  // before sending: give_back() covers it on failure
           request(sock, batch);
         }
         if (outstanding.empty()) {
-          if (!pool_.wait_for_work(holder_.peer_id, settings_.cancel)) break;
+          if (!pool_.wait_for_work(holder_.peer_id, received_ > 0, settings_.cancel)) break;
           continue;
         }
         receive(sock, outstanding.front());
