@@ -46,7 +46,6 @@ import os
 import random
 import select
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -166,12 +165,6 @@ def plan_launch(seed: int, launch: int, n_programs: int, per_launch: int, steps:
     return plan
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Tail:
     """Incremental reader of a JSON-lines file."""
 
@@ -202,7 +195,7 @@ class Tail:
 class Launch:
     def __init__(self, plan: dict, timeout: float, workdir: str, log=print):
         self.plan, self.timeout, self.workdir, self.log = plan, timeout, workdir, log
-        self.port = free_port()
+        self.port = 0  # the first master lets the OS pick; restarts reuse its port
         self.master = None
         self.masters: list[subprocess.Popen] = []
         self.procs: dict[int, subprocess.Popen] = {}
@@ -227,6 +220,8 @@ class Launch:
         self.masters.append(self.master)
         ready, _, _ = select.select([self.master.stdout], [], [], 30)
         line = self.master.stdout.readline().decode(errors="replace") if ready else ""
+        if "listening" in line and self.port == 0:
+            self.port = int(line.split(" on ", 1)[1].split()[0].rsplit(":", 1)[1])
         if "listening" not in line:
             # Who holds the port? (e.g. a peer's outgoing connection that got it as its
             # ephemeral local port, or a reconnect attempt connected to itself)
