@@ -348,11 +348,14 @@ void test_silent_peer_dropped_by_heartbeat_timeout() {
   CHECK(seen);
   auto t0 = Clock::now();
   while (master.status_json().find("\"world_size\":1,") != std::string::npos &&
-         seconds_since(t0) < 5.0) {
+         seconds_since(t0) < 30.0) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   double took = seconds_since(t0);
-  CHECK(took > 0.5 && took < 3.0);  // dropped after ~1 s of silence, not before
+  // Not before ~1 s of silence (the claim a loaded machine cannot fake: load
+  // only stretches it); the upper bound only says that it was dropped at all,
+  // with the slack a loaded 2-core machine needs (nothing else drops it).
+  if (!CHECK(took > 0.5 && took < 15.0)) std::fprintf(stderr, "    dropped after %.2f s\n", took);
   master.stop();
 }
 
@@ -398,7 +401,9 @@ void test_calls_after_master_loss_raise_master_unreachable() {
       kinds += e.kind() == ErrorKind::kMasterUnreachable;
     }
     CHECK_EQ(kinds, 2);
-    CHECK(seconds_since(t0) < 1.0);
+    // Both calls know the master is gone: they fail at once. 2.5 s (half the
+    // 5 s timeout) still tells "at once" from "at the timeout" under load.
+    CHECK(seconds_since(t0) < 2.5);
   }
 }
 
@@ -589,22 +594,32 @@ void test_unauthenticated_connections_bounded_by_deadline() {
   master.start();
   Socket s = Socket::connect_to("127.0.0.1", master.port(), Deadline::after(2), nullptr);
   auto t0 = Clock::now();
-  std::vector<int> types = frames_until_eof(s, 3.0);  // says nothing: refused, closed
+  std::vector<int> types = frames_until_eof(s, 20.0);  // says nothing: refused, closed
   CHECK(types == std::vector<int>({static_cast<int>(MsgType::kAuthChallenge),
                                    static_cast<int>(MsgType::kAuthResult)}));
   double took = seconds_since(t0);
-  CHECK(took > 0.3 && took < 2.0);
-  // A frame larger than the handshake response is refused before it is read.
-  Socket big = Socket::connect_to("127.0.0.1", master.port(), Deadline::after(2), nullptr);
+  // Closed by the 0.5 s handshake deadline: not before it (load cannot make
+  // that early), and at all (the 20 s read bound is far away).
+  if (!CHECK(took > 0.3 && took < 10.0)) std::fprintf(stderr, "    closed after %.2f s\n", took);
+  master.stop();
+  // A frame larger than the handshake response is refused before it is read:
+  // at once, not at the deadline, which is 20 s here so that even a loaded
+  // machine cannot confuse the two.
+  MasterConfig patient = master_with_secret("s");
+  patient.handshake_timeout_s = 20.0;
+  Master master2(patient);
+  master2.start();
+  Socket big = Socket::connect_to("127.0.0.1", master2.port(), Deadline::after(2), nullptr);
   uint8_t head[kFrameHeaderSize];
   encode_frame_header(head, static_cast<uint16_t>(MsgType::kAuthResponse), 1u << 20);
   big.send_all(head, sizeof(head), Deadline::after(2), nullptr);
   t0 = Clock::now();
-  types = frames_until_eof(big, 3.0);
+  types = frames_until_eof(big, 30.0);
   CHECK(types == std::vector<int>({static_cast<int>(MsgType::kAuthChallenge),
                                    static_cast<int>(MsgType::kAuthResult)}));
-  CHECK(seconds_since(t0) < 0.4);  // at once, not at the deadline
-  master.stop();
+  took = seconds_since(t0);
+  if (!CHECK(took < 10.0)) std::fprintf(stderr, "    refused after %.2f s\n", took);
+  master2.stop();
 }
 
 // The listen port of one ring member, from the master's status.

@@ -69,7 +69,9 @@ void test_stalled_clients_do_not_delay_a_legitimate_one() {
   }
   double took = seconds_since(t0);
   CHECK(authenticated);
-  if (!CHECK(took < 0.5)) std::fprintf(stderr, "    legitimate handshake took %.2f s\n", took);
+  // Queued behind the stalled ones it would wait for their 5 s deadline;
+  // 2.5 s keeps that apart with the slack a loaded machine needs.
+  if (!CHECK(took < 2.5)) std::fprintf(stderr, "    legitimate handshake took %.2f s\n", took);
 
   // The stalled ones are dropped at the handshake deadline (5 s), not kept.
   for (Socket& st : stalled) CHECK(closed_within(st, 7.0));
