@@ -169,7 +169,8 @@ def test_wrong_or_missing_secret_refused_at_connect(pccl, master, secret, expect
     message = str(exc)
     assert f"authentication with master {master.address} failed" in message, message
     assert expect in message, message
-    assert took < 3.0, f"refused only after {took:.1f}s (timeout {CONNECT_TIMEOUT}s): {message}"
+    # A verdict, not the timeout: half of it keeps the two apart under load.
+    assert took < CONNECT_TIMEOUT / 2, f"refused only after {took:.1f}s (timeout {CONNECT_TIMEOUT}s): {message}"
     assert SECRET.decode("latin-1") not in message
     # The master logged the refusal with the remote address.
     log = master.wait_for_log(master_says, more_than=before)
@@ -317,7 +318,7 @@ def test_env_secret_and_no_auth_master(pccl, workdir):
         with pccl.Communicator(with_env.address, secret="env secret", timeout=10.0) as comm:
             comm.connect(timeout=20.0)
         exc, took = _connect_error(pccl, without.address, "a secret")
-        assert isinstance(exc, pccl.PcclError) and took < 3.0, exc
+        assert isinstance(exc, pccl.PcclError) and took < CONNECT_TIMEOUT / 2, (exc, took)
         assert "has a secret but the remote does not use one" in str(exc), str(exc)
         log = without.wait_for_log("remote has a secret but this peer has none")
         assert "remote has a secret but this peer has none" in log, log[-3000:]

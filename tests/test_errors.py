@@ -12,8 +12,12 @@ import cases
 import harness
 from peer_scenarios import CONNECT_TIMEOUT, MISMATCH_LEN, bad_arg_calls
 
-MISMATCH_COMM_TIMEOUT = 8.0
-SLACK_S = 3.0
+# A mismatch is a verdict of the header exchange, not a timeout: the bound
+# below is half the communicator's timeout, so detection by timeout fails it,
+# with room for a loaded machine.
+MISMATCH_COMM_TIMEOUT = 20.0
+VERDICT_BOUND_S = MISMATCH_COMM_TIMEOUT / 2
+CONNECT_SLACK_S = 5.0  # a call that must end by its timeout, measured in a loaded peer process
 
 # What a message must mention to "name the mismatch" / "name the argument".
 # `(?!=)` skips "op=sum dtype=float32 shape=(16,)"-style descriptions of a
@@ -52,7 +56,7 @@ def test_eager_mismatch_raises_collective_mismatch_error_on_every_peer(mismatch_
             f"{name}: peer {i} raised {err['type']}, expected CollectiveMismatchError: {err['message']}")
         assert harness.message_mentions(err["message"], *NAMES[kind]), (
             f"{name}: peer {i} message does not name the {kind} mismatch: {err['message']!r}")
-        assert elapsed < MISMATCH_COMM_TIMEOUT + SLACK_S, f"{name}: peer {i} took {elapsed:.1f}s to fail"
+        assert elapsed < VERDICT_BOUND_S, f"{name}: peer {i} took {elapsed:.1f}s to fail"
 
 
 @pytest.mark.parametrize("kind", ["shape", "dtype", "op"])
@@ -61,19 +65,21 @@ def test_jit_mismatch_raises_jax_runtime_error_on_every_peer(mismatch_run, kind)
     for i, (err, elapsed) in enumerate(mismatch_run.errors(name)):
         assert err["is_jax_runtime_error"], (
             f"{name}: peer {i} raised {err['type']} (not a JaxRuntimeError): {err['message']}")
+        assert "CollectiveMismatchError" in err["message"], (  # the type, as API.md promises
+            f"{name}: peer {i}: the jitted error does not name CollectiveMismatchError: {err['message']}")
         assert harness.message_mentions(err["message"], *NAMES[kind]), (
             f"{name}: peer {i} message does not name the {kind} mismatch: {err['message']!r}")
-        assert elapsed < MISMATCH_COMM_TIMEOUT + SLACK_S, f"{name}: peer {i} took {elapsed:.1f}s to fail"
+        assert elapsed < VERDICT_BOUND_S, f"{name}: peer {i} took {elapsed:.1f}s to fail"
 
 
 def test_shape_mismatch_with_equal_element_count_is_detected(mismatch_run):
     """(4, 4) on two peers vs (2, 8) on the third: same bytes, different shape."""
     name = "eager/shape_same_count"
     for i, (err, elapsed) in enumerate(mismatch_run.errors(name)):
-        assert err["is_pccl_error"], f"{name}: peer {i} raised {err['type']}: {err['message']}"
+        assert err["type"] == "CollectiveMismatchError", f"{name}: peer {i} raised {err['type']}: {err['message']}"
         assert harness.message_mentions(err["message"], *NAMES["shape_same_count"]), (
             f"{name}: peer {i} message does not name the shape: {err['message']!r}")
-        assert elapsed < MISMATCH_COMM_TIMEOUT + SLACK_S, f"{name}: peer {i} took {elapsed:.1f}s to fail"
+        assert elapsed < VERDICT_BOUND_S, f"{name}: peer {i} took {elapsed:.1f}s to fail"
 
 
 def test_shape_mismatch_between_small_and_large_inputs_is_detected(mismatch_run):
@@ -84,7 +90,7 @@ def test_shape_mismatch_between_small_and_large_inputs_is_detected(mismatch_run)
         assert err["type"] == "CollectiveMismatchError", f"{name}: peer {i}: {err['type']}: {err['message']}"
         assert harness.message_mentions(err["message"], *NAMES["shape"]), (
             f"{name}: peer {i} message does not name the shape: {err['message']!r}")
-        assert elapsed < MISMATCH_COMM_TIMEOUT + SLACK_S, f"{name}: peer {i} took {elapsed:.1f}s to fail"
+        assert elapsed < VERDICT_BOUND_S, f"{name}: peer {i} took {elapsed:.1f}s to fail"
 
 
 @pytest.mark.parametrize("case", ["eager/shape", "eager/dtype", "eager/op", "jit/shape", "jit/dtype",
@@ -146,13 +152,13 @@ def test_connect_to_closed_port_raises_master_unreachable_within_timeout(unreach
     [(err, elapsed)] = unreachable_run.errors("closed_port")
     assert "MasterUnreachableError" in err["mro"] and err["is_pccl_error"], (
         f"connect() to a closed port raised {err['type']} (mro {err['mro']}): {err['message']}")
-    assert elapsed < CONNECT_TIMEOUT + 2.0, f"connect() took {elapsed:.1f}s with timeout={CONNECT_TIMEOUT}"
+    assert elapsed < CONNECT_TIMEOUT + CONNECT_SLACK_S, f"connect() took {elapsed:.1f}s with timeout={CONNECT_TIMEOUT}"
 
 
 def test_connect_to_silent_master_fails_within_timeout(unreachable_run):
     [(err, elapsed)] = unreachable_run.errors("silent_master")
     assert err["is_pccl_error"], f"connect() to a silent master raised {err['type']}: {err['message']}"
-    assert elapsed < CONNECT_TIMEOUT + 2.0, f"connect() took {elapsed:.1f}s with timeout={CONNECT_TIMEOUT}"
+    assert elapsed < CONNECT_TIMEOUT + CONNECT_SLACK_S, f"connect() took {elapsed:.1f}s with timeout={CONNECT_TIMEOUT}"
 
 
 # --- a compiled function that outlived its communicator ---------------------------

@@ -16,6 +16,7 @@ import pytest
 DRIVER = Path(__file__).parent / "hostile" / "hostile_input.py"
 ATTACK_SECONDS = 6.0
 RAPID = 1000
+RING_DEADLINE_S = 5.0  # ring_links.cc kHandshakeSeconds (the shorter of the two)
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +71,10 @@ def test_silent_connections_dropped_at_the_handshake_deadline(run, target):
 def test_legitimate_handshakes_stay_fast_during_the_attack(run, target):
     probes = run["probe_handshake_s"][target]
     assert probes["failed"] == 0, probes
-    # Stalled clients are held open all along: they must not hold up anyone else.
-    assert probes["max"] < 0.9, probes
+    # Stalled clients are held open all along: they must not hold up anyone
+    # else. Queued behind them a handshake would wait for their deadline (5 s
+    # ring, 10 s master); half the shorter one keeps that apart under load.
+    assert probes["max"] < RING_DEADLINE_S / 2, probes
 
 
 def test_resident_peer_keeps_reducing_during_the_attack(run):
