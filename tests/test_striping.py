@@ -27,9 +27,22 @@ def striped_run(pccl):
                                 peer_env_extra=env)
 
 
-def test_each_peer_opened_its_own_connection_count(striped_run):
+LANE_MIN_BYTES = 1 << 20  # every lane carries ~10 MiB over the run; a control link, KiB
+
+
+def test_each_peer_striped_its_hop_over_its_own_connection_count(striped_run):
+    """The kernel's view (TCP_INFO of every socket in each peer process): the
+    peer sends to its right neighbour on exactly its own number of
+    connections, and every one of them carried megabytes."""
     assert not striped_run.problems, striped_run.diagnostics()
     assert [r["meta"]["connections"] for r in striped_run.reports] == list(CONNECTIONS)
+    for i, (sockets, k) in enumerate(zip(striped_run.values("tcp"), CONNECTIONS)):
+        busy: dict = {}
+        for sock in sockets:
+            if sock["acked"] >= LANE_MIN_BYTES:
+                busy.setdefault(sock["remote"], []).append(sock["acked"])
+        # one endpoint: the right neighbour's ring listener (no other bulk sender)
+        assert [len(v) for v in busy.values()] == [k], (i, k, busy, sockets)
 
 
 @pytest.mark.parametrize("mode", ["eager", "jit"])
