@@ -284,7 +284,7 @@ void Master::keep_alive() {
       send_frame(fd, MsgType::kError, ErrorMsg{"dropped by the master: " + why}.encode());
       drop(c, why);
     } else if (ping) {
-      send_frame(fd, MsgType::kHeartbeat, {});
+      send_frame(fd, MsgType::kHeartbeat, HeartbeatMsg{core_.total_world_size()}.encode());
     }
   }
 }

@@ -100,7 +100,12 @@ class Communicator {
   void update_topology();
   bool are_peers_pending() const { return consistent_pending_.load(); }
 
-  int world_size() const { return total_world_.load(); }
+  // The run's size: the master's latest word on it (topologies of our group,
+  // heartbeats for changes in other groups, at most a heartbeat interval late).
+  int world_size() const {
+    int heard = master_.run_world_size();
+    return heard >= 0 ? heard : total_world_.load();
+  }
   int group_world_size() const { return group_size_.load(); }
   int rank() const { return rank_.load(); }
   uint64_t peer_id() const { return peer_id_; }

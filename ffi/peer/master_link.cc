@@ -307,6 +307,7 @@ void MasterLink::handle(const Frame& f) {
     case MsgType::kTopology: {
       TopologyMsg topo = TopologyMsg::decode(f.payload);
       note_epoch(topo.epoch);  // known to be used even if never applied
+      run_world_.store(static_cast<int>(topo.total_world_size), std::memory_order_release);
       pending_seen_.store(topo.more_pending != 0, std::memory_order_release);
       std::lock_guard<std::mutex> lock(mu_);
       topologies_.push_back({std::move(topo), drops_seen_.load()});
@@ -339,6 +340,10 @@ void MasterLink::handle(const Frame& f) {
       return;
     }
     case MsgType::kHeartbeat:
+      if (!f.payload.empty()) {
+        run_world_.store(static_cast<int>(HeartbeatMsg::decode(f.payload).total_world_size),
+                         std::memory_order_release);
+      }
       return;
     case MsgType::kPeerDropped: {
       PeerDroppedMsg m = PeerDroppedMsg::decode(f.payload);

@@ -51,6 +51,9 @@ class MasterLink {
   // registrations() counts successful registrations, peer_id() is the latest.
   uint64_t registrations() const { return registrations_.load(std::memory_order_acquire); }
   uint64_t peer_id() const { return peer_id_.load(std::memory_order_acquire); }
+  // The run's size (accepted peers, all groups) as of the master's last
+  // topology or heartbeat, in arrival order (-1: neither yet).
+  int run_world_size() const { return run_world_.load(std::memory_order_acquire); }
   // The highest epoch this peer heard of (its topologies, and what the
   // master said its group reached when it registered): claimed when
   // re-registering, so that a restarted master never reuses an epoch.
@@ -118,6 +121,7 @@ class MasterLink {
   Secret secret_;
   std::atomic<uint64_t> registrations_{0};
   std::atomic<uint64_t> peer_id_{0};
+  std::atomic<int> run_world_{-1};
   std::atomic<uint64_t> epoch_{0};
   // The run's shared-state revision as the master last announced it (a
   // settled plan, or a plan whose round completed ok), sent when

@@ -87,6 +87,18 @@ VoteMsg VoteMsg::decode(const std::vector<uint8_t>& b) {
   return m;
 }
 
+std::vector<uint8_t> HeartbeatMsg::encode() const {
+  return WireWriter().u32(total_world_size).take();
+}
+HeartbeatMsg HeartbeatMsg::decode(const std::vector<uint8_t>& b) {
+  WireReader r(b);
+  HeartbeatMsg m;
+  m.total_world_size = r.u32();
+  r.expect_end();
+  if (m.total_world_size > kMaxRingMembers * kMaxGroups) throw ProtocolViolation("heartbeat: world size out of bounds");
+  return m;
+}
+
 std::vector<uint8_t> ErrorMsg::encode() const { return WireWriter().str(message).take(); }
 ErrorMsg ErrorMsg::decode(const std::vector<uint8_t>& b) {
   WireReader r(b);

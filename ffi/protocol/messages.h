@@ -103,6 +103,15 @@ struct VoteMsg {
   static VoteMsg decode(const std::vector<uint8_t>& b);
 };
 
+// The master's heartbeat carries the run's size (accepted peers over all
+// groups), so that a peer's world_size follows other groups' changes, which
+// send it no topology. An empty payload (a peer's heartbeat) is allowed.
+struct HeartbeatMsg {
+  uint32_t total_world_size = 0;
+  std::vector<uint8_t> encode() const;
+  static HeartbeatMsg decode(const std::vector<uint8_t>& b);
+};
+
 struct ErrorMsg {
   std::string message;
   std::vector<uint8_t> encode() const;

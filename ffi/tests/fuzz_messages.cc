@@ -37,7 +37,7 @@ constexpr Decoder kDecoders[] = {
     round_trip<pccl::TopologyMsg>,    round_trip<pccl::VoteMsg>,
     round_trip<pccl::ErrorMsg>,       round_trip<pccl::PeerDroppedMsg>,
     round_trip<pccl::PeerHelloMsg>,   round_trip<pccl::CollectiveHeader>,
-    inline_round_trip,
+    inline_round_trip,                round_trip<pccl::HeartbeatMsg>,
 };
 
 bool one_input(const uint8_t* data, size_t size) { return dispatch_tagged(kDecoders, data, size); }
@@ -69,6 +69,7 @@ std::vector<Bytes> seeds() {
       tagged(6, pccl::PeerHelloMsg{1, 12, 3}.encode()),
       tagged(7, coll.encode()),
       tagged(8, pccl::InlineCollective::encode(coll, "abcdefgh", 8)),
+      tagged(9, pccl::HeartbeatMsg{3}.encode()),
   };
 }
 
