@@ -140,6 +140,32 @@ def scenario_join_only(ctx):
     ctx.rec.check("sum", lambda: encode(ready(ctx.pccl.all_reduce(x, ctx.comm, op="sum"))))
 
 
+EFFECT_ORDER_CALLS = 200
+
+
+def effect_order_input(index: int, k: int) -> np.ndarray:
+    # call k's shape is its own (a call paired with another would be a
+    # mismatch error) and so are its values (a swap would show in the sums)
+    return np.full((k % 7) + 1, 1000.0 * index + k, np.float32)
+
+
+def scenario_effect_order(ctx):
+    """EFFECT_ORDER_CALLS independent jitted all_reduces (no data dependency
+    between them), all dispatched before any result is read: only the ordered
+    effect token keeps each peer's calls in program order, so that call k
+    meets call k everywhere."""
+    import jax
+    import jax.numpy as jnp
+    comm, pccl = ctx.comm, ctx.pccl
+    fns = [jax.jit(lambda v: pccl.all_reduce(v, comm, op="sum")) for _ in range(3)]
+    inputs = [jnp.asarray(effect_order_input(ctx.index, k)) for k in range(EFFECT_ORDER_CALLS)]
+
+    def run():
+        outs = [fns[k % 3](x) for k, x in enumerate(inputs)]  # three executables, interleaved
+        return [float(np.asarray(o)[0]) for o in ready(outs)]
+    ctx.rec.check("independent_calls", run)
+
+
 # --- scenarios ---------------------------------------------------------------
 
 QUANT_ELEMENTS = 200_003  # several 64Ki-element wire chunks, uneven segments
@@ -542,6 +568,7 @@ SCENARIOS = {
     "bad_args": (scenario_bad_args, True),
     "unreachable": (scenario_unreachable, False),
     "join_only": (scenario_join_only, True),
+    "effect_order": (scenario_effect_order, True),
     "quantized": (scenario_quantized, True),
     "async": (scenario_async, True),
 }

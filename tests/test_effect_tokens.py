@@ -38,6 +38,19 @@ def test_an_effect_without_a_token_gets_a_fresh_one_from_jax(pccl):
     dispatch.runtime_tokens.current_tokens.pop(effect)
 
 
+def test_independent_jitted_calls_meet_in_program_order_across_peers(pccl):
+    """3 peer processes, 200 jitted all_reduces with no data dependency
+    between them, dispatched before any result is read: call k must meet call
+    k on every peer (a shape of its own per call, values of its own per peer)."""
+    import harness
+    from peer_scenarios import EFFECT_ORDER_CALLS, effect_order_input
+    r = harness.run_scenario(pccl, "effect_order", 3, timeout=180)
+    assert not r.problems, r.diagnostics()
+    expected = [float(sum(effect_order_input(i, k)[0] for i in range(3)))
+                for k in range(EFFECT_ORDER_CALLS)]
+    assert r.values("independent_calls") == [expected] * 3
+
+
 def test_two_hundred_chained_jitted_calls_give_the_right_values(pccl, master):
     with pccl.Communicator(master.address).connect() as comm:
         add = jax.jit(lambda v, k: pccl.all_reduce(v, comm) + k)
