@@ -55,8 +55,11 @@ def test_compute_in_the_same_jit_runs_while_the_collective_waits(run):
     took its tickets in a separate call, XLA's buffer reuse made the chain wait
     for the collective's end: a deadlock broken only by the others' patience."""
     total = np.sum([x["f"] for x in inputs(run)], axis=0)
-    for index, peer in enumerate(run.values("compute_runs_while_waiting")):
-        assert peer["flag_seen"], f"peer {index} joined before peer 0's compute had run"
+    results = run.values("compute_runs_while_waiting")
+    assert len(results) >= 2  # the claim is about the others: peer 0 only leaves the flag
+    for index, peer in enumerate(results):
+        if index > 0:
+            assert peer["flag_seen"], f"peer {index} joined before peer 0's compute had run"
         np.testing.assert_array_equal(harness.decode(peer["out"]), total)
 
 
