@@ -36,6 +36,7 @@ def scenario_concurrent(ctx):
     enc = lambda outs: [encode(x) for x in ready(outs)]  # noqa: E731
 
     f = jax.jit(lambda t: pccl.all_reduce(t, comm, op="sum"))
+    rec.check("stats_before", lambda: {k: int(v) for k, v in comm.stats().items()})
     rec.check("jit/pytree", lambda: enc(f(leaves)))
     rec.check("eager/pytree", lambda: enc(pccl.all_reduce(leaves, comm, op="sum")))
 
