@@ -75,6 +75,6 @@ def test_sigkill_mid_striped_collective_survivors_fail_fast_then_continue(pccl):
     with pccl.Master() as master, tempfile.TemporaryDirectory() as workdir:
         swarm = ft.Swarm(master.address, workdir, seconds=40, elements=1 << 22, timeout=30)
         try:
-            ft.kill_one_of_four_and_check(swarm, survivor_steps=2, survivors_wait_s=90)
+            ft.kill_one_of_four_and_check(swarm, survivor_steps=4, survivors_wait_s=120)
         finally:
             swarm.kill_all()
