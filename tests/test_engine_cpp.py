@@ -44,6 +44,17 @@ SUITES = ["test_reduce_kernels", "test_wire", "test_engine", "test_handshake", "
           "test_shared_state", "test_shared_state_sync", "test_ring_acceptor", "test_concurrency",
           "test_socket_tuning", "test_ring_lanes", "test_master_claims", "test_state_fetcher",
           "test_completion_executor"]  # ffi/xla's Python-free part (see CMakeLists.txt)
+# Checks each suite must report having passed: a suite that silently stops
+# early (or loses a test function) must not pass. The counts run here on
+# 2026-12-06, rounded down where a suite's count depends on timing
+# (test_concurrency: 177-179). Raise them when adding checks.
+MIN_CHECKS = {
+    "test_reduce_kernels": 124, "test_wire": 156, "test_engine": 235, "test_handshake": 4315,
+    "test_quantization": 391, "test_shared_state": 115, "test_shared_state_sync": 33,
+    "test_ring_acceptor": 16, "test_concurrency": 175, "test_socket_tuning": 11,
+    "test_ring_lanes": 37, "test_master_claims": 22, "test_state_fetcher": 13,
+    "test_completion_executor": 37, "fuzz_parsers": 10,
+}
 FUZZ_SECONDS_PER_PARSER = {"plain": 1, "address": 2}
 # A sanitizer report ends the process with a non-zero status (-fno-sanitize-recover);
 # these catch one that somehow did not.
@@ -84,6 +95,8 @@ def _run_suite(build: Path, cmd: list[str], sanitized: bool) -> None:
     summary = [line for line in result.stdout.splitlines() if " passed, " in line]
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-6000:]
     assert summary and summary[-1].endswith(", 0 failed"), result.stdout[-2000:]
+    passed = int(summary[-1].split(": ", 1)[1].split(" passed", 1)[0])
+    assert passed >= MIN_CHECKS[cmd[0]], f"{cmd[0]}: only {passed} checks ran (at least {MIN_CHECKS[cmd[0]]})"
     reports = [r for r in SANITIZER_REPORTS if r in result.stderr]
     assert not reports, result.stderr[-6000:]
 
