@@ -171,6 +171,7 @@ class Communicator:
         return bool(self._native.are_peers_pending())
 
     def optimize_topology(self) -> None:
+        """Not implemented yet: raises NotImplementedError."""
         raise NotImplementedError("optimize_topology() is not implemented yet")
 
     def sync_shared_state(self, state, revision: int, strategy: str = "enforce_popular"):
@@ -185,8 +186,8 @@ class Communicator:
         must advance by at most 1 per sync; a peer claiming more gets
         PcclError. ``strategy``: "enforce_popular" (default), "receive_only"
         (never offers its own content), "send_only" (the declared source: it
-        never receives, and fails if it would have to). See README "Shared
-        state" for the exact rules and errors.
+        never receives, and fails if it would have to). See docs/shared-state.md
+        for the exact rules and errors.
         """
         from .shared_state import sync_shared_state
 
@@ -215,10 +216,13 @@ class Communicator:
 
     @property
     def peer_id(self) -> int:
+        """This peer's id at the master (kept across master restarts)."""
         return int(self._native.peer_id)
 
     def stats(self) -> dict:
-        """Bytes sent/received, collectives done/failed, topology updates."""
+        """This peer's counters: bytes sent/received, collectives done/failed,
+        topology updates, shared-state syncs, epoch and seq (docs/logging.md
+        lists every key)."""
         return dict(self._native.stats())
 
     @property

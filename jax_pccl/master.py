@@ -18,7 +18,7 @@ class Master:
     ``secret`` (bytes or str; None: no authentication): every connection must
     prove it holds the same secret (HMAC-SHA256 challenge-response; the secret
     never crosses the wire). A peer with another secret, or none, is refused
-    with a clear error on both sides. See docs/SECURITY.md.
+    with a clear error on both sides. See docs/security.md.
 
     ``heartbeat_timeout``: a peer silent this long (frozen, partitioned) is
     dropped, and the others' collectives with it fail at once.
@@ -41,10 +41,12 @@ class Master:
 
     @property
     def port(self) -> int:
+        """The TCP port it listens on (the one the OS picked when created with port=0)."""
         return int(self._native.port)
 
     @property
     def address(self) -> str:
+        """``host:port`` to give peers (``[host]:port`` for an IPv6 host)."""
         host = f"[{self._host}]" if ":" in self._host else self._host
         return f"{host}:{self.port}"
 

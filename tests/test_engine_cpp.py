@@ -8,7 +8,7 @@ The suite runs twice: in a plain build, and in an AddressSanitizer +
 UndefinedBehaviorSanitizer build (-DJAX_PCCL_SANITIZE=address), where any
 report fails the test. Both include a short run of the parser fuzzer
 (ffi/tests/fuzz_parsers.cc); long fuzzing runs and ThreadSanitizer are by hand
-(docs/SECURITY.md).
+(docs/security.md).
 
 Both also run the deterministic simulation of the master
 (ffi/tests/sim_master_world.h) from a seed that changes every run (printed;

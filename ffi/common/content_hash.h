@@ -6,7 +6,7 @@
 // 64-bit lanes), has a frozen, documented output with public test vectors,
 // and needs no dependency. The hash guards against drift and transfer
 // corruption between authenticated peers; it is not meant to resist a peer
-// that forges collisions on purpose (docs/SECURITY.md).
+// that forges collisions on purpose (docs/security.md).
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -39,12 +39,14 @@ class Fragments:
         return [hi - lo for lo, hi in zip(self.bounds, self.bounds[1:])]
 
     def gather(self, tree, p: int):
+        """Fragment p of a params-shaped pytree (the pytree itself when count is 1)."""
         if self.count == 1:
             return tree
         lo, hi = self.bounds[p], self.bounds[p + 1]
         return ravel_pytree(tree)[0][lo:hi]
 
     def scatter(self, tree, p: int, part):
+        """``tree`` with fragment p replaced by ``part``."""
         if self.count == 1:
             return part
         lo, hi = self.bounds[p], self.bounds[p + 1]
@@ -86,6 +88,7 @@ class Schedule:
                              f"got {o!r}")
 
     def offset(self, p: int) -> int:
+        """The inner step, within each outer step, after which fragment p is sent."""
         return ((p + 1) * self.inner_steps) // self.fragments
 
     def sends_at(self, t: int) -> list[int]:

@@ -30,7 +30,13 @@ from ..ops.all_reduce import all_reduce
 
 
 class OuterState(NamedTuple):
-    """The run's outer state: what every peer holds bit-identically."""
+    """The run's outer state: what every peer holds bit-identically.
+
+    Attributes:
+        params: the global params (a pytree).
+        opt_state: the outer optimizer's state.
+        step: int32 scalar: outer steps applied so far.
+    """
 
     params: Any  # the global params (a pytree)
     opt_state: Any  # the outer optimizer's state

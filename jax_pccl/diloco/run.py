@@ -61,7 +61,13 @@ log = logging.getLogger("jax_pccl.diloco")
 
 
 class DiLoCoState(NamedTuple):
-    """What every peer holds bit-identically (the shared state)."""
+    """What every peer holds bit-identically (the shared state).
+
+    Attributes:
+        params: the global params.
+        opt_states: the outer optimizer's state, one per fragment.
+        cursor: int64[3]: inner step t, action index in step t, retrying (0/1).
+    """
 
     params: Any  # global params
     opt_states: tuple  # outer optimizer state, one per fragment
@@ -82,7 +88,18 @@ class _InFlight:
 
 @dataclass
 class SyncRecord:
-    """One completed pseudo-gradient sync (one fragment, one outer step)."""
+    """One completed pseudo-gradient sync (one fragment, one outer step).
+
+    Attributes:
+        t: inner step at which it was sent.
+        fragment: which fragment.
+        contributors: peers with weight 1 in the average.
+        payload_bytes: bytes of this peer's pseudo-gradient (in memory, before
+            the wire format).
+        bytes_sent: bytes this peer put on the wire between send and completion.
+        retries: attempts redone after a peer failure.
+        digest: ``state_digest()`` right after the outer update.
+    """
 
     t: int  # inner step at which it was sent
     fragment: int
@@ -173,6 +190,7 @@ class DiLoCo:
 
     @property
     def global_params(self):
+        """The run's global params, as of the last completed outer step."""
         return self.state.params
 
     def state_digest(self) -> str:

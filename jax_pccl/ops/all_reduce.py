@@ -31,7 +31,11 @@ FFI_TARGET = "jax_pccl_all_reduce"
 
 
 class AllReduceInfo(NamedTuple):
-    """Facts about one all_reduce call (a pytree, usable under jit)."""
+    """Facts about one all_reduce call (a pytree, usable under jit).
+
+    Attributes:
+        world_size: int32 scalar array: the peers that took part.
+    """
 
     world_size: Any  # int32 scalar array: peers that took part
 

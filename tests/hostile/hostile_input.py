@@ -187,7 +187,7 @@ class Attack:
 
         The cap stays below the ring's 64 unidentified connections (with the
         silent ones): past that limit a peer turns everybody away, by design
-        (docs/SECURITY.md), and this run tests robustness, not that limit."""
+        (docs/security.md), and this run tests robustness, not that limit."""
         held = self.stalled[t.name]
         try:
             held.append(attacks.stalled(t, self.rng))
