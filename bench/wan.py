@@ -18,8 +18,10 @@ count). With --loss, a second lab with that random loss (in %, per direction,
 offloads off so that every packet is a loss candidate) times --loss-size for
 --loss-connections. Each lab is first measured with iperf3 on all ring paths
 at once (rows "iperf3": the slowest path), the ceiling of that lab at that
-moment: its delay emulator runs in userspace on this machine. Time per call = max over peers of one iteration (after a
-barrier), then the median over --iters iterations (after a warm-up call).
+moment: the emulated network shares this machine's CPUs with the peers (its
+delay line even runs in userspace where the kernel has no netem). Time per
+call = max over peers of one iteration (after a barrier), then the median over
+--iters iterations (after a warm-up call).
 
     busbw = size / time * 2 (N-1) / N      (nccl-tests), compared to --rate
 
@@ -234,8 +236,9 @@ _iperf_ports = itertools.count(5301)
 def iperf_ceiling(lab: Lab, streams: int, seconds: int) -> float:
     """iperf3 on every ring path at once (host i -> host i+1, `streams`
     connections each, our 4 MiB socket buffers): the slowest path's Mbit/s,
-    i.e. what this lab carries for a ring right now. The delay emulator runs
-    in userspace, so on a loaded machine that is below the nominal rate."""
+    i.e. what this lab carries for a ring right now. The emulated network
+    shares this machine's CPUs, so on a loaded machine that is below the
+    nominal rate."""
     n = lab.hosts
     port = next(_iperf_ports)  # a fresh port: the last one-shot servers may still be exiting
     servers, clients = [], []
