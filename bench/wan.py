@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """All-reduce over emulated WAN links: jax_pccl in the wan_lab namespaces.
 
-Usage (root; ../shared/tools/wan_lab.sh builds the lab, `wan_lab.sh deps` first):
+Usage (root; bench/wan_lab.sh builds the lab: `bash bench/wan_lab.sh check` says what
+this machine lacks, and iperf3 measures each lab's ceiling):
     sudo python bench/wan.py [--hosts 2,4] [--size 256M] [--connections 1,8]
                              [--overlap 64M]
                              [--quantized minmax_uint8,zero_point_uint8,bfloat16]
@@ -17,8 +18,10 @@ count). With --loss, a second lab with that random loss (in %, per direction,
 offloads off so that every packet is a loss candidate) times --loss-size for
 --loss-connections. Each lab is first measured with iperf3 on all ring paths
 at once (rows "iperf3": the slowest path), the ceiling of that lab at that
-moment: its delay emulator runs in userspace on this machine. Time per call = max over peers of one iteration (after a
-barrier), then the median over --iters iterations (after a warm-up call).
+moment: the emulated network shares this machine's CPUs with the peers (its
+delay line even runs in userspace where the kernel has no netem). Time per
+call = max over peers of one iteration (after a barrier), then the median over
+--iters iterations (after a warm-up call).
 
     busbw = size / time * 2 (N-1) / N      (nccl-tests), compared to --rate
 
@@ -32,6 +35,7 @@ import hashlib
 import itertools
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -41,7 +45,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-WAN_LAB = os.path.join(REPO, "..", "shared", "tools", "wan_lab.sh")
+WAN_LAB = os.path.join(HERE, "wan_lab.sh")
 RESULT_TAG = "@@RESULT "
 
 
@@ -188,14 +192,18 @@ class Lab:
         return self
 
     def make_delay_line_realtime(self) -> None:
-        """The delay line (wan_lab's wandelay daemon) is the emulated internet:
-        on a real WAN, compute on the hosts never slows the network down. Here
-        it shares the CPUs with the peers, so a CPU-bound step would also
-        delay packets in flight. SCHED_FIFO keeps it ahead of host work (it
-        sleeps between batched releases, so it cannot monopolise a core)."""
+        """The delay line (bench/wan_delay.py, where the kernel has no netem)
+        is the emulated internet: on a real WAN, compute on the hosts never
+        slows the network down. Here it shares the CPUs with the peers, so a
+        CPU-bound step would also delay packets in flight. SCHED_FIFO keeps it
+        ahead of host work (it sleeps between batched releases, so it cannot
+        monopolise a core). With netem the kernel delays packets: nothing to do."""
         state = os.environ.get("WAN_LAB_STATE", f"/tmp/wan_lab.{self.a.prefix}")
-        with open(os.path.join(state, "wandelay.pid")) as f:
-            pid = f.read().strip()
+        try:
+            with open(os.path.join(state, "delay.pid")) as f:
+                pid = f.read().strip()
+        except FileNotFoundError:
+            return
         subprocess.run(["chrt", "-f", "-p", "20", pid], check=True, capture_output=True)
 
     def __exit__(self, *exc):
@@ -228,8 +236,9 @@ _iperf_ports = itertools.count(5301)
 def iperf_ceiling(lab: Lab, streams: int, seconds: int) -> float:
     """iperf3 on every ring path at once (host i -> host i+1, `streams`
     connections each, our 4 MiB socket buffers): the slowest path's Mbit/s,
-    i.e. what this lab carries for a ring right now. The delay emulator runs
-    in userspace, so on a loaded machine that is below the nominal rate."""
+    i.e. what this lab carries for a ring right now. The emulated network
+    shares this machine's CPUs, so on a loaded machine that is below the
+    nominal rate."""
     n = lab.hosts
     port = next(_iperf_ports)  # a fresh port: the last one-shot servers may still be exiting
     servers, clients = [], []
@@ -361,7 +370,7 @@ def measure(a) -> list:
         groups = {k: [f"float32:{a.size}"] for k in a.connections}
         groups[default_k] += [f"{q}:{a.size}" for q in a.quantized]
         with Lab(a, hosts, 0.0) as lab:
-            for k in (1, default_k):
+            for k in (1, default_k) if a.iperf_seconds > 0 else ():
                 rows.append(ceiling_row(hosts, 0.0, k, iperf_ceiling(lab, k, a.iperf_seconds), a))
             for k, cases in groups.items():
                 print(f"[wan] {hosts} hosts, loss 0, K={k}: {cases}", file=sys.stderr, flush=True)
@@ -373,7 +382,7 @@ def measure(a) -> list:
                     print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
         if a.loss > 0:
             with Lab(a, hosts, a.loss) as lab:
-                for k in a.loss_connections:
+                for k in a.loss_connections if a.iperf_seconds > 0 else ():
                     mbit = iperf_ceiling(lab, k, a.iperf_seconds)
                     rows.append(ceiling_row(hosts, a.loss, k, mbit, a))
                 for k in a.loss_connections:
@@ -467,7 +476,7 @@ def main():
     ap.add_argument("--rate", type=float, default=1000, help="Mbit/s")
     ap.add_argument("--cc", default="cubic")
     ap.add_argument("--iperf-seconds", type=int, default=8,
-                    help="iperf3 ceiling per lab (same connection counts and buffers)")
+                    help="iperf3 ceiling per lab (same connection counts and buffers); 0: skip")
     ap.add_argument("--sysctl", action="append", default=[], type=lambda s: tuple(s.split("=", 1)),
                     help="KEY=VALUE set in every lab host, e.g. net.ipv4.tcp_slow_start_after_idle=0")
     ap.add_argument("--rt-delay", type=int, default=1,
@@ -491,6 +500,8 @@ def main():
         return role_peer(a)
     if os.geteuid() != 0:
         ap.error("the lab needs root (network namespaces)")
+    if a.iperf_seconds > 0 and shutil.which("iperf3") is None:
+        ap.error("iperf3 is not installed: install it, or skip the ceiling rows with --iperf-seconds 0")
     t0 = time.monotonic()
     if a.overlap:
         return measure_overlap_in_lab(a)

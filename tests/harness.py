@@ -198,6 +198,35 @@ def run_scenario(pccl, scenario: str, n: int = cases.N_PEERS, **kwargs) -> Scena
         return run_peers(master.address, scenario, n, **kwargs)
 
 
+def run_commands(cmds: list, timeout: float) -> list:
+    """Runs every command at once (each in its own session, with peer_env(), cwd
+    outside the repository) and returns [(returncode, output)] in order, output
+    being stdout and stderr together. A command still running at the deadline
+    is killed with its process group and has returncode None."""
+    procs, logs = [], []
+    try:
+        for cmd in cmds:
+            logs.append(tempfile.TemporaryFile())
+            procs.append(subprocess.Popen(cmd, stdout=logs[-1], stderr=subprocess.STDOUT,
+                                          stdin=subprocess.DEVNULL, env=peer_env(),
+                                          cwd=tempfile.gettempdir(), start_new_session=True))
+        deadline = time.monotonic() + timeout
+        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        results = []
+        for p, log in zip(procs, logs):
+            returncode = p.poll()
+            _kill_group(p)
+            log.seek(0)
+            results.append((returncode, log.read().decode(errors="replace")))
+        return results
+    finally:
+        for p in procs:
+            _kill_group(p)
+        for log in logs:
+            log.close()
+
+
 # --- helpers for assertions ----------------------------------------------------
 
 def decode(enc: dict) -> np.ndarray | None:

@@ -39,3 +39,14 @@ def test_digits_example_without_sklearn_says_what_to_install():
         "(or pip install scikit-learn)"), result.stderr
     created = {d for d in set(os.listdir(tempfile.gettempdir())) - before if d.startswith("diloco-")}
     assert not created, created
+
+
+def test_equinox_example_without_equinox_says_what_to_install():
+    example = os.path.join(REPO_ROOT, "examples", "equinox_train.py")
+    code = (f"import runpy; sys.argv = [{example!r}, '--master', '127.0.0.1:1'];"
+            f"runpy.run_path({example!r}, run_name='__main__')")
+    result = _run_without(["equinox"], code)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip() == (
+        "equinox_train.py: equinox not installed: pip install '.[examples]' "
+        "(or pip install equinox optax)"), result.stderr

@@ -1,0 +1,185 @@
+"""bench/wan_lab.sh, the emulated WAN that bench/wan.py measures over.
+
+Without privileges: its usage, its one-line refusals of bad arguments and of a
+caller who is not root, and what `up --dry-run` would build (delays, rates and
+losses per access link, for netem and for the userspace delay line). Where
+this process may create network namespaces: a real 2-host lab has the RTT it
+was given, a cut host is silently unreachable until restored, and `down`
+leaves nothing behind.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LAB = os.path.join(REPO_ROOT, "bench", "wan_lab.sh")
+
+
+def lab(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", LAB, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **env}, cwd=tempfile.gettempdir())
+
+
+def commands(out: str) -> list[str]:
+    """The commands a dry run printed, without their '+ ' prefix."""
+    return [line[2:] for line in out.splitlines() if line.startswith("+ ")]
+
+
+def test_help_prints_the_usage():
+    r = lab("help")
+    assert r.returncode == 0, r.stderr
+    for text in ("up [-n HOSTS] [--rtt MS] [--rate MBIT] [--loss PCT]", "down", "cut I [drop|down]",
+                 "--dry-run", "WAN_LAB_PREFIX"):
+        assert text in r.stdout, text
+
+
+def test_no_command_prints_the_usage_and_fails():
+    r = lab()
+    assert r.returncode == 2
+    assert "Usage: bench/wan_lab.sh COMMAND" in r.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["up", "-n", "1"], "-n must be a whole number of hosts, 2 to 200 (got '1')"),
+    (["up", "--rtt", "fifty"], "--rtt must be a number of milliseconds (got 'fifty')"),
+    (["up", "--rtt"], "--rtt needs a value"),
+    (["up", "--loss", "100"], "--loss must be a percentage below 100 (got '100')"),
+    (["up", "--delay-line", "tc"], "--delay-line must be auto, netem or userspace (got 'tc')"),
+    (["up", "--frobnicate"], "up: unknown option '--frobnicate'"),
+    (["run", "-n", "2"], "run: give the command after '--'"),
+    (["warp"], "unknown command 'warp'"),
+])
+def test_bad_arguments_are_refused_in_one_line(args, message):
+    r = lab(*args)
+    assert r.returncode == 2, r
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("wan_lab: "), r.stderr
+    assert message in r.stderr, r.stderr
+    assert r.stdout == ""
+
+
+def test_without_root_up_refuses_in_one_line():
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("root, and no setpriv to drop root with")
+        cmd = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "bash", LAB]
+    else:
+        cmd = ["bash", LAB]
+    r = subprocess.run([*cmd, "up", "-n", "2"], capture_output=True, text=True, timeout=60,
+                       cwd=tempfile.gettempdir())
+    assert r.returncode == 1
+    assert r.stderr == ("wan_lab: needs root (it creates network namespaces and qdiscs): "
+                        "run it with sudo\n")
+
+
+def test_dry_run_with_netem_shapes_both_directions_of_every_access_link():
+    prefix = f"dry{os.getpid()}"
+    r = lab("up", "--dry-run", "-n", "2", "--rtt", "50", "--rate", "100", "--loss", "0.2",
+            "--delay-line", "netem", WAN_LAB_PREFIX=prefix, WAN_LAB_SUBNET="10.66")
+    assert r.returncode == 0, r.stderr
+    cmds = commands(r.stdout)
+    assert [c for c in cmds if c.startswith("ip netns add")] == [
+        f"ip netns add {prefix}-r", f"ip netns add {prefix}-h1", f"ip netns add {prefix}-h2"]
+    assert f"ip -n {prefix}-h2 addr add 10.66.2.2/24 dev eth0" in cmds
+    # RTT 50 = 4 access-link crossings of 12.5 ms; 0.2 % loss = 0.1 % on each of 2 hops
+    for dev in ("h1", "u1", "h2", "u2"):
+        netem = [c for c in cmds if f"dev {dev} parent 1:1 handle 10: netem" in c]
+        assert len(netem) == 1 and "delay 12.5000ms loss 0.100000%" in netem[0], cmds
+        htb = [c for c in cmds if f"class replace dev {dev} " in c]
+        assert len(htb) == 1 and "rate 100mbit" in htb[0], cmds
+    assert "dry run: nothing was changed" in r.stderr
+    assert not os.path.exists(f"/tmp/wan_lab.{prefix}")
+    if shutil.which("ip"):
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert prefix not in listed
+
+
+def test_dry_run_with_the_userspace_delay_line_delays_each_path_by_both_links():
+    r = lab("up", "--dry-run", "-n", "3", "--rtt", "40", "--loss", "1", "--delay-line", "userspace")
+    assert r.returncode == 0, r.stderr
+    conf = {int(q): (float(d), float(p)) for q, d, p in
+            re.findall(r"^\+   delay\.conf: (\d+) (\S+) (\S+)$", r.stdout, re.M)}
+    paths = {i * 256 + j for i in (1, 2, 3) for j in (1, 2, 3) if i != j}
+    assert set(conf) == paths, conf
+    for delay, loss in conf.values():  # one way: 10 ms + 10 ms; loss: 0.5 % on each of 2 hops
+        assert delay == 20.0
+        assert loss == pytest.approx(1 - 0.995 ** 2, abs=1e-6)
+    rules = re.findall(r"^\+   delay\.rules: -A WL_DELAY -i h(\d) -o h(\d) -j NFQUEUE --queue-num (\d+)$",
+                       r.stdout, re.M)
+    assert {int(i) * 256 + int(j) for i, j, q in rules} == paths
+    assert all(int(i) * 256 + int(j) == int(q) for i, j, q in rules)
+    assert any("wan_delay.py --config" in c for c in commands(r.stdout))
+
+
+def test_wan_py_runs_the_lab_script_of_this_repository():
+    spec = importlib.util.spec_from_file_location("wan", os.path.join(REPO_ROOT, "bench", "wan.py"))
+    wan = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wan)
+    assert os.path.samefile(wan.WAN_LAB, LAB)
+    r = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "bench", "wan.py"), "--help"],
+                       capture_output=True, text=True, timeout=60, cwd=tempfile.gettempdir())
+    assert r.returncode == 0 and "--rtt" in r.stdout, r.stderr
+
+
+def _can_build_a_lab() -> str | None:
+    """Why a real lab cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "not root"
+    check = lab("check")
+    if check.returncode != 0:
+        return f"wan_lab.sh check: {check.stdout.strip()}"
+    probe = f"wlprobe{os.getpid()}"
+    if subprocess.run(["ip", "netns", "add", probe], capture_output=True).returncode != 0:
+        return "cannot create network namespaces"
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return None
+
+
+CONNECT = """
+import socket, sys
+s = socket.socket(); s.settimeout(float(sys.argv[2]))
+try:
+    s.connect((sys.argv[1], 9))
+except ConnectionRefusedError:
+    print("answered")
+except socket.timeout:
+    print("silent")
+"""
+
+
+def test_a_real_lab_has_its_rtt_cuts_silently_and_leaves_nothing_behind():
+    why = _can_build_a_lab()
+    if why:
+        pytest.skip(why)
+    prefix, subnet = f"t{os.getpid() % 100000}", "10.79"
+    env = {"WAN_LAB_PREFIX": prefix, "WAN_LAB_SUBNET": subnet}
+    up = lab("up", "-n", "2", "--rtt", "40", "--rate", "100", **env)
+    assert up.returncode == 0, up.stderr
+    try:
+        r = lab("rtt", "1", "2", "5", **env)
+        assert r.returncode == 0, r.stderr
+        median = float(re.search(r"median ([\d.]+) ms", r.stdout).group(1))
+        assert 39.0 <= median < 80.0, r.stdout  # 40 ms, plus whatever a busy machine adds
+
+        def connect_from_1(timeout: float) -> str:
+            r = lab("exec", "1", sys.executable, "-c", CONNECT, f"{subnet}.2.2", str(timeout), **env)
+            assert r.returncode == 0, r.stderr
+            return r.stdout.strip()
+
+        assert lab("cut", "2", **env).returncode == 0
+        assert connect_from_1(1.5) == "silent"  # no RST, no ICMP: a timeout
+        assert lab("restore", "2", **env).returncode == 0
+        assert connect_from_1(10) == "answered"
+    finally:
+        down = lab("down", **env)
+    assert down.returncode == 0, down.stderr
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not re.search(rf"^{prefix}-", listed, re.M), listed
+    assert not os.path.exists(f"/tmp/wan_lab.{prefix}")
