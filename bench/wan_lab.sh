@@ -46,7 +46,8 @@
 #              i->j to NFQUEUE i*256+j, where bench/wan_delay.py holds it D_i + D_j and
 #              drops it with probability 1-(1-P_i)(1-P_j). A bfifo of --queue-ms is the
 #              bottleneck buffer. Needs iptables and python3.
-#   auto       netem if the kernel has it, else userspace.
+#   auto       netem if the kernel has it, else userspace; with --rtt 0 --loss 0 and no
+#              netem, none (no delay line, no iptables needed: rates and cuts only).
 # Cuts are policy-routing blackholes in the router (no iptables needed).
 #
 # Environment: WAN_LAB_PREFIX (wl), WAN_LAB_SUBNET (10.77; hosts SUBNET.1.2 ...),
@@ -301,7 +302,9 @@ cmd_up() {
     x ip -n "$ROUTER" link set lo up
     in_router sysctl -qw net.ipv4.ip_forward=1
     if [ "$mode" = auto ]; then
-        if has_netem; then mode=netem; else mode=userspace; fi
+        if has_netem; then mode=netem
+        elif [ "$(calc "$rtt == 0 && $loss == 0")" = 1 ]; then mode=none  # nothing to delay: no iptables needed
+        else mode=userspace; fi
     fi
     if [ "$mode" = userspace ] && [ "$DRY_RUN" = 0 ]; then
         need_tools iptables iptables-restore "$PYTHON"
@@ -330,7 +333,7 @@ cmd_up() {
             action mirred egress redirect dev "u$i"
         shape_host "$i"
     done
-    [ "$mode" = netem ] || start_delay_line "$n" "$lifetime"
+    [ "$mode" != userspace ] || start_delay_line "$n" "$lifetime"
     UP_COMPLETE=1
     if [ "$DRY_RUN" = 1 ]; then log "dry run: nothing was changed"; return 0; fi
     log "up: $n hosts, RTT ${rtt} ms, ${rate} Mbit/s, loss ${loss} %, delay line $mode; host i is $SUBNET.i.2 in namespace $PREFIX-hi"
@@ -392,7 +395,7 @@ cmd_status() {
         if delay_alive; then echo "delay line: bench/wan_delay.py, pid $(delay_pid)"
         else echo "delay line: NOT RUNNING (the lab drops every forwarded packet)"; fi
     else
-        echo "delay line: netem"
+        echo "delay line: $(delay_line)"
     fi
     printf "%-5s %-14s %-15s %-13s %-10s %-12s %s\n" host namespace address "delay ms/dir" "rate Mbit" "loss %/dir" cut
     for ((i = 1; i <= n; i++)); do
@@ -453,6 +456,9 @@ cmd_set() {
     if [ "$(delay_line)" = userspace ]; then
         write_delay_conf
         delay_alive && kill -HUP "$(delay_pid)"
+    fi
+    if [ "$(delay_line)" = none ] && [ "$(calc "$(host_field "$i" 2) > 0 || $(host_field "$i" 4) > 0")" = 1 ]; then
+        die "this lab has no delay line (it came up with --rtt 0 --loss 0 on a kernel without netem): take it down and bring it up with a delay"
     fi
     shape_host "$i"
     log "host $i: delay $(host_field "$i" 2) ms each way, $(host_field "$i" 3) Mbit/s, loss $(host_field "$i" 4) %"

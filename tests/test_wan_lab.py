@@ -132,9 +132,8 @@ def _can_build_a_lab() -> str | None:
     """Why a real lab cannot run here, or None."""
     if os.geteuid() != 0:
         return "not root"
-    check = lab("check")
-    if check.returncode != 0:
-        return f"wan_lab.sh check: {check.stdout.strip()}"
+    if shutil.which("ip") is None:
+        return "no ip (iproute2)"
     probe = f"wlprobe{os.getpid()}"
     if subprocess.run(["ip", "netns", "add", probe], capture_output=True).returncode != 0:
         return "cannot create network namespaces"
@@ -155,18 +154,28 @@ except socket.timeout:
 
 
 def test_a_real_lab_has_its_rtt_cuts_silently_and_leaves_nothing_behind():
+    """With a delay line (netem in the kernel, or iptables for the userspace
+    one) the lab runs at 40 ms RTT and the RTT is checked; without one (e.g. a
+    CI machine without netem or iptables) it comes up with no delay, says so,
+    and everything else is checked the same."""
     why = _can_build_a_lab()
     if why:
-        pytest.skip(why)
+        pytest.skip(why)  # not root or no iproute2: no network namespaces at all
+    rtt = 40 if lab("check").returncode == 0 else 0
     prefix, subnet = f"t{os.getpid() % 100000}", "10.79"
     env = {"WAN_LAB_PREFIX": prefix, "WAN_LAB_SUBNET": subnet}
-    up = lab("up", "-n", "2", "--rtt", "40", "--rate", "100", **env)
+    up = lab("up", "-n", "2", "--rtt", str(rtt), "--rate", "100", **env)
     assert up.returncode == 0, up.stderr
     try:
         r = lab("rtt", "1", "2", "5", **env)
         assert r.returncode == 0, r.stderr
         median = float(re.search(r"median ([\d.]+) ms", r.stdout).group(1))
-        assert 39.0 <= median < 80.0, r.stdout  # 40 ms, plus whatever a busy machine adds
+        if rtt:
+            assert 39.0 <= median < 80.0, r.stdout  # 40 ms, plus whatever a busy machine adds
+        else:
+            assert median < 20.0, r.stdout
+            status = lab("status", **env)
+            assert "delay line: none" in status.stdout, status.stdout
 
         def connect_from_1(timeout: float) -> str:
             r = lab("exec", "1", sys.executable, "-c", CONNECT, f"{subnet}.2.2", str(timeout), **env)
