@@ -35,6 +35,16 @@ class CancelledError(PcclError):
     """The operation was cancelled because its communicator was closed."""
 
 
+class QuorumError(PcclError):
+    """Fewer peers are in the run than a driver's ``min_peers`` needs.
+
+    Raised by ``DataParallel.step()`` at once with ``below_min="stop"``, or
+    when ``wait_timeout`` ran out with ``below_min="wait"``. The message says
+    how many peers there are and how many are needed. The driver's state is
+    the run's (synced) and its communicator stays usable.
+    """
+
+
 _BY_NAME = {
     cls.__name__: cls
     for cls in (
