@@ -39,3 +39,11 @@ def test_digits_example_without_sklearn_says_what_to_install():
         "(or pip install scikit-learn)"), result.stderr
     created = {d for d in set(os.listdir(tempfile.gettempdir())) - before if d.startswith("diloco-")}
     assert not created, created
+
+
+def test_data_parallel_without_optax_imports():
+    """DataParallel takes any object with init/update: jax_pccl imports, and
+    exports it, without optax installed."""
+    result = _run_without(["optax"], "import jax_pccl; print(jax_pccl.DataParallel.__name__)")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "DataParallel"
