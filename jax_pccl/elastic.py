@@ -90,7 +90,10 @@ class DataParallel:
         optimizer: any optax ``GradientTransformation`` (anything with
             ``init(params)`` and ``update(grads, state, params)``).
         min_peers: the fewest peers of this peer's group that may take a
-            step. Below it, no step is taken (see ``below_min``).
+            step. Below it, no step is taken (see ``below_min``). Peers
+            should agree on it; where they do not, the largest value among
+            the peers in the run applies to all of them (so that they all
+            decide alike), with a warning.
         below_min: ``"wait"``: keep admitting newcomers and go on once there
             are ``min_peers`` again, logging a warning on the
             ``jax_pccl.elastic`` logger every few seconds while waiting;
@@ -146,6 +149,7 @@ class DataParallel:
         self._params = self._opt_state = None
         self._step = 0
         self._world = 0
+        self._quorum = min_peers  # the run's min_peers: the largest of its peers'
         self._revision = 0  # shared-state revision: +1 per sync
         self._synced_epoch = None  # comm's epoch at the last shared-state sync
         self._retries = 0
@@ -298,11 +302,11 @@ class DataParallel:
                     return failures
                 continue  # settle: an update_topology() follows every sync
             peers = self.comm.group_world_size
-            if peers >= self.min_peers:
+            if peers >= self._quorum:
                 if waiting_since is not None:
                     log.warning("jax_pccl: %d peers in group %d again (min_peers=%d); "
                                 "training resumes at step %d", peers, self.comm.peer_group,
-                                self.min_peers, self._step + 1)
+                                self._quorum, self._step + 1)
                 return failures
             if self.below_min == "stop":
                 raise QuorumError(self._quorum_message(peers) + "; below_min='stop' ends "
@@ -320,7 +324,7 @@ class DataParallel:
             expired = mine
             if peers > 1:  # the waiting peers decide together, so they all stop or none
                 try:
-                    expired = _agree_max(int(mine), self.comm) > 0
+                    expired = _agree_max([int(mine)], self.comm)[0] > 0
                 except Exception as exc:  # noqa: BLE001
                     failures = self._failed(exc, failures, "the quorum wait")
                     continue
@@ -333,12 +337,16 @@ class DataParallel:
 
     def _quorum_message(self, peers: int) -> str:
         return (f"{peers} peer{'s' if peers != 1 else ''} in group {self.comm.peer_group}, "
-                f"min_peers={self.min_peers} needed")
+                f"min_peers={self._quorum} needed")
 
     def _sync(self, revision: int) -> None:
         """Makes {params, opt_state, step} the run's on every peer: the peers
         at the highest step count vote, the others only receive."""
-        top = _agree_max(self._step, self.comm)
+        top, quorum = _agree_max([self._step, self.min_peers], self.comm)
+        if quorum != self._quorum and quorum != self.min_peers:
+            log.warning("another peer of the run has min_peers=%d (this one: %d): the run "
+                        "applies %d", quorum, self.min_peers, quorum)
+        self._quorum = quorum
         strategy = "enforce_popular" if self._step == top else "receive_only"
         state = {"params": self._params, "opt_state": self._opt_state,
                  "step": np.asarray(self._step, np.int64)}
@@ -390,11 +398,12 @@ class DataParallel:
         return self._eval_loss(params, batch)
 
 
-def _agree_max(value: int, comm: Communicator) -> int:
-    """The largest ``value`` any peer of the group passes (a collective)."""
-    if not 0 <= value < 2**31:
-        raise ValueError(f"step count {value} is out of range")
-    return int(np.asarray(all_reduce(np.asarray([value], np.int32), comm, op="max"))[0])
+def _agree_max(values: list[int], comm: Communicator) -> list[int]:
+    """Element by element, the largest ``values`` any peer of the group passes
+    (a collective: every peer passes as many)."""
+    if not all(0 <= v < 2**31 for v in values):
+        raise ValueError(f"{values} out of range (int32)")
+    return [int(v) for v in np.asarray(all_reduce(np.asarray(values, np.int32), comm, op="max"))]
 
 
 def _apply_updates(params, updates):
