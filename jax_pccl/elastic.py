@@ -83,6 +83,10 @@ class DataParallel:
     are fine when every peer, a newcomer included, makes them at the same
     ``step_count``.
 
+    The run's state lives in its peers only: if every peer is gone, the next
+    one to connect starts a new run from its own ``init()`` params at step 0
+    (checkpoint ``params``, ``opt_state`` and ``step_count`` to survive that).
+
     Args:
         comm: a connected ``Communicator``.
         loss_fn: ``loss_fn(params, batch) -> loss`` (a scalar), or

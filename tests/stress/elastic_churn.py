@@ -6,7 +6,8 @@ wait: wherever they happen to be) while the others train.
 
 Per seed: 3 peers (tests/elastic_peer.py, min_peers=2) start together; then
 --rounds times, after 0.5-3 s, either one of them is killed (while at least
-2 live) or a new one starts; at the end one more starts if only one lives.
+2 are in the run: if all died, the next peer would start a new run from its
+own init) or a new one starts; at the end one more starts if only one lives.
 Checks: the survivors end at the same step with the same digest, every step's
 digest is the same on every peer that recorded it, and (when it can tell who
 took part in every step) the final params equal a replay of the run. Prints
@@ -45,9 +46,13 @@ def run(seed: int, rounds: int) -> str:
             def alive():
                 return [i for i, p in peers.procs.items() if p.poll() is None and i not in peers.killed]
 
+            def in_run():  # alive and through init(): they hold the run's state
+                return [i for i in alive() if peers.joined(i) is not None]
+
             for _ in range(rounds):
                 time.sleep(rng.uniform(0.5, 3.0))
-                if rng.random() < 0.5 and len(alive()) >= 2:
+                # never the last peer of the run: the run's state would die with it
+                if rng.random() < 0.5 and len(in_run()) >= 2:
                     victim = rng.choice(alive())
                     peers.kill(victim)
                     events.append(f"kill {victim}")
@@ -60,6 +65,7 @@ def run(seed: int, rounds: int) -> str:
                 events.append(f"start {n}")
             time.sleep(6)
             survivors = alive()
+            print(f"seed {seed}: {', '.join(events)}; survivors {survivors}, workdir {peers.dir}", flush=True)
             peers.stop_at(max(peers.progress(i) for i in survivors) + 20)
             peers.join(survivors, timeout=120)
             final = assert_finished_identical(peers, survivors)
