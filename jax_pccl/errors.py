@@ -41,7 +41,9 @@ class QuorumError(PcclError):
     Raised by ``DataParallel.step()`` at once with ``below_min="stop"``, or
     when ``wait_timeout`` ran out with ``below_min="wait"``. The message says
     how many peers there are and how many are needed. The driver's state is
-    the run's (synced) and its communicator stays usable.
+    the run's (synced) and its communicator stays usable; the peers in the
+    run raise it together. A peer that does not go on training should
+    ``close()`` its communicator (or exit): until then the others count it in.
     """
 
 
