@@ -41,7 +41,7 @@ def main() -> None:
     ap.add_argument("--master", help="host:port of the master (default: $JAX_PCCL_MASTER)")
     ap.add_argument("--steps", type=int, default=2000, help="the run's length, in steps")
     ap.add_argument("--min-peers", type=int, default=2, help="never train with fewer")
-    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--lr", type=float, default=1e-2)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
@@ -49,7 +49,7 @@ def main() -> None:
     comm.connect()
     trainer = pccl.DataParallel(comm, loss_fn, optax.adam(args.lr), min_peers=args.min_peers)
     trainer.init(init_params(jax.random.PRNGKey(0)))  # a joiner receives the run's state instead
-    teacher = np.random.default_rng(0).normal(size=16).astype(np.float32)  # one task for all
+    teacher = np.random.default_rng(0).normal(size=16).astype(np.float32) / 4  # one task for all
     rng = np.random.default_rng()  # each peer its own samples of it
     while trainer.step_count < args.steps:
         x = rng.normal(size=(64, 16)).astype(np.float32)

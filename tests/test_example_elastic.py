@@ -49,5 +49,4 @@ def test_the_example_waits_for_a_second_peer_and_both_end_with_the_same_state():
     assert all(last), lines
     assert [m[1] for m in last] == [str(STEPS)] * 2 and [m[3] for m in last] == ["2", "2"], lines
     assert last[0][4] == last[1][4], lines
-    first = re.fullmatch(pattern, lines[0][0])
-    assert float(last[0][2]) < float(first[2]), lines  # it learns
+    assert float(last[0][2]) < 0.2, lines  # it learns (the loss starts near 1.4)
