@@ -29,6 +29,7 @@ def _load_native() -> None:
 _load_native()
 
 from .communicator import Communicator  # noqa: E402
+from .elastic import DataParallel
 from .errors import (
     CancelledError,
     CollectiveMismatchError,
@@ -36,6 +37,7 @@ from .errors import (
     PcclError,
     PeerFailureError,
     ProtocolError,
+    QuorumError,
     is_peer_failure,
 )
 from .master import Master
@@ -55,11 +57,13 @@ __all__ = [
     "CancelledError",
     "CollectiveMismatchError",
     "Communicator",
+    "DataParallel",
     "Master",
     "MasterUnreachableError",
     "PcclError",
     "PeerFailureError",
     "ProtocolError",
+    "QuorumError",
     "all_reduce",
     "all_reduce_start",
     "all_reduce_wait",

@@ -1,4 +1,5 @@
-"""Parsing of "host:port" addresses and shared argument checks (incl. ``secret=``)."""
+"""Parsing of "host:port" addresses and shared argument checks (incl. ``secret=``
+and secret files)."""
 
 from __future__ import annotations
 
@@ -38,4 +39,19 @@ def secret_bytes(secret: Any) -> bytes | None:
         raise TypeError(f"secret must be bytes, str or None, got {type(secret).__name__}")
     if not secret:
         raise ValueError("secret must not be empty: use secret=None for no authentication")
+    return secret
+
+
+def read_secret_file(path: str) -> bytes:
+    """The secret held in the file at ``path``: its bytes, less one trailing
+    newline (``\\n`` or ``\\r\\n``). Raises OSError if it cannot be read,
+    ValueError if it is empty."""
+    with open(path, "rb") as f:
+        secret = f.read()
+    if secret.endswith(b"\r\n"):
+        secret = secret[:-2]
+    elif secret.endswith(b"\n"):
+        secret = secret[:-1]
+    if not secret:
+        raise ValueError(f"{path}: the secret file is empty")
     return secret

@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 
+from .address import read_secret_file
 
 SECRET_ENV = "JAX_PCCL_SECRET"
 
@@ -19,14 +20,10 @@ def _read_secret(args) -> bytes | None:
     show it). One trailing newline of the file is ignored.
     """
     if args.secret_file:
-        with open(args.secret_file, "rb") as f:
-            secret = f.read()
-        if secret.endswith(b"\r\n"):
-            secret = secret[:-2]
-        elif secret.endswith(b"\n"):
-            secret = secret[:-1]
-        if not secret:
-            raise ValueError(f"--secret-file {args.secret_file}: the file is empty")
+        try:
+            secret = read_secret_file(args.secret_file)
+        except ValueError:
+            raise ValueError(f"--secret-file {args.secret_file}: the file is empty") from None
         try:
             mode = os.stat(args.secret_file).st_mode
         except OSError:

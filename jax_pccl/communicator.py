@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 import time
 import weakref
 from typing import Any, Callable
 
 from . import _pccl
-from .address import parse_address, secret_bytes
+from .address import parse_address, read_secret_file, secret_bytes
 from .ops.effects import clear_failed_tokens
 
 _live: "weakref.WeakSet[Communicator]" = weakref.WeakSet()
@@ -18,6 +19,12 @@ log = logging.getLogger("jax_pccl")
 
 # How often a peer that waits (to be admitted, for a quorum) says so.
 WAIT_LOG_EVERY_S = 10.0
+
+# Communicator.from_env() reads these (`jax-pccl launch` sets the first two).
+MASTER_ENV = "JAX_PCCL_MASTER"
+SECRET_FILE_ENV = "JAX_PCCL_SECRET_FILE"
+SECRET_ENV = "JAX_PCCL_SECRET"  # as `jax-pccl master` reads it
+PEER_GROUP_ENV = "JAX_PCCL_PEER_GROUP"
 
 
 class Communicator:
@@ -82,6 +89,69 @@ class Communicator:
                                           concurrency=concurrency)
         self._closed = False
         _live.add(self)
+
+    @classmethod
+    def from_env(cls, **kwargs) -> "Communicator":
+        """A Communicator configured from the environment (not yet connected).
+
+        Reads ``JAX_PCCL_MASTER`` (the master's ``host:port``, required),
+        ``JAX_PCCL_SECRET_FILE`` (a file holding the shared secret; one
+        trailing newline is ignored), else ``JAX_PCCL_SECRET`` (the secret
+        itself, as ``jax-pccl master`` reads it), and ``JAX_PCCL_PEER_GROUP``
+        (an int, default 0). ``jax-pccl launch`` sets the first two for
+        every peer it starts.
+
+        Args:
+            **kwargs: any argument of the constructor (``address``,
+                ``peer_group``, ``secret``, ``timeout``, ...); a keyword given
+                here wins over the environment, and the variable it replaces
+                is not read.
+
+        Returns:
+            Communicator: the same as ``Communicator(address, ...)``; call
+            ``connect()`` on it.
+
+        Raises:
+            PcclError: ``JAX_PCCL_MASTER`` is not set (and no ``address=``),
+                or a variable holds something unusable (a malformed
+                address, a secret file that is missing, unreadable or empty,
+                a peer group that is not a non-negative int); the message
+                names the variable.
+        """
+        from .errors import PcclError
+
+        env = os.environ
+        if "address" not in kwargs:
+            address = env.get(MASTER_ENV, "").strip()
+            if not address:
+                raise PcclError(f"{MASTER_ENV} is not set: set it to the master's host:port "
+                                f"(e.g. {MASTER_ENV}=10.0.0.1:48148), or pass address=")
+            try:
+                parse_address(address)
+            except ValueError as exc:
+                raise PcclError(f"{MASTER_ENV}={address!r}: {exc}") from None
+            kwargs["address"] = address
+        if "secret" not in kwargs:
+            path = env.get(SECRET_FILE_ENV, "")
+            if path:
+                try:
+                    kwargs["secret"] = read_secret_file(path)
+                except OSError as exc:
+                    raise PcclError(f"{SECRET_FILE_ENV}={path}: cannot read the secret: "
+                                    f"{exc.strerror or exc}") from None
+                except ValueError:
+                    raise PcclError(f"{SECRET_FILE_ENV}={path}: the file is empty") from None
+            elif env.get(SECRET_ENV):
+                kwargs["secret"] = env[SECRET_ENV].encode("utf-8", "surrogateescape")
+        if "peer_group" not in kwargs and env.get(PEER_GROUP_ENV, "").strip():
+            text = env[PEER_GROUP_ENV].strip()
+            try:
+                kwargs["peer_group"] = int(text)
+            except ValueError:
+                raise PcclError(f"{PEER_GROUP_ENV}={text!r}: must be a non-negative int") from None
+            if not 0 <= kwargs["peer_group"] < 2**32:
+                raise PcclError(f"{PEER_GROUP_ENV}={text!r}: must be a non-negative int below 2**32")
+        return cls(**kwargs)
 
     # -- membership ---------------------------------------------------------
     def connect(self, timeout: float | None = None, min_peers: int = 1) -> "Communicator":

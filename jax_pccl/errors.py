@@ -35,6 +35,18 @@ class CancelledError(PcclError):
     """The operation was cancelled because its communicator was closed."""
 
 
+class QuorumError(PcclError):
+    """Fewer peers are in the run than a driver's ``min_peers`` needs.
+
+    Raised by ``DataParallel.step()`` at once with ``below_min="stop"``, or
+    when ``wait_timeout`` ran out with ``below_min="wait"``. The message says
+    how many peers there are and how many are needed. The driver's state is
+    the run's (synced) and its communicator stays usable; the peers in the
+    run raise it together. A peer that does not go on training should
+    ``close()`` its communicator (or exit): until then the others count it in.
+    """
+
+
 _BY_NAME = {
     cls.__name__: cls
     for cls in (

@@ -50,3 +50,11 @@ def test_equinox_example_without_equinox_says_what_to_install():
     assert result.stderr.strip() == (
         "equinox_train.py: equinox not installed: pip install '.[examples]' "
         "(or pip install equinox optax)"), result.stderr
+
+
+def test_data_parallel_without_optax_imports():
+    """DataParallel takes any object with init/update: jax_pccl imports, and
+    exports it, without optax installed."""
+    result = _run_without(["optax"], "import jax_pccl; print(jax_pccl.DataParallel.__name__)")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "DataParallel"
