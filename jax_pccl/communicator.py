@@ -91,7 +91,7 @@ class Communicator:
         _live.add(self)
 
     @classmethod
-    def from_env(cls, **kwargs) -> "Communicator":
+    def from_env(cls, **kwargs: Any) -> "Communicator":
         """A Communicator configured from the environment (not yet connected).
 
         Reads ``JAX_PCCL_MASTER`` (the master's ``host:port``, required),

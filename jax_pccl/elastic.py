@@ -161,7 +161,7 @@ class DataParallel:
         self._train_step = self._eval_loss = None
 
     # -- public -------------------------------------------------------------
-    def init(self, params) -> None:
+    def init(self, params: Any) -> None:
         """Enters the run with ``params``; every peer calls it once, after ``connect()``.
 
         The peers that start a run together begin from ``params`` (give them
@@ -194,7 +194,7 @@ class DataParallel:
                 failures = self._failed(exc, failures, "joining the run")
             self._update_topology()  # what the others do next, too
 
-    def step(self, batch):
+    def step(self, batch: Any) -> Any:
         """One optimizer step over every peer; returns this peer's loss.
 
         Runs the step boundary (admits newcomers, drops dead peers, syncs the
@@ -208,8 +208,8 @@ class DataParallel:
             batch: this peer's batch, any pytree ``loss_fn`` accepts.
 
         Returns:
-            This peer's loss on ``batch`` before the update (a jax scalar),
-            or ``(loss, aux)`` with ``has_aux``.
+            Any: this peer's loss on ``batch`` before the update (a jax
+            scalar), or ``(loss, aux)`` with ``has_aux``.
 
         Raises:
             RuntimeError: ``init()`` was not called.
