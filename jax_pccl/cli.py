@@ -61,8 +61,11 @@ def _cmd_master(args) -> int:
         master = Master(host=args.host, port=args.port, secret=secret,
                         heartbeat_timeout=args.heartbeat_timeout)
     except (PcclError, OSError, ValueError) as exc:  # a port in use, a bad address
-        print(f"jax-pccl master: cannot listen on {args.host}:{args.port}: {exc}",
-              file=sys.stderr)
+        # the engine's message already names the address ("cannot listen on H:P: why")
+        why = str(exc)
+        if not why.startswith("cannot listen on"):
+            why = f"cannot listen on {args.host}:{args.port}: {why}"
+        print(f"jax-pccl master: {why}", file=sys.stderr)
         return 1
     with master:
         auth = "shared-secret authentication" if secret else "no authentication"

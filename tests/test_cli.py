@@ -106,7 +106,7 @@ def test_port_in_use_is_one_line_not_a_traceback():
         result = _cli("master", "--host", "127.0.0.1", "--port", str(port), timeout=30)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
-    assert lines[-1].startswith(f"jax-pccl master: cannot listen on 127.0.0.1:{port}"), lines
+    assert lines[-1] == f"jax-pccl master: cannot listen on 127.0.0.1:{port}: Address already in use", lines
     assert "Traceback" not in result.stderr, result.stderr
 
 
