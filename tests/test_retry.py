@@ -143,8 +143,10 @@ def master_port():
     probe = pccl.Master()
     port = probe.port
     probe.close()
-    procs = []
-    yield port, procs
+    procs, threads = [], []
+    yield port, procs, threads
+    for thread in threads:  # a restart still under way
+        thread.join(60)
     for p in procs:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
@@ -162,7 +164,7 @@ def test_master_restart_on_the_same_port_within_master_grace(master_port, grace)
     the first failed attempt restarts it on the same port. With a grace the
     step comes back with the right result; without one, the outage
     propagates after that one attempt."""
-    port, procs = master_port
+    port, procs, threads = master_port
     procs.append(_start_master_process(port))
     comm = pccl.Communicator(f"127.0.0.1:{port}", timeout=5.0).connect(timeout=20)
     try:
@@ -174,8 +176,9 @@ def test_master_restart_on_the_same_port_within_master_grace(master_port, grace)
             except Exception as exc:
                 failures.append(exc)
                 if len(failures) == 1 and grace:  # back only after the step saw it gone
-                    threading.Thread(target=lambda: (procs.append(_start_master_process(port)),
-                                                     restarted.set()), daemon=True).start()
+                    threads.append(threading.Thread(target=lambda: (
+                        procs.append(_start_master_process(port)), restarted.set()), daemon=True))
+                    threads[0].start()
                 raise
 
         x = np.arange(4, dtype=np.float32)
