@@ -291,6 +291,26 @@ def test_driver_retries_a_sync_the_master_outage_broke_within_master_grace(comm,
         assert fake.calls == 1
 
 
+@pytest.mark.parametrize("grace", [30.0, 0.0])
+def test_driver_retries_a_shared_state_sync_the_master_outage_broke_within_master_grace(comm, grace):
+    real, calls = comm.sync_shared_state, []
+
+    def sync(*args, **kwargs):
+        calls.append(kwargs.get("revision"))
+        if len(calls) == 2:  # the boundary's sync (the first is init()'s)
+            raise MasterUnreachableError("lost connection to master (test)")
+        return real(*args, **kwargs)
+    comm.sync_shared_state = sync
+    if grace:
+        run = _sync_once(comm, master_grace=grace)
+        assert len(calls) == 3 and calls[1] == calls[2] and run.tally.recoveries == 1
+        assert [s.t for s in run.tally.syncs] == [2]
+    else:
+        with pytest.raises(MasterUnreachableError):
+            _sync_once(comm, master_grace=grace)
+        assert len(calls) == 2
+
+
 @pytest.mark.parametrize("kwargs,exc", [
     ({"max_retries": -1}, ValueError), ({"max_retries": 2.0}, TypeError),
     ({"master_grace": -1}, ValueError), ({"master_grace": float("nan")}, ValueError),
