@@ -99,8 +99,16 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr, exit 2 (API.md); argparse prints
+    its whole usage block first. Subparsers are made of this class too."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jax-pccl", description=__doc__)
+    parser = _Parser(prog="jax-pccl", description=__doc__)
     parser.add_argument("--version", action="version", version=f"jax-pccl {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 

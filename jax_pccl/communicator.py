@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
+import numbers
 import os
 import threading
 import time
@@ -11,7 +13,7 @@ import weakref
 from typing import Any, Callable
 
 from . import _pccl
-from .address import parse_address, read_secret_file, secret_bytes
+from .address import check_advertise_host, parse_address, read_secret_file, secret_bytes
 from .ops.effects import clear_failed_tokens
 
 _live: "weakref.WeakSet[Communicator]" = weakref.WeakSet()
@@ -36,6 +38,11 @@ class Communicator:
     ``secret`` (bytes or str; None: no authentication) must equal the
     master's. A mismatch (including a secret on one side only) makes
     ``connect()`` raise PcclError("authentication with master ... failed: ...").
+
+    ``advertise_host``: the host name or IP address the other peers of the
+    ring connect to this one at (the master hands them "host:listen_port";
+    its status() lists it). "" (default): the address the master sees this
+    peer connect from. Set it behind NAT or on multi-homed hosts.
 
     ``connections`` (1..32, default 8) is how many TCP connections this peer
     opens to its ring neighbour; large all-reduces are striped over them, so
@@ -65,10 +72,18 @@ class Communicator:
     ):
         secret = secret_bytes(secret)
         host, port = parse_address(address)
-        if not isinstance(peer_group, int) or not 0 <= peer_group < 2**32:
-            raise ValueError(f"peer_group must be a non-negative int, got {peer_group!r}")
-        if not timeout or timeout <= 0:
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if not isinstance(peer_group, numbers.Integral) or isinstance(peer_group, bool):
+            raise TypeError(f"peer_group must be an int, got {peer_group!r}")
+        peer_group = int(peer_group)
+        if not 0 <= peer_group < 2**32:
+            raise ValueError(f"peer_group must be in 0..{2**32 - 1}, got {peer_group!r}")
+        # bool is an int, and nan/inf passed a `<= 0` check: nan made every
+        # deadline undefined, inf none at all (the engine treats > 1e9 s as never).
+        if not isinstance(timeout, numbers.Real) or isinstance(timeout, bool):
+            raise TypeError(f"timeout must be a number of seconds, got {timeout!r}")
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise ValueError(f"timeout must be a positive, finite number of seconds, got {timeout!r}")
+        advertise_host = check_advertise_host(advertise_host)
         if connections is None:
             connections = _pccl.DEFAULT_CONNECTIONS
         if (not isinstance(connections, int) or isinstance(connections, bool)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
+import numbers
 import time
 from typing import Callable, TypeVar
 
@@ -39,6 +41,7 @@ def retry_on_peer_failure(
     Other errors propagate unchanged; so does the failure after
     ``max_retries`` attempts, or a master outage longer than ``master_grace``.
     """
+    check_retry_args(max_retries, backoff, master_grace)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -54,6 +57,21 @@ def retry_on_peer_failure(
         raise AssertionError("unreachable")
 
     return wrapper  # type: ignore[return-value]
+
+
+def check_retry_args(max_retries, backoff=0.0, master_grace=0.0) -> None:
+    """Refuses what the loops below cannot mean (checked when wrapping, not at
+    the first failure): max_retries=-1 made the wrapper raise
+    AssertionError("unreachable") without calling fn at all."""
+    if not isinstance(max_retries, numbers.Integral) or isinstance(max_retries, bool):
+        raise TypeError(f"max_retries must be an int, got {max_retries!r}")
+    if max_retries < 0:
+        raise ValueError(f"max_retries must be >= 0, got {max_retries!r}")
+    for name, value in (("backoff", backoff), ("master_grace", master_grace)):
+        if not isinstance(value, numbers.Real) or isinstance(value, bool):
+            raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
 
 
 def is_master_unreachable(exc: BaseException) -> bool:

@@ -35,6 +35,7 @@ import cases  # noqa: E402
 import concurrency_scenarios  # noqa: E402
 import continuation_scenarios  # noqa: E402
 import handler_edge_scenarios  # noqa: E402
+import membership_scenarios  # noqa: E402
 import state_scenarios  # noqa: E402
 import striping_scenarios  # noqa: E402
 
@@ -577,6 +578,7 @@ SCENARIOS.update(striping_scenarios.SCENARIOS)
 SCENARIOS.update(concurrency_scenarios.SCENARIOS)
 SCENARIOS.update(continuation_scenarios.SCENARIOS)
 SCENARIOS.update(handler_edge_scenarios.SCENARIOS)
+SCENARIOS.update(membership_scenarios.SCENARIOS)
 
 
 class Ctx:

@@ -11,7 +11,10 @@ import sys
 import tempfile
 import time
 
+import pytest
+
 import jax_pccl
+from test_engine_cpp import _tool
 
 # Run from a neutral directory so `python -m` imports the installed package.
 NEUTRAL_CWD = tempfile.gettempdir()
@@ -132,3 +135,59 @@ def test_import_from_the_source_tree_says_what_to_do():
     last = result.stderr.strip().splitlines()[-1]
     assert "source tree without the compiled engine" in last and "cd /tmp" in last, last
     assert "circular import" not in result.stderr
+
+
+# --- the installed console script itself ---------------------------------------------------
+
+def _script(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([_tool("jax-pccl"), *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=NEUTRAL_CWD)
+
+
+def test_console_script_version_and_help():
+    from importlib.metadata import version
+
+    result = _script("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"jax-pccl {version('jax_pccl')}" == f"jax-pccl {jax_pccl.__version__}"
+    help_text = _script("--help")
+    assert help_text.returncode == 0 and help_text.stderr == "", help_text.stderr
+    assert help_text.stdout.startswith("usage: jax-pccl") and "master" in help_text.stdout
+
+
+def test_console_script_master_listens_and_exits_0_on_sigterm():
+    proc = subprocess.Popen([_tool("jax-pccl"), "master", "--host", "127.0.0.1", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=NEUTRAL_CWD, start_new_session=True)
+    try:
+        line = proc.stdout.readline()
+        assert "listening on 127.0.0.1:" in line, line + proc.stderr.read()
+        port = int(line.split("listening on 127.0.0.1:")[1].split()[0])
+        with socket.create_connection(("127.0.0.1", port), timeout=10):
+            pass  # it really listens there
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        assert "master stopped" in proc.stdout.read()
+        assert "Traceback" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.mark.parametrize("args,names", [
+    (["frobnicate"], "frobnicate"),
+    ([], "command"),
+    (["master", "--port", "x"], "--port"),
+    (["master", "--no-such-flag"], "--no-such-flag"),
+])
+def test_console_script_usage_errors_are_one_line(args, names):
+    """API.md: errors are one line on stderr, exit 2 (argparse printed its
+    usage block first)."""
+    result = _script(*args)
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("jax-pccl") and names in lines[0], lines
+    assert "Traceback" not in result.stderr

@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "dil
 import problem  # noqa: E402
 import reference  # noqa: E402
 
-from jax_pccl import diloco  # noqa: E402
+from jax_pccl import MasterUnreachableError, PeerFailureError, diloco  # noqa: E402
 
 RTOL, ATOL = 2e-5, 2e-6  # float32 runs against a float64 replay
 
@@ -191,3 +191,182 @@ def test_streaming_payload_is_one_fragment(comm):
 def test_driver_validates_quantization(comm):
     with pytest.raises(ValueError, match="quantization"):
         diloco.DiLoCo(comm, inner_steps=4, quantization="int4")
+
+
+# --- max_retries and master_grace ----------------------------------------------------------
+
+class FailingReduce:
+    """Stands in for reduce.reduce_blocking: raises the queued errors, one
+    per call, then does the real reduction. Counts calls."""
+
+    def __init__(self, real, errors):
+        self.real, self.errors, self.calls = real, list(errors), 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return self.real(*args, **kwargs)
+
+
+def _sync_once(comm, **config):
+    """A sync DiLoCo run (H=2) up to its first sync; returns the driver."""
+    run = diloco.DiLoCo(comm, inner_steps=2, **config)
+    local = run.init({"w": jnp.zeros(3)})
+    for _ in range(2):
+        local = run.step(jax.tree_util.tree_map(lambda x: x + 1.0, local))
+    return run
+
+
+@pytest.mark.parametrize("failures,max_retries", [(0, 0), (2, 2), (1, 3)])
+def test_driver_retries_a_failed_sync_up_to_max_retries(comm, monkeypatch, failures, max_retries):
+    from jax_pccl.diloco import reduce as reduce_module
+
+    fake = FailingReduce(reduce_module.reduce_blocking,
+                         [PeerFailureError(f"failure {k}") for k in range(failures)])
+    monkeypatch.setattr(reduce_module, "reduce_blocking", fake)
+    run = _sync_once(comm, max_retries=max_retries)
+    (sync,) = run.tally.syncs
+    assert (sync.t, sync.retries, sync.contributors) == (2, failures, 1)
+    assert fake.calls == failures + 1 and run.tally.recoveries == failures
+    np.testing.assert_allclose(run.global_params["w"], 0.7 * 1.9 * 2.0)  # one Nesterov step on g=-2
+
+
+@pytest.mark.parametrize("max_retries", [0, 2])
+def test_driver_gives_up_after_max_retries(comm, monkeypatch, max_retries):
+    from jax_pccl.diloco import reduce as reduce_module
+
+    errors = [PeerFailureError(f"failure {k}") for k in range(1, 10)]
+    fake = FailingReduce(reduce_module.reduce_blocking, errors)
+    monkeypatch.setattr(reduce_module, "reduce_blocking", fake)
+    with pytest.raises(PeerFailureError, match=f"failure {max_retries + 1}$"):
+        _sync_once(comm, max_retries=max_retries)
+    assert fake.calls == max_retries + 1
+
+
+class UnreachableFor:
+    """Wraps comm.update_topology: the first n calls raise
+    MasterUnreachableError (a master outage), then the real one runs."""
+
+    def __init__(self, comm, n):
+        self.real, self.left, self.calls = comm.update_topology, n, 0
+
+    def __call__(self):
+        self.calls += 1
+        if self.left:
+            self.left -= 1
+            raise MasterUnreachableError("lost connection to master (test)")
+        return self.real()
+
+
+@pytest.mark.parametrize("grace", [30.0, 0.0])
+def test_driver_rides_out_a_master_outage_at_a_boundary_within_master_grace(comm, grace):
+    """DiLoCo(master_grace=S) used to raise the first MasterUnreachableError
+    of its boundary's update_topology() (only a peer failure was recovered,
+    and only then was the grace applied)."""
+    unreachable = UnreachableFor(comm, 3)
+    comm.update_topology = unreachable
+    if grace:
+        run = _sync_once(comm, master_grace=grace)
+        assert unreachable.calls == 4 and [s.t for s in run.tally.syncs] == [2]
+    else:
+        with pytest.raises(MasterUnreachableError):
+            _sync_once(comm, master_grace=grace)
+        assert unreachable.calls == 1
+
+
+@pytest.mark.parametrize("grace", [30.0, 0.0])
+def test_driver_retries_a_sync_the_master_outage_broke_within_master_grace(comm, monkeypatch, grace):
+    from jax_pccl.diloco import reduce as reduce_module
+
+    fake = FailingReduce(reduce_module.reduce_blocking,
+                         [MasterUnreachableError("lost connection to master (test)")])
+    monkeypatch.setattr(reduce_module, "reduce_blocking", fake)
+    if grace:
+        run = _sync_once(comm, master_grace=grace)
+        assert fake.calls == 2 and run.tally.syncs[0].retries == 1
+    else:
+        with pytest.raises(MasterUnreachableError):
+            _sync_once(comm, master_grace=grace)
+        assert fake.calls == 1
+
+
+@pytest.mark.parametrize("grace", [30.0, 0.0])
+def test_driver_retries_a_shared_state_sync_the_master_outage_broke_within_master_grace(comm, grace):
+    real, calls = comm.sync_shared_state, []
+
+    def sync(*args, **kwargs):
+        calls.append(kwargs.get("revision"))
+        if len(calls) == 2:  # the boundary's sync (the first is init()'s)
+            raise MasterUnreachableError("lost connection to master (test)")
+        return real(*args, **kwargs)
+    comm.sync_shared_state = sync
+    if grace:
+        run = _sync_once(comm, master_grace=grace)
+        assert len(calls) == 3 and calls[1] == calls[2] and run.tally.recoveries == 1
+        assert [s.t for s in run.tally.syncs] == [2]
+    else:
+        with pytest.raises(MasterUnreachableError):
+            _sync_once(comm, master_grace=grace)
+        assert len(calls) == 2
+
+
+@pytest.mark.parametrize("kwargs,exc", [
+    ({"max_retries": -1}, ValueError), ({"max_retries": 2.0}, TypeError),
+    ({"master_grace": -1}, ValueError), ({"master_grace": float("nan")}, ValueError),
+])
+def test_driver_validates_retry_arguments(comm, kwargs, exc):
+    """max_retries=-1 reached the shared-state sync's loop as range(0), which
+    then failed with UnboundLocalError."""
+    with pytest.raises(exc, match=next(iter(kwargs))):
+        diloco.DiLoCo(comm, inner_steps=4, **kwargs)
+
+
+def test_driver_rides_out_a_real_master_restart_within_master_grace():
+    """This process is the peer, the master a process. It is killed after
+    the first sync; the driver's boundary update_topology() finds it gone,
+    which restarts it on the same port; the run goes on and syncs again."""
+    import os
+    import signal
+    import threading
+
+    import jax_pccl as pccl
+    from test_fault_tolerance import _start_master_process
+
+    probe = pccl.Master()
+    port = probe.port
+    probe.close()
+    masters, restarts = [_start_master_process(port)], []
+    try:
+        with pccl.Communicator(f"127.0.0.1:{port}", timeout=5.0).connect(timeout=20) as comm:
+            real, outages = comm.update_topology, []
+
+            def watched():
+                try:
+                    return real()
+                except MasterUnreachableError as exc:
+                    if not outages:  # back only once the driver saw it gone
+                        restarts.append(threading.Thread(target=lambda: masters.append(
+                            _start_master_process(port)), daemon=True))
+                        restarts[0].start()
+                    outages.append(exc)
+                    raise
+            comm.update_topology = watched
+            run = diloco.DiLoCo(comm, inner_steps=2, master_grace=30.0)
+            local = run.init({"w": jnp.zeros(3)})
+            for t in range(1, 7):
+                if t == 3:
+                    os.killpg(masters[0].pid, signal.SIGKILL)
+                    masters[0].wait()
+                local = run.step(jax.tree_util.tree_map(lambda x: x + 1.0, local))
+            assert outages, "the driver never saw the master gone"
+            assert [s.t for s in run.tally.syncs] == [2, 4, 6]
+            revisions = [r for r, _, _ in run.tally.state_syncs]
+            assert revisions == list(range(revisions[0], revisions[0] + 4)), revisions
+    finally:
+        for thread in restarts:
+            thread.join(60)
+        for m in masters:
+            if m.poll() is None:
+                os.killpg(m.pid, signal.SIGKILL)
+            m.wait()

@@ -180,3 +180,111 @@ def test_function_jitted_over_a_closed_communicator_says_re_jit(pccl, kind):
         comm.close()
         with pytest.raises(Exception, match=r"closed: re-jit the function with the new Communicator"):
             np.asarray(step(x))
+
+
+# --- close() from another thread cancels what this one waits for ---------------------------
+
+CANCEL_COMM_TIMEOUT = 30.0
+CANCEL_BOUND_S = CANCEL_COMM_TIMEOUT / 3  # "promptly": by the cancellation, not the timeout
+
+
+@pytest.fixture
+def stranded(pccl):
+    """Two accepted peers of one group in this process; `b` never joins a
+    collective, so any collective `a` starts waits for it (until `timeout`)."""
+    import threading
+    import time
+
+    from jax_pccl.ops.effects import clear_failed_tokens
+
+    with pccl.Master(host="127.0.0.1", port=0) as master:
+        a = pccl.Communicator(master.address, timeout=CANCEL_COMM_TIMEOUT).connect(timeout=20)
+        b = pccl.Communicator(master.address, timeout=CANCEL_COMM_TIMEOUT)
+        joiner = threading.Thread(target=lambda: b.connect(timeout=30), daemon=True)
+        joiner.start()
+        deadline = time.monotonic() + 30
+        while a.group_world_size < 2 and time.monotonic() < deadline:
+            a.update_topology()
+            time.sleep(0.02)
+        joiner.join(30)
+        assert (a.group_world_size, b.group_world_size) == (2, 2)
+        try:
+            yield a
+        finally:
+            a.close()
+            b.close()
+            clear_failed_tokens()  # a cancelled jitted call leaves its token failed
+
+
+def _close_once_in_flight(comm, seq_before: int):
+    """Closes comm from a helper thread once a collective of it is placed
+    (stats' seq moved past seq_before); returns (thread, close-time box)."""
+    import threading
+    import time
+
+    closed_at = []
+
+    def run():
+        deadline = time.monotonic() + 60
+        while comm.stats()["seq"] <= seq_before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)  # the caller is now blocked in it
+        closed_at.append(time.monotonic())
+        comm.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, closed_at
+
+
+def test_cancelled_error_is_exported_and_a_pccl_error(pccl):
+    assert "CancelledError" in pccl.__all__
+    assert issubclass(pccl.CancelledError, pccl.PcclError)
+    assert issubclass(pccl.CancelledError, RuntimeError)
+
+
+@pytest.mark.parametrize("mode", ["eager", "jit"])
+def test_close_from_another_thread_cancels_a_blocked_collective(pccl, stranded, mode):
+    import time
+
+    import jax
+
+    comm = stranded
+    fn = (lambda v: pccl.all_reduce(v, comm)) if mode == "eager" else jax.jit(
+        lambda v: pccl.all_reduce(v, comm))
+    x = np.arange(8, dtype=np.float32)
+    closer, closed_at = _close_once_in_flight(comm, comm.stats()["seq"])
+    with pytest.raises(Exception) as info:
+        np.asarray(fn(x))
+    ended = time.monotonic()
+    closer.join(10)
+    assert closed_at, "the collective never showed as placed (stats()['seq'] did not move)"
+    if mode == "eager":
+        assert type(info.value) is pccl.CancelledError, repr(info.value)
+    else:  # a jitted call: JaxRuntimeError naming it (API.md)
+        assert isinstance(info.value, jax.errors.JaxRuntimeError), repr(info.value)
+        assert "CancelledError" in str(info.value), str(info.value)
+    assert ended - closed_at[0] < CANCEL_BOUND_S, f"cancelled after {ended - closed_at[0]:.1f} s"
+    assert np.array_equal(x, np.arange(8, dtype=np.float32))  # input untouched
+
+
+def test_wait_after_close_raises_cancelled_error(pccl, stranded):
+    """A start still in flight when close() ran: its wait says it was
+    cancelled (it used to say "re-jit the function", about a jitted function
+    there never was)."""
+    import time
+
+    comm = stranded
+    seq_before = comm.stats()["seq"]
+    handle = pccl.all_reduce_start(np.ones(8, np.float32), comm)
+    deadline = time.monotonic() + 30
+    while comm.stats()["seq"] <= seq_before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    comm.close()
+    t0 = time.monotonic()
+    with pytest.raises(pccl.CancelledError, match="close"):
+        pccl.all_reduce_wait(handle)
+    assert time.monotonic() - t0 < CANCEL_BOUND_S
+    # and a new collective on the closed communicator says it is closed
+    with pytest.raises(pccl.PcclError, match="closed"):
+        pccl.all_reduce(np.ones(2, np.float32), comm)

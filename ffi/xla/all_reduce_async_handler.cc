@@ -126,7 +126,13 @@ ffi::Future wait_body(ffi::RemainingRets& rets, int64_t comm_handle, int64_t sit
   std::shared_ptr<Communicator> comm = find_communicator(comm_handle);
   std::shared_ptr<CompletionExecutor> completions = find_completions(comm_handle);
   if (!comm || !completions) {
-    return failed(precondition("the communicator this compiled function was traced with is closed: re-jit the function with the new Communicator (jitted functions keep the communicator they captured)"));
+    // Its start ran on this communicator (a start on a closed one fails
+    // first), so close() came in between and cancelled the collective. The
+    // start's "re-jit the function" message misled here: an eager start and
+    // wait have no jitted function to re-jit.
+    return failed(ffi::Error(ffi::ErrorCode::kCancelled,
+                             "CancelledError: communicator closed: close() cancelled this "
+                             "all_reduce_start before its all_reduce_wait"));
   }
   if (!tickets) return failed(ffi::Error::Internal("PcclError: all_reduce_wait found no bound tickets"));
   size_t leaves = tickets->size();

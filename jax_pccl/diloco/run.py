@@ -50,7 +50,7 @@ import numpy as np
 import optax
 
 from ..errors import is_peer_failure
-from ..retry import _recover
+from ..retry import _recover, check_retry_args, is_master_unreachable
 from ..validation import QUANTIZATIONS
 from . import reduce
 from .fragments import Fragments, Schedule
@@ -124,6 +124,10 @@ class DiLoCo:
     momentum 0.9); it receives the averaged pseudo-gradient as its gradient.
     With fragments > 1 it runs on each fragment's flat parameter range.
     shared_state=False keeps the state local (no joiners can catch up).
+    max_retries: how often a sync (or the recovery before it) is redone after
+    a peer failure before the error propagates. master_grace (seconds; 0:
+    none): a master outage is ridden out that long (update_topology() is
+    retried while the master is away), as with retry_on_peer_failure.
     """
 
     def __init__(self, comm, outer: optax.GradientTransformation | None = None, *, inner_steps: int,
@@ -131,6 +135,7 @@ class DiLoCo:
                  shared_state: bool = True, max_retries: int = 8, master_grace: float = 0.0):
         if quantization not in QUANTIZATIONS:
             raise ValueError(f"quantization must be one of {list(QUANTIZATIONS)}; got {quantization!r}")
+        check_retry_args(max_retries, master_grace=master_grace)
         self.comm = comm
         self.outer = nesterov() if outer is None else outer
         self.schedule = Schedule(inner_steps, fragments, overlap)
@@ -290,7 +295,7 @@ class DiLoCo:
         (update_topology + shared-state sync) before each attempt after a failure."""
         while True:
             if exc is not None:
-                if not is_peer_failure(exc) or flight.retries >= self.max_retries:
+                if not self._retryable(exc) or flight.retries >= self.max_retries:
                     raise exc
                 flight.retries += 1
                 log.warning("sync of fragment %d failed (attempt %d): %s; recovering",
@@ -308,11 +313,19 @@ class DiLoCo:
         if self.shared_state:
             self._sync_state(cursor=(t, i, 1))
 
+    def _retryable(self, exc) -> bool:
+        # With master_grace > 0 a master outage is recovered from like a peer
+        # failure (as retry_on_peer_failure does): before, the first
+        # MasterUnreachableError of a boundary's update_topology() or of a
+        # sync propagated, and the grace only applied to an outage that
+        # followed a peer failure.
+        return is_peer_failure(exc) or (self.master_grace > 0 and is_master_unreachable(exc))
+
     def _update_topology(self) -> None:
         try:
             self.comm.update_topology()
         except Exception as exc:  # noqa: BLE001
-            if not is_peer_failure(exc):
+            if not self._retryable(exc):
                 raise
             _recover(self.comm, self.max_retries, 0.05, self.master_grace)
 
@@ -326,7 +339,7 @@ class DiLoCo:
                 state, info = self.comm.sync_shared_state(state, revision=revision)
                 break
             except Exception as exc:  # noqa: BLE001
-                if not is_peer_failure(exc) or attempt == self.max_retries:
+                if not self._retryable(exc) or attempt == self.max_retries:
                     raise
                 self.tally.recoveries += 1
                 _recover(self.comm, self.max_retries, 0.05, self.master_grace)

@@ -94,12 +94,23 @@ def scenario_modes(ctx):
         ctx.rec.check(f"mode/{name}", lambda c=config: train(ctx, c, problem.STEPS, shared))
 
 
+QUANT_FORMATS = (None, "zero_point_uint8", "bfloat16")  # None: the reference run
+
+
+def scenario_quant_formats(ctx):
+    """Sync DiLoCo with each wire format of the pseudo-gradient, one after the other."""
+    for quantization in QUANT_FORMATS:
+        config = dict(problem.MODES["sync"], quantization=quantization)
+        ctx.rec.check(f"quant/{quantization}", lambda c=config: train(ctx, c, problem.STEPS, True))
+
+
 def scenario_all(ctx):
     scenario_outer_step(ctx)
     scenario_modes(ctx)
 
 
-SCENARIOS = {"outer_step": scenario_outer_step, "modes": scenario_modes, "all": scenario_all}
+SCENARIOS = {"outer_step": scenario_outer_step, "modes": scenario_modes, "all": scenario_all,
+             "quant_formats": scenario_quant_formats}
 
 
 class Ctx:
