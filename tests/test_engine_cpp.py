@@ -119,10 +119,12 @@ def test_engine_cpp_suite_under_asan_ubsan(asan_build: Path, name: str):
 # 0.27 million under ASan + UBSan (2 cores, shared).
 SIM_EVENTS = {"plain": 10_000_000, "address": 2_000_000}
 # Each injected defect, the invariant that must catch it, and the options.
+# (a4, one HELLO freezing membership, shows either as a newcomer never
+# admitted or as a vote left open for good: seed 94137244 hit the second first)
 SIM_DEFECTS = {
-    "a4": ("never admitted", []),
-    "a7": ("re-registered at revision", []),
-    "a7-guard": ("revision guard lapsed", ["--learned-check", "off"]),
+    "a4": (("never admitted", "is open since"), []),
+    "a7": (("re-registered at revision",), []),
+    "a7-guard": (("revision guard lapsed",), ["--learned-check", "off"]),
 }
 
 
@@ -153,7 +155,7 @@ def test_master_simulation_holds_every_invariant(request, kind: str):
 def test_master_simulation_finds_an_injected_defect(engine_build: Path, defect: str):
     expected, extra = SIM_DEFECTS[defect]
     rc, out = _simulate(engine_build, 1_000_000, False, "--inject", defect.split("-")[0], *extra)
-    assert rc == 1 and "VIOLATION" in out and expected in out, out
+    assert rc == 1 and "VIOLATION" in out and any(e in out for e in expected), out
     # The printed replay command reproduces the same violation exactly.
     replay = out.split("replay: sim_master ")[1].split("\n")[0].split()
     again = subprocess.run([str(engine_build / "sim_master"), *replay], capture_output=True,
