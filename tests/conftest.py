@@ -15,15 +15,24 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import native_builds  # noqa: E402  (after the path insert above)
+
 # Watchdog for the pytest process itself (e.g. a Master that never closes):
 # dump every thread's stack and exit rather than hang. Peers have their own
 # hard timeouts in harness.run_peers, well below this.
 TEST_WATCHDOG_S = 360
 
 
+# The first test that needs a sanitized build builds it (bounded by the
+# build's own timeouts in native_builds.build): minutes on 2 busy cores.
+BUILD_WATCHDOG_S = 1500
+BUILD_FIXTURES = {"address_build", "thread_build"}
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
-    faulthandler.dump_traceback_later(TEST_WATCHDOG_S, exit=True)
+    builds = BUILD_FIXTURES & set(getattr(item, "fixturenames", ()))
+    faulthandler.dump_traceback_later(BUILD_WATCHDOG_S if builds else TEST_WATCHDOG_S, exit=True)
     try:
         yield
     finally:
@@ -51,3 +60,28 @@ def master(pccl):
         yield m
     finally:
         m.close()
+
+
+def pytest_sessionstart(session):
+    # A run told to use a sanitized extension (tests/test_sanitized_python.py)
+    # stops at once if it loaded another one.
+    if os.environ.get("JAX_PCCL_EXPECT_SANITIZER"):
+        from jax_pccl import _pccl
+        try:
+            native_builds.check_sanitizer(_pccl)
+        except RuntimeError as exc:
+            pytest.exit(str(exc), returncode=3)
+
+
+# The sanitized builds (tests/native_builds.py), one per session: the C++
+# suites and the sanitized Python runs share them.
+@pytest.fixture(scope="session")
+def address_build(tmp_path_factory):
+    return native_builds.build(tmp_path_factory.mktemp("asan-build"), "address")
+
+
+@pytest.fixture(scope="session")
+def thread_build(tmp_path_factory):
+    from test_engine_cpp import SUITES
+    return native_builds.build(tmp_path_factory.mktemp("tsan-build"), "thread",
+                               targets=["_pccl", *SUITES])

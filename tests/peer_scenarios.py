@@ -36,6 +36,7 @@ import concurrency_scenarios  # noqa: E402
 import continuation_scenarios  # noqa: E402
 import handler_edge_scenarios  # noqa: E402
 import membership_scenarios  # noqa: E402
+import native_builds  # noqa: E402
 import state_scenarios  # noqa: E402
 import striping_scenarios  # noqa: E402
 
@@ -605,6 +606,7 @@ def main(argv=None) -> int:
         import jax
         jax.config.update("jax_enable_x64", True)
         import jax_pccl as pccl
+        native_builds.check_sanitizer(pccl._pccl)  # a sanitized run really is one
 
         fn, joins = SCENARIOS[args.scenario]
         if joins:

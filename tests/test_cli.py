@@ -14,7 +14,7 @@ import time
 import pytest
 
 import jax_pccl
-from test_engine_cpp import _tool
+from native_builds import tool as _tool
 
 # Run from a neutral directory so `python -m` imports the installed package.
 NEUTRAL_CWD = tempfile.gettempdir()

@@ -1,44 +1,31 @@
-"""Builds the C++ engine alone (no Python, no JAX) and runs its own test suite.
+"""Runs the C++ engine's own test suites (no Python, no JAX) in the sanitized
+builds of tests/native_builds.py.
 
-This proves the layering rule: ffi/ minus bindings/ and xla/ compiles and works
-without Python. Needs cmake, ninja and a C++17 compiler (the test extras
-install cmake and ninja).
+The suites link the engine alone: ffi/ minus bindings/ and xla/ (and the
+Python-free part of xla/) compiles and works without Python. They run twice:
+under AddressSanitizer + UndefinedBehaviorSanitizer, with a short run of the
+parser fuzzer (ffi/tests/fuzz_parsers.cc), and under ThreadSanitizer; any
+report fails the test. The same builds carry the whole extension, which
+tests/test_sanitized_python.py runs the multi-process Python tests against.
+Long fuzzing runs are by hand (docs/security.md).
 
-The suite runs twice: in a plain build, and in an AddressSanitizer +
-UndefinedBehaviorSanitizer build (-DJAX_PCCL_SANITIZE=address), where any
-report fails the test. Both include a short run of the parser fuzzer
-(ffi/tests/fuzz_parsers.cc); long fuzzing runs and ThreadSanitizer are by hand
-(docs/security.md).
-
-Both also run the deterministic simulation of the master
+The ASan build also runs the deterministic simulation of the master
 (ffi/tests/sim_master_world.h) from a seed that changes every run (printed;
-JAX_PCCL_SIM_SEED fixes it), and check that it finds the defects it is meant
+JAX_PCCL_SIM_SEED fixes it), and checks that it finds the defects it is meant
 to find when they are put back on purpose. Long runs are by hand:
-`sim_master --events 100000000`.
+`sim_master --events 100000000` in a release build.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _tool(name: str) -> str:
-    # Prefer the tool installed next to this interpreter (the test extras).
-    local = Path(sys.executable).parent / name
-    found = str(local) if local.exists() else shutil.which(name)
-    if found is None:
-        pytest.fail(f"{name} not found: install the test extras (pip install '.[test]')")
-    return found
-
+import native_builds
 
 SUITES = ["test_reduce_kernels", "test_wire", "test_engine", "test_handshake", "test_quantization",
           "test_shared_state", "test_shared_state_sync", "test_ring_acceptor", "test_concurrency",
@@ -55,41 +42,11 @@ MIN_CHECKS = {
     "test_ring_lanes": 37, "test_master_claims": 22, "test_state_fetcher": 13,
     "test_completion_executor": 37, "fuzz_parsers": 10,
 }
-FUZZ_SECONDS_PER_PARSER = {"plain": 1, "address": 2}
-# A sanitizer report ends the process with a non-zero status (-fno-sanitize-recover);
-# these catch one that somehow did not.
-SANITIZER_REPORTS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
-SANITIZER_ENV = {
-    "ASAN_OPTIONS": "detect_leaks=1:halt_on_error=1:strict_string_checks=1",
-    "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
-}
+FUZZ_SECONDS_PER_PARSER = 2
 
 
-def _build(build: Path, *options: str) -> Path:
-    configure = [
-        _tool("cmake"), "-S", str(ROOT), "-B", str(build), "-G", "Ninja",
-        f"-DCMAKE_MAKE_PROGRAM={_tool('ninja')}",
-        "-DJAX_PCCL_BUILD_PYTHON=OFF", "-DJAX_PCCL_BUILD_TESTS=ON", *options,
-    ]
-    subprocess.run(configure, check=True, capture_output=True, timeout=300)
-    result = subprocess.run([_tool("cmake"), "--build", str(build)], capture_output=True,
-                            text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    return build
-
-
-@pytest.fixture(scope="module")
-def engine_build(tmp_path_factory) -> Path:
-    return _build(tmp_path_factory.mktemp("engine-build"))
-
-
-@pytest.fixture(scope="module")
-def asan_build(tmp_path_factory) -> Path:
-    return _build(tmp_path_factory.mktemp("engine-asan-build"), "-DJAX_PCCL_SANITIZE=address")
-
-
-def _run_suite(build: Path, cmd: list[str], sanitized: bool) -> None:
-    env = dict(os.environ, JAX_PCCL_LOG="error", **(SANITIZER_ENV if sanitized else {}))
+def _run_suite(build: Path, cmd: list[str], sanitizer: str) -> None:
+    env = dict(os.environ, JAX_PCCL_LOG="error", **native_builds.SUITE_ENV[sanitizer])
     result = subprocess.run([str(build / cmd[0]), *cmd[1:]], capture_output=True, text=True,
                             timeout=300, env=env)
     summary = [line for line in result.stdout.splitlines() if " passed, " in line]
@@ -97,27 +54,26 @@ def _run_suite(build: Path, cmd: list[str], sanitized: bool) -> None:
     assert summary and summary[-1].endswith(", 0 failed"), result.stdout[-2000:]
     passed = int(summary[-1].split(": ", 1)[1].split(" passed", 1)[0])
     assert passed >= MIN_CHECKS[cmd[0]], f"{cmd[0]}: only {passed} checks ran (at least {MIN_CHECKS[cmd[0]]})"
-    reports = [r for r in SANITIZER_REPORTS if r in result.stderr]
+    reports = [r for r in native_builds.REPORTS if r in result.stderr]
     assert not reports, result.stderr[-6000:]
 
 
-def _fuzz_cmd(kind: str) -> list[str]:
-    return ["fuzz_parsers", "--seconds", str(FUZZ_SECONDS_PER_PARSER[kind]), "--seed", "1"]
-
-
 @pytest.mark.parametrize("name", SUITES + ["fuzz_parsers"])
-def test_engine_cpp_suite(engine_build: Path, name: str):
-    _run_suite(engine_build, _fuzz_cmd("plain") if name == "fuzz_parsers" else [name], False)
+def test_engine_cpp_suite_under_asan_ubsan(address_build: Path, name: str):
+    cmd = [name]
+    if name == "fuzz_parsers":
+        cmd = [name, "--seconds", str(FUZZ_SECONDS_PER_PARSER), "--seed", "1"]
+    _run_suite(address_build, cmd, "address")
 
 
-@pytest.mark.parametrize("name", SUITES + ["fuzz_parsers"])
-def test_engine_cpp_suite_under_asan_ubsan(asan_build: Path, name: str):
-    _run_suite(asan_build, _fuzz_cmd("address") if name == "fuzz_parsers" else [name], True)
+@pytest.mark.parametrize("name", SUITES)
+def test_engine_cpp_suite_under_tsan(thread_build: Path, name: str):
+    _run_suite(thread_build, [name], "thread")
 
 
-# Simulated events per run: about 1.3 million a second in the plain build,
-# 0.27 million under ASan + UBSan (2 cores, shared).
-SIM_EVENTS = {"plain": 10_000_000, "address": 2_000_000}
+# Simulated events per run: about 0.27 million a second under ASan + UBSan
+# (1.3 million in a release build; 2 cores, shared).
+SIM_EVENTS = 2_000_000
 # Each injected defect, the invariant that must catch it, and the options.
 # (a4, one HELLO freezing membership, shows either as a newcomer never
 # admitted or as a vote left open for good: seed 94137244 hit the second first)
@@ -132,33 +88,32 @@ def _sim_seed() -> int:
     return int(os.environ.get("JAX_PCCL_SIM_SEED", time.time_ns() % 1_000_000_007))
 
 
-def _simulate(build: Path, events: int, sanitized: bool, *args: str) -> tuple[int, str]:
+def _simulate(build: Path, events: int, *args: str) -> tuple[int, str]:
     seed = _sim_seed()
-    env = dict(os.environ, JAX_PCCL_LOG="error", **(SANITIZER_ENV if sanitized else {}))
+    env = dict(os.environ, JAX_PCCL_LOG="error", **native_builds.SUITE_ENV["address"])
     cmd = [str(build / "sim_master"), "--seed", str(seed), "--events", str(events), *args]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     out = f"seed {seed}: {' '.join(cmd[1:])}\n{result.stdout[-3000:]}{result.stderr[-6000:]}"
-    reports = [r for r in SANITIZER_REPORTS if r in result.stderr]
+    reports = [r for r in native_builds.REPORTS if r in result.stderr]
     assert not reports, out
     return result.returncode, out
 
 
-@pytest.mark.parametrize("kind", ["plain", "address"])
-def test_master_simulation_holds_every_invariant(request, kind: str):
-    build = request.getfixturevalue("engine_build" if kind == "plain" else "asan_build")
-    rc, out = _simulate(build, SIM_EVENTS[kind], kind == "address")
+def test_master_simulation_holds_every_invariant(address_build: Path):
+    rc, out = _simulate(address_build, SIM_EVENTS)
     assert rc == 0 and "no violation" in out, out
     print(out)
 
 
 @pytest.mark.parametrize("defect", sorted(SIM_DEFECTS))
-def test_master_simulation_finds_an_injected_defect(engine_build: Path, defect: str):
+def test_master_simulation_finds_an_injected_defect(address_build: Path, defect: str):
     expected, extra = SIM_DEFECTS[defect]
-    rc, out = _simulate(engine_build, 1_000_000, False, "--inject", defect.split("-")[0], *extra)
+    rc, out = _simulate(address_build, 1_000_000, "--inject", defect.split("-")[0], *extra)
     assert rc == 1 and "VIOLATION" in out and any(e in out for e in expected), out
     # The printed replay command reproduces the same violation exactly.
     replay = out.split("replay: sim_master ")[1].split("\n")[0].split()
-    again = subprocess.run([str(engine_build / "sim_master"), *replay], capture_output=True,
-                           text=True, timeout=300)
+    env = dict(os.environ, JAX_PCCL_LOG="error", **native_builds.SUITE_ENV["address"])
+    again = subprocess.run([str(address_build / "sim_master"), *replay], capture_output=True,
+                           text=True, timeout=300, env=env)
     violation = [line for line in out.splitlines() if line.startswith("VIOLATION")]
     assert violation and violation[0] in again.stdout, (out, again.stdout)

@@ -9,6 +9,10 @@
 #include <memory>
 #include <string>
 
+#ifndef PCCL_SANITIZER
+#define PCCL_SANITIZER ""
+#endif
+
 #include "common/content_hash.h"
 #include "common/errors.h"
 #include "master/master.h"
@@ -196,6 +200,9 @@ NB_MODULE(_pccl, m) {
   m.attr("DEFAULT_CONNECTIONS") = kDefaultRingConnections;
   m.attr("MAX_CONNECTIONS") = static_cast<int>(kMaxRingConnections);
   m.attr("MAX_CONCURRENCY") = static_cast<int>(kConcurrentSlots);
+  // The sanitizer this build carries ("" in a release build): the sanitized
+  // test runs check that they really loaded it.
+  m.attr("SANITIZER") = PCCL_SANITIZER;
 
   nb::class_<PyCommunicator>(m, "Communicator")
       .def(

@@ -376,7 +376,14 @@ void test_calls_after_master_loss_raise_master_unreachable() {
       CHECK(false && "peer a raised");
     }
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  // b must come second: a, accepted alone, admits it; were b accepted first
+  // it would never admit a (it only connects). A fixed head start for a lost
+  // that race under ASan on two busy cores.
+  auto t_a = Clock::now();
+  while (master->status_json().find("\"world_size\":1,") == std::string::npos &&
+         seconds_since(t_a) < 60.0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   try {
     b->connect(60.0);
   } catch (const PcclError& e) {

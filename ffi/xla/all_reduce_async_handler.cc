@@ -13,6 +13,7 @@
 #include "xla/ffi_support.h"
 #include "xla/handler_faults.h"
 #include "xla/ticket_words.h"
+#include "xla/xla_order.h"
 
 namespace ffi = xla::ffi;
 
@@ -54,6 +55,7 @@ ffi::Error start_body(ffi::RemainingArgs& args, ffi::Result<ffi::Buffer<ffi::S32
 ffi::Error start_impl(ffi::Token, ffi::RemainingArgs args, ffi::Result<ffi::Token>,
                       ffi::Result<ffi::Buffer<ffi::S32>> tickets, int64_t comm_handle, int32_t op,
                       int32_t quantization) {
+  XlaOrderScope order;
   try {
     return start_body(args, tickets, comm_handle, op, quantization);
   } catch (...) {
@@ -63,6 +65,7 @@ ffi::Error start_impl(ffi::Token, ffi::RemainingArgs args, ffi::Result<ffi::Toke
 
 ffi::Error bind_impl(ffi::Token, ffi::Buffer<ffi::S32> tickets, ffi::Result<ffi::Token>,
                      int64_t comm_handle, int64_t site) {
+  XlaOrderScope order;
   try {
     size_t leaves = ticket_leaves(tickets.element_count());
     if (leaves == 0) return ffi::Error::InvalidArgument("PcclError: no tickets to wait for");
@@ -101,6 +104,7 @@ bool count_down(PendingWait& wait, std::exception_ptr failure) noexcept {
 
 // Completing the future runs the rest of XLA's program on this thread.
 void complete(PendingWait& wait) {
+  xla_order_release();  // what XLA runs next sees the results written
   if (wait.error) {
     wait.promise.SetError(std::move(*wait.error));
     return;
@@ -171,6 +175,7 @@ ffi::Future wait_body(ffi::RemainingRets& rets, int64_t comm_handle, int64_t sit
 
 ffi::Future wait_impl(ffi::Token, ffi::Result<ffi::Token>, ffi::RemainingRets rets,
                       int64_t comm_handle, int64_t site) {
+  XlaOrderScope order;
   try {
     return wait_body(rets, comm_handle, site);
   } catch (...) {

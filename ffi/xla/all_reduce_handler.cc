@@ -8,6 +8,7 @@
 #include "xla/comm_registry.h"
 #include "xla/ffi_support.h"
 #include "xla/handler_faults.h"
+#include "xla/xla_order.h"
 
 namespace ffi = xla::ffi;
 
@@ -57,6 +58,7 @@ ffi::Error all_reduce_body(ffi::RemainingArgs& args, ffi::RemainingRets& rets,
 ffi::Error all_reduce_impl(ffi::Token, ffi::RemainingArgs args, ffi::Result<ffi::Token>,
                            ffi::RemainingRets rets, int64_t comm_handle, int32_t op,
                            int32_t quantization) {
+  XlaOrderScope order;
   try {
     return all_reduce_body(args, rets, comm_handle, op, quantization);
   } catch (...) {
