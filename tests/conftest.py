@@ -82,6 +82,6 @@ def address_build(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def thread_build(tmp_path_factory):
-    from test_engine_cpp import SUITES
+    from test_engine_cpp import TSAN_SUITES
     return native_builds.build(tmp_path_factory.mktemp("tsan-build"), "thread",
-                               targets=["_pccl", *SUITES])
+                               targets=["_pccl", *TSAN_SUITES])
