@@ -2,11 +2,12 @@
 builds of tests/native_builds.py.
 
 The suites link the engine alone: ffi/ minus bindings/ and xla/ (and the
-Python-free part of xla/) compiles and works without Python. They run twice:
-under AddressSanitizer + UndefinedBehaviorSanitizer, with a short run of the
-parser fuzzer (ffi/tests/fuzz_parsers.cc), and those with threads of their
-own under ThreadSanitizer; any report fails the test. The same builds carry the whole extension, which
-tests/test_sanitized_python.py runs the multi-process Python tests against.
+Python-free part of xla/) compiles and works without Python. Every suite
+runs under AddressSanitizer + UndefinedBehaviorSanitizer, with a short run of
+the parser fuzzer (ffi/tests/fuzz_parsers.cc); those with threads of their
+own run under ThreadSanitizer too. Any report fails the test. The same builds
+carry the whole extension, which tests/test_sanitized_python.py runs the
+multi-process Python tests against.
 Long fuzzing runs are by hand (docs/security.md).
 
 The ASan build also runs the deterministic simulation of the master
