@@ -20,7 +20,7 @@ import native_builds  # noqa: E402  (after the path insert above)
 # Watchdog for the pytest process itself (e.g. a Master that never closes):
 # dump every thread's stack and exit rather than hang. Peers have their own
 # hard timeouts in harness.run_peers, well below this.
-TEST_WATCHDOG_S = 360
+TEST_WATCHDOG_S = float(os.environ.get("JAX_PCCL_TEST_WATCHDOG_S", 360))
 
 
 # The first test that needs a sanitized build builds it (bounded by the
@@ -29,10 +29,26 @@ BUILD_WATCHDOG_S = 1500
 BUILD_FIXTURES = {"address_build", "thread_build"}
 
 
+_watchdog_file = None
+
+
+def pytest_configure(config):
+    # The dump must reach the terminal or CI log: pytest captures fd 2 while a
+    # test runs, and a process that exits takes the captured text with it (a
+    # watchdog exit printed nothing at all). Write to pytest's saved copy of
+    # the real stderr.
+    global _watchdog_file
+    capman = config.pluginmanager.getplugin("capturemanager")
+    err = getattr(getattr(capman, "_global_capturing", None), "err", None)
+    saved = getattr(err, "targetfd_save", None)
+    _watchdog_file = os.fdopen(os.dup(saved), "w") if isinstance(saved, int) else sys.stderr
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     builds = BUILD_FIXTURES & set(getattr(item, "fixturenames", ()))
-    faulthandler.dump_traceback_later(BUILD_WATCHDOG_S if builds else TEST_WATCHDOG_S, exit=True)
+    seconds = BUILD_WATCHDOG_S if builds else TEST_WATCHDOG_S
+    faulthandler.dump_traceback_later(seconds, exit=True, file=_watchdog_file)
     try:
         yield
     finally:

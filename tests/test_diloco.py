@@ -331,12 +331,10 @@ def test_driver_rides_out_a_real_master_restart_within_master_grace():
     import threading
 
     import jax_pccl as pccl
-    from test_fault_tolerance import _start_master_process
+    from test_fault_tolerance import _launch_master, _start_master_process
 
-    probe = pccl.Master()
-    port = probe.port
-    probe.close()
-    masters, restarts = [_start_master_process(port)], []
+    first, port = _launch_master()
+    masters, restarts = [first], []
     try:
         with pccl.Communicator(f"127.0.0.1:{port}", timeout=5.0).connect(timeout=20) as comm:
             real, outages = comm.update_topology, []

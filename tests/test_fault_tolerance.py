@@ -253,14 +253,8 @@ def test_sigstop_detected_within_bound_and_frozen_peer_evicted(swarm_factory):
 
 
 def test_master_killed_every_peer_errors_within_timeout(swarm_factory):
-    port_probe = pccl.Master()
-    port = port_probe.port
-    port_probe.close()
-    master = subprocess.Popen([sys.executable, "-m", "jax_pccl", "master", "--host", "127.0.0.1",
-                               "--port", str(port)], stdout=subprocess.PIPE, text=True,
-                              cwd=tempfile.gettempdir(), start_new_session=True)
+    master, port = _launch_master()
     try:
-        assert "listening" in master.stdout.readline()
         swarm = swarm_factory(f"127.0.0.1:{port}", seconds=60, elements=4096, timeout=5)
         for i in range(3):
             swarm.start(i)
@@ -282,19 +276,26 @@ def test_master_killed_every_peer_errors_within_timeout(swarm_factory):
         master.wait()
 
 
-def _start_master_process(port: int) -> subprocess.Popen:
+def _launch_master(port: int = 0, log_path: str | None = None) -> tuple[subprocess.Popen, int]:
+    """A master process on 127.0.0.1:port, and the port it listens on: 0 lets
+    the OS pick (read back from its first line; a port found free and released
+    could be taken meanwhile). A restart passes the port it got."""
+    extra = ["--log-level", "info"] if log_path else []
     proc = subprocess.Popen([sys.executable, "-m", "jax_pccl", "master", "--host", "127.0.0.1",
-                             "--port", str(port)], stdout=subprocess.PIPE, text=True,
+                             "--port", str(port), *extra], stdout=subprocess.PIPE,
+                            stderr=open(log_path, "w") if log_path else None, text=True,
                             cwd=tempfile.gettempdir(), start_new_session=True)
-    assert "listening" in proc.stdout.readline()
-    return proc
+    line = proc.stdout.readline()
+    assert "listening on 127.0.0.1:" in line, line
+    return proc, int(line.split("listening on 127.0.0.1:", 1)[1].split()[0])
+
+
+def _start_master_process(port: int) -> subprocess.Popen:
+    return _launch_master(port)[0]
 
 
 def test_master_restarted_at_same_address_peers_rejoin_and_continue(swarm_factory):
-    probe = pccl.Master()
-    port = probe.port
-    probe.close()
-    master = _start_master_process(port)
+    master, port = _launch_master()
     try:
         swarm = swarm_factory(f"127.0.0.1:{port}", seconds=60, elements=4096, timeout=5,
                               **{"master-grace": 30})
@@ -331,10 +332,7 @@ def test_first_peer_back_after_master_restart_runs_jitted_steps_alone_bounded(sw
     wait's completion used to run the rest of the program on the slot's engine
     thread, which the second start queued on that slot then waited for (the
     program fuzzer's "step hang after a master restart", seed 12)."""
-    probe = pccl.Master()
-    port = probe.port
-    probe.close()
-    master = _start_master_process(port)
+    master, port = _launch_master()
     timeout = 5.0
     try:
         swarm = swarm_factory(f"127.0.0.1:{port}", seconds=90, elements=1 << 22, timeout=timeout,
@@ -381,12 +379,7 @@ def test_first_peer_back_after_master_restart_runs_jitted_steps_alone_bounded(sw
 
 
 def _start_master_logging(port: int, log_path: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "jax_pccl", "master", "--host", "127.0.0.1",
-                             "--port", str(port), "--log-level", "info"], stdout=subprocess.PIPE,
-                            stderr=open(log_path, "w"), text=True, cwd=tempfile.gettempdir(),
-                            start_new_session=True)
-    assert "listening" in proc.stdout.readline()
-    return proc
+    return _launch_master(port, log_path)[0]
 
 
 @pytest.mark.parametrize("peer1_at_second", ["pending", "away"])
@@ -399,11 +392,8 @@ def test_two_master_restarts_never_reuse_an_epoch(swarm_factory, peer1_at_second
     epoch above E (rings are keyed by epoch; the fuzzer, seed 1200 launch 2
     and seed 4242 launch 19 with --fault-kinds master,stop, saw both alone
     at one epoch). Then both train together again."""
-    probe = pccl.Master()
-    port = probe.port
-    probe.close()
     workdir = tempfile.mkdtemp(prefix="pccl-epochs-")
-    master = _start_master_logging(port, os.path.join(workdir, "master1.log"))
+    master, port = _launch_master(0, os.path.join(workdir, "master1.log"))
     timeout = 5.0
     frozen: set[int] = set()
 
