@@ -1,0 +1,115 @@
+#include "topology/ring_search.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+
+#include "topology/ring_local_search.h"
+#include "topology/ring_tour.h"
+
+namespace pccl {
+namespace {
+
+// splitmix64: the kicks' randomness, the same on every platform (the
+// standard distributions are not).
+class Random {
+ public:
+  explicit Random(uint64_t seed) : s_(seed) {}
+  uint64_t next() {
+    uint64_t z = (s_ += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  }
+  int below(int n) { return static_cast<int>(next() % static_cast<uint64_t>(n)); }
+
+ private:
+  uint64_t s_;
+};
+
+// Kicks are local, three runs of 1..30 peers, so the descent after one has
+// little to repair far from it. (On the 256-peer test instances, at equal
+// time, runs of up to 30 did better than up to 10 or 100, and this kick
+// better than the three-link one, B C -> C B, which a single move undoes.)
+constexpr int kKickRun = 30;
+
+// ... p -> B -> C -> D -> r ...  becomes  ... p -> D -> C -> B -> r ...:
+// four links change and no run reverses, so no single move undoes it.
+double kick(RingTour& tour, LocalSearch& search, Random& rng) {
+  const int n = tour.size();
+  const int most = std::max(1, std::min(kKickRun, (n - 1) / 3));
+  int ends[3];
+  const int b0 = rng.below(n);
+  for (int r = 0, v = b0; r < 3; ++r) {
+    for (int step = rng.below(most); step > 0; --step) v = tour.next(v);
+    ends[r] = v;
+    v = tour.next(v);
+  }
+  const int c0 = tour.next(ends[0]);
+  // B C D -> C D B -> D C B.
+  double delta = search.apply({b0, ends[0], ends[2]});
+  return delta + search.apply({c0, ends[1], ends[2]});
+}
+
+}  // namespace
+
+std::vector<int> nearest_neighbour(const ScaledCosts& cost) {
+  const int n = cost.size();
+  std::vector<int> order{0};
+  std::vector<char> used(n, 0);
+  used[0] = 1;
+  for (int i = 1; i < n; ++i) {
+    const int from = order.back();
+    int best = -1;
+    for (int v = 0; v < n; ++v) {
+      if (!used[v] && (best < 0 || cost(from, v) < cost(from, best))) best = v;
+    }
+    used[best] = 1;
+    order.push_back(best);
+  }
+  return order;
+}
+
+std::vector<int> search_ring(const ScaledCosts& cost, const SolverOptions& opts, long* kicks) {
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point until =
+      Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                         std::chrono::duration<double>(std::min(opts.time_budget_s, 1e6)));
+  const Neighbours near(cost, opts.neighbours);
+  RingTour tour(nearest_neighbour(cost));
+  LocalSearch search(cost, near, tour);
+  for (int v : tour.from_zero()) search.touch(v);
+  double now = cost.ring(tour.from_zero()) + search.descend();
+  std::vector<int> best = tour.from_zero();
+  double best_cost = cost.ring(best);
+  now = best_cost;  // drop the descent's rounding
+
+  Random rng(opts.seed);
+  std::vector<Exchange> undo;
+  search.record_into(&undo);
+  *kicks = 0;
+  while ((opts.max_kicks == 0 || *kicks < opts.max_kicks) && Clock::now() < until) {
+    ++*kicks;
+    undo.clear();
+    double delta = kick(tour, search, rng);
+    delta += search.descend();
+    // While the ring breaks links, any ring that breaks no more is kept:
+    // a walk over rings with as many broken links finds ways out of them
+    // that descents from one ring do not.
+    const bool keep = now >= cost.penalty() ? std::lround(delta / cost.penalty()) <= 0 : delta <= 0;
+    if (!keep) {
+      // Dearer than before the kick: put the ring back, newest change first.
+      for (auto e = undo.rbegin(); e != undo.rend(); ++e) tour.exchange(e->b0, e->b1, e->c1);
+      continue;
+    }
+    now += delta;
+    if (now < best_cost - kMinGain) {
+      best = tour.from_zero();
+      best_cost = now = cost.ring(best);
+    }
+  }
+  return best;
+}
+
+}  // namespace pccl
