@@ -1,6 +1,8 @@
 #include "topology/ring_local_search.h"
 
 #include <algorithm>
+#include <stdexcept>
+#include <string>
 #include <utility>
 
 namespace pccl {
@@ -75,7 +77,15 @@ bool LocalSearch::improve_around(int v) {
 
 bool LocalSearch::take(const Exchange& e, double delta) {
   if (delta >= -kMinGain) return false;
-  change_ += apply(e);
+  // apply() prices the exchange from the links it changes. A move that
+  // priced itself otherwise is a bug, and one that would let a descent go
+  // round in circles for ever: stop it here instead.
+  const double applied = apply(e);
+  if (!(applied < -kMinGain / 2)) {
+    throw std::logic_error("ring search: a move expected to gain " + std::to_string(-delta) +
+                           " changed the cost by " + std::to_string(applied));
+  }
+  change_ += applied;
   return true;
 }
 

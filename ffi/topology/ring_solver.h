@@ -51,7 +51,9 @@ struct RingSolution {
 };
 
 // Throws std::invalid_argument for a matrix that is not square, empty, or
-// holds a NaN or negative cost off the diagonal, and for options out of range.
+// holds a NaN or negative cost off the diagonal, and for options out of range;
+// std::logic_error if the search catches itself in a bug (a move whose
+// expected gain is not what it changed), rather than search for ever.
 RingSolution solve_ring(const CostMatrix& cost, const SolverOptions& opts = {});
 
 // The total cost of a ring in `order` (a permutation of 0..N-1).
