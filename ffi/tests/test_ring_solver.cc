@@ -278,9 +278,10 @@ void test_broken_links_are_avoided() {
 }
 
 // Best rings known for the seeded instances below: the cheapest that long
-// release-build runs of the search found (this test's --full mode finds them
-// again: 4 runs of 6 s at 64 peers, 3 of 30 s at 256, other seeds; and
-// ring_solver_bench). Not proven optimal.
+// release-build runs of the search found (8 runs of 10 s at 64 peers, 4 of
+// 50 s at 256, seeds 100 on, on a loaded 2-core machine). Not proven
+// optimal. --full checks them against shorter long runs (4 x 6 s at 64
+// peers, 3 x 30 s at 256).
 // `kicks` bounds the test's own search (test_search_quality).
 struct Known {
   const char* kind;
@@ -347,7 +348,9 @@ void test_search_quality_long() {
                 k.kind, k.n, t, s.kicks, 100 * gap, best, k.best);
     CHECK(gap < 0.02);
     CHECK(t < budget * 1.5);
-    CHECK(k.best <= best * (1 + 1e-12));  // the recorded best is still the best known
+    if (!CHECK(k.best <= best * (1 + 1e-12))) {
+      std::fprintf(stderr, "  the long runs beat the recorded best known: record %.17g\n", best);
+    }
   }
 }
 

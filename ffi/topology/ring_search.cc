@@ -52,6 +52,18 @@ double kick(RingTour& tour, LocalSearch& search, Random& rng) {
   return delta + search.apply({c0, ends[1], ends[2]});
 }
 
+// Whether the ring after a kick and its descent (delta dearer than before)
+// is kept. A ring no dearer is. While the ring breaks links (costs at least
+// the penalty), so is any ring that breaks no more, whatever its usable
+// links cost: a walk over rings with as many broken links finds ways out
+// that descents from one ring do not (it found rings without broken links
+// in sparse graphs where keeping only cheaper rings did not).
+bool keep(const ScaledCosts& cost, double current, double delta) {
+  if (current < cost.penalty()) return delta <= 0;
+  // Usable links change a ring's cost by less than half a penalty.
+  return std::lround(delta / cost.penalty()) <= 0;
+}
+
 }  // namespace
 
 std::vector<int> nearest_neighbour(const ScaledCosts& cost) {
@@ -80,10 +92,10 @@ std::vector<int> search_ring(const ScaledCosts& cost, const SolverOptions& opts,
   RingTour tour(nearest_neighbour(cost));
   LocalSearch search(cost, near, tour);
   for (int v : tour.from_zero()) search.touch(v);
-  double now = cost.ring(tour.from_zero()) + search.descend();
+  search.descend();
   std::vector<int> best = tour.from_zero();
   double best_cost = cost.ring(best);
-  now = best_cost;  // drop the descent's rounding
+  double current = best_cost;
 
   Random rng(opts.seed);
   std::vector<Exchange> undo;
@@ -92,21 +104,16 @@ std::vector<int> search_ring(const ScaledCosts& cost, const SolverOptions& opts,
   while ((opts.max_kicks == 0 || *kicks < opts.max_kicks) && Clock::now() < until) {
     ++*kicks;
     undo.clear();
-    double delta = kick(tour, search, rng);
-    delta += search.descend();
-    // While the ring breaks links, any ring that breaks no more is kept:
-    // a walk over rings with as many broken links finds ways out of them
-    // that descents from one ring do not.
-    const bool keep = now >= cost.penalty() ? std::lround(delta / cost.penalty()) <= 0 : delta <= 0;
-    if (!keep) {
-      // Dearer than before the kick: put the ring back, newest change first.
+    const double delta = kick(tour, search, rng) + search.descend();
+    if (!keep(cost, current, delta)) {
+      // Put the ring back, newest change first.
       for (auto e = undo.rbegin(); e != undo.rend(); ++e) tour.exchange(e->b0, e->b1, e->c1);
       continue;
     }
-    now += delta;
-    if (now < best_cost - kMinGain) {
+    current += delta;
+    if (current < best_cost - kMinGain) {
       best = tour.from_zero();
-      best_cost = now = cost.ring(best);
+      best_cost = current = cost.ring(best);  // sums afresh: no drift from the deltas
     }
   }
   return best;
