@@ -226,6 +226,11 @@ void test_search_reaches_the_optimum_of_small_rings() {
     }
   }
   tally.finish();
+  // A search stuck in a basin restarts: with seed 1 this instance stayed
+  // 0.46% above its optimum for 100000 kicks before restarts existed.
+  const CostMatrix c = ring_instances::uniform(16, 23);
+  const RingSolution stuck = solve_ring(c, search_only(5000, 1));
+  CHECK(same_cost(stuck.cost, solve_ring(c, exact_only()).cost));
 }
 
 void test_broken_links_are_avoided() {

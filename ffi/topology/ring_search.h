@@ -9,6 +9,8 @@
 // put back in reverse order, a double bridge that reverses no run) and
 // improved again; the kicked ring is kept if it is no dearer, else undone
 // (while every ring found breaks links, it is kept if it breaks no more).
+// A search that has gained nothing for many kicks restarts from a ring
+// kicked three times; the best ring found is what it returns.
 #pragma once
 #include <vector>
 
