@@ -1,8 +1,7 @@
 // Seeded cost matrices for the ring solver's test and benchmark
 // (test_ring_solver.cc, ring_solver_bench.cc). The generator is splitmix64
-// and doubles come from its top 53 bits, so an instance is the same on every
-// platform and standard library: best-known costs recorded from long runs
-// stay valid.
+// (common/splitmix64.h), so an instance is the same on every platform and
+// standard library: best-known costs recorded from long runs stay valid.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -10,25 +9,16 @@
 #include <numeric>
 #include <vector>
 
+#include "common/splitmix64.h"
 #include "topology/ring_solver.h"
 
 namespace ring_instances {
 
-class Random {
+// The platform-independent generator, with the uniform doubles tests want.
+class Random : public pccl::SplitMix64 {
  public:
-  explicit Random(uint64_t seed) : s_(seed) {}
-  uint64_t next() {
-    uint64_t z = (s_ += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-  }
-  double unit() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }  // [0, 1)
+  using SplitMix64::SplitMix64;
   double uniform(double lo, double hi) { return lo + (hi - lo) * unit(); }
-  int below(int n) { return static_cast<int>(next() % static_cast<uint64_t>(n)); }
-
- private:
-  uint64_t s_;
 };
 
 constexpr double kInf = std::numeric_limits<double>::infinity();

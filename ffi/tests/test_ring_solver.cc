@@ -283,10 +283,11 @@ void test_broken_links_are_avoided() {
 }
 
 // Best rings known for the seeded instances below: the cheapest that long
-// release-build runs of the search found (8 runs of 10 s at 64 peers, 4 of
-// 50 s at 256, seeds 100 on, on a loaded 2-core machine). Not proven
-// optimal. --full checks them against shorter long runs (4 x 6 s at 64
-// peers, 3 x 30 s at 256).
+// release-build runs of the search found on a loaded 2-core machine (8 runs
+// of 10 s at 64 peers, 4 of 50 s at 256; then at 256 one --full run, below,
+// found cheaper rings in 3 runs of 30 s and the 10 s run). Not proven
+// optimal. --full checks the budgeted search against fresh long runs
+// (4 x 6 s at 64 peers, 3 x 30 s at 256) and says when these are beaten.
 // `kicks` bounds the test's own search (test_search_quality).
 struct Known {
   const char* kind;
@@ -297,8 +298,8 @@ struct Known {
 const Known kKnown[] = {
     {"uniform", 64, 207.44792751785445, 3000},
     {"clustered", 64, 3.1756498839265439e-07, 1000},
-    {"uniform", 256, 414.17747577992878, 12000},
-    {"clustered", 256, 7.0339106509295318e-07, 4000},
+    {"uniform", 256, 414.13148137367472, 12000},
+    {"clustered", 256, 7.0338695624901564e-07, 4000},
 };
 
 CostMatrix instance(const Known& k) {
@@ -353,8 +354,10 @@ void test_search_quality_long() {
                 k.kind, k.n, t, s.kicks, 100 * gap, best, k.best);
     CHECK(gap < 0.02);
     CHECK(t < budget * 1.5);
-    if (!CHECK(k.best <= best * (1 + 1e-12))) {
-      std::fprintf(stderr, "  the long runs beat the recorded best known: record %.17g\n", best);
+    // Not a failure of the search: a better reference for the checks above.
+    const double found = std::min(best, s.cost);
+    if (found < k.best * (1 - 1e-12)) {
+      std::printf("  cheaper than the recorded best known: record %.17g in kKnown\n", found);
     }
   }
 }

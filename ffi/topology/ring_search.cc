@@ -5,28 +5,12 @@
 #include <cmath>
 #include <cstdint>
 
+#include "common/splitmix64.h"
 #include "topology/ring_local_search.h"
 #include "topology/ring_tour.h"
 
 namespace pccl {
 namespace {
-
-// splitmix64: the kicks' randomness, the same on every platform (the
-// standard distributions are not).
-class Random {
- public:
-  explicit Random(uint64_t seed) : s_(seed) {}
-  uint64_t next() {
-    uint64_t z = (s_ += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-  }
-  int below(int n) { return static_cast<int>(next() % static_cast<uint64_t>(n)); }
-
- private:
-  uint64_t s_;
-};
 
 // Kicks are local, three runs of 1..30 peers, so the descent after one has
 // little to repair far from it. (On the 256-peer test instances, at equal
@@ -36,7 +20,7 @@ constexpr int kKickRun = 30;
 
 // ... p -> B -> C -> D -> r ...  becomes  ... p -> D -> C -> B -> r ...:
 // four links change and no run reverses, so no single move undoes it.
-double kick(RingTour& tour, LocalSearch& search, Random& rng) {
+double kick(RingTour& tour, LocalSearch& search, SplitMix64& rng) {
   const int n = tour.size();
   const int most = std::max(1, std::min(kKickRun, (n - 1) / 3));
   int ends[3];
@@ -60,7 +44,7 @@ long stale_limit(int n) { return std::max(1000L, 100L * n); }
 
 // Leaves the basin: three kicks in a row and a descent, kept whatever they
 // cost (the best ring is kept apart). Returns the change in cost.
-double restart(RingTour& tour, LocalSearch& search, Random& rng) {
+double restart(RingTour& tour, LocalSearch& search, SplitMix64& rng) {
   double delta = 0;
   for (int i = 0; i < 3; ++i) delta += kick(tour, search, rng);
   return delta + search.descend();
@@ -111,7 +95,7 @@ std::vector<int> search_ring(const ScaledCosts& cost, const SolverOptions& opts,
   double best_cost = cost.ring(best);
   double current = best_cost;
 
-  Random rng(opts.seed);
+  SplitMix64 rng(opts.seed);
   std::vector<Exchange> undo;
   search.record_into(&undo);
   *kicks = 0;
