@@ -425,12 +425,14 @@ void test_validation() {
 // Runs one test; an exception (the search's own bug check throws one) fails
 // it and the others still run.
 void run(const char* name, void (*test)()) {
+  const auto t0 = std::chrono::steady_clock::now();
   try {
     test();
   } catch (const std::exception& e) {
     CHECK(false);
     std::fprintf(stderr, "  %s threw: %s\n", name, e.what());
   }
+  std::printf("[%s: %.2f s]\n", name, seconds_since(t0));
 }
 
 }  // namespace
