@@ -13,9 +13,10 @@ namespace pccl {
 namespace {
 
 // Kicks are local, three runs of 1..30 peers, so the descent after one has
-// little to repair far from it. (On the 256-peer test instances, at equal
-// time, runs of up to 30 did better than up to 10 or 100, and this kick
-// better than the three-link one, B C -> C B, which a single move undoes.)
+// little to repair far from it. (On the uniform 256-peer test instance,
+// 3 seeds: after 30000 kicks, runs of up to 30 ended ~1.3% cheaper than up
+// to 10 or 100; in 3 s, this kick and the three-link one, B C -> C B, which
+// one or-3opt move undoes, were within 0.2% of each other, this one ahead.)
 constexpr int kKickRun = 30;
 
 // ... p -> B -> C -> D -> r ...  becomes  ... p -> D -> C -> B -> r ...:
