@@ -103,7 +103,7 @@ void bench(int n, const Instance& in, int long_runs, double long_factor) {
     best = std::min(best, l.cost);
   }
   const double bound = assignment_bound(in.cost);
-  std::printf("%5d  %-9s %12.6g %8.2f%% %8.2f%%  %7.3f %8.2f%%  %7.2f %9ld %8.3f%%  %8.2f%%   %d x %.0f s\n",
+  std::printf("%5d  %-9s %16.10g %8.2f%% %8.2f%%  %7.3f %8.2f%%  %7.2f %9ld %8.3f%%  %8.2f%%   %d x %.0f s\n",
               n, in.kind, best, 100 * (best / bound - 1), 100 * (nn / best - 1), t_desc,
               100 * (descent / best - 1), t_short, s.kicks, 100 * (s.cost / best - 1),
               100 * (s.cost / bound - 1), long_runs, budget * long_factor);
@@ -151,7 +151,7 @@ int main(int argc, char** argv) {
   bench_exact();
   std::printf("gaps: cost above the best known (best of the solver's run and the long runs);\n"
               "best>AP, solve>AP: above the assignment lower bound; desc: first descent only\n");
-  std::printf("%5s  %-9s %12s %9s %9s  %7s %9s  %7s %9s %9s  %9s   %s\n", "N", "instance",
+  std::printf("%5s  %-9s %16s %9s %9s  %7s %9s  %7s %9s %9s  %9s   %s\n", "N", "instance",
               "best known", "best>AP",
               "NN gap", "desc s", "desc gap", "solve s", "kicks", "gap", "solve>AP", "long runs");
   for (int n : sizes) {

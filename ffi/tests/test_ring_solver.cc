@@ -285,7 +285,8 @@ void test_broken_links_are_avoided() {
 // Best rings known for the seeded instances below: the cheapest that long
 // release-build runs of the search found on a loaded 2-core machine (8 runs
 // of 10 s at 64 peers, 4 of 50 s at 256; then at 256 one --full run, below,
-// found cheaper rings in 3 runs of 30 s and the 10 s run). Not proven
+// found cheaper rings in 3 runs of 30 s and the 10 s run; the bench's 4 runs
+// of 50 s later found 413.684 on the uniform one, 0.11% cheaper). Not proven
 // optimal. --full checks the budgeted search against fresh long runs
 // (4 x 6 s at 64 peers, 3 x 30 s at 256) and says when these are beaten.
 // `kicks` bounds the test's own search (test_search_quality).
