@@ -39,11 +39,7 @@ class Peers:
         return os.path.join(self.dir, f"peer{index}.jsonl")
 
     def records(self, index: int) -> list[dict]:
-        try:
-            with open(self.path(index)) as f:
-                return [json.loads(line) for line in f if line.strip()]
-        except FileNotFoundError:
-            return []
+        return harness.complete_jsonl(self.path(index))
 
     def progress(self, index: int, world: int = 0) -> int:
         return max([r["sync"] for r in self.records(index) if "sync" in r and r["world"] >= world] or [0])

@@ -56,11 +56,7 @@ class Peers:
         return os.path.join(self.dir, f"peer{index}.{ext}")
 
     def records(self, index: int) -> list[dict]:
-        try:
-            with open(self.path(index)) as f:
-                return [json.loads(line) for line in f if line.endswith("\n")]
-        except FileNotFoundError:
-            return []
+        return harness.complete_jsonl(self.path(index))
 
     def log(self, index: int) -> str:
         with open(self.path(index, "log"), errors="replace") as f:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+import harness
+
 import jax_pccl as pccl
 
 PEER_LOOP = str(Path(__file__).parent / "fault" / "peer_loop.py")
@@ -46,11 +48,7 @@ class Swarm:
         return os.path.join(self.workdir, f"peer{index}.jsonl")
 
     def records(self, index: int) -> list[dict]:
-        try:
-            with open(self.log_path(index)) as f:
-                return [json.loads(line) for line in f if line.strip()]
-        except FileNotFoundError:
-            return []
+        return harness.complete_jsonl(self.log_path(index))
 
     def stderr(self, index: int) -> str:
         try:

@@ -187,7 +187,8 @@ class Churn:
 
     def records(self, i: int) -> list[dict]:
         try:
-            return [json.loads(line) for line in open(self.log(i)) if line.strip()]
+            with open(self.log(i)) as f:  # a line without its newline is still being written
+                return [json.loads(line) for line in f if line.endswith("\n") and line.strip()]
         except FileNotFoundError:
             return []
 
