@@ -256,8 +256,19 @@ class Communicator:
         return bool(self._native.are_peers_pending())
 
     def optimize_topology(self) -> None:
-        """Not implemented yet: raises NotImplementedError."""
-        raise NotImplementedError("optimize_topology() is not implemented yet")
+        """Collective over the accepted peers of this group: measures the
+        links that have no fresh figures (bandwidth and round trip of every
+        directed pair, N - 1 rounds in which every peer sends one probe and
+        receives one), then the master picks the ring whose slowest link is
+        fastest and every peer moves to it. Results stay exact and
+        bit-identical; ``rank`` may change. Pending peers stay pending (admit
+        them with ``update_topology()``). A group of fewer than 3 peers has
+        one ring only: returns at once.
+
+        Raises PeerFailureError after a failure in this epoch (call
+        ``update_topology()`` first) or if not every peer comes in time.
+        See docs/topology.md."""
+        self._native.optimize_topology()
 
     def sync_shared_state(self, state, revision: int, strategy: str = "enforce_popular"):
         """Makes ``state`` (any pytree of arrays) bit-identical on every peer

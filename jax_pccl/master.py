@@ -9,6 +9,14 @@ from . import _pccl
 from .address import secret_bytes
 
 
+def _probe_ms(seconds) -> int:
+    limit = _pccl.MAX_PROBE_MS / 1000
+    if (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+            or not 0.001 <= seconds <= limit):
+        raise ValueError(f"probe_seconds must be a number in 0.001..{limit:g}, got {seconds!r}")
+    return max(1, round(seconds * 1000))
+
+
 class Master:
     """Coordinates one run. Tensors never pass through it.
 
@@ -22,6 +30,11 @@ class Master:
 
     ``heartbeat_timeout``: a peer silent this long (frozen, partitioned) is
     dropped, and the others' collectives with it fail at once.
+
+    ``probe_seconds`` and ``probe_connections``: how long, and over how many
+    TCP connections, ``Communicator.optimize_topology()`` measures each
+    directed link (every link of N peers takes N - 1 rounds of that length;
+    see docs/topology.md). ``status()["groups"][i]["links"]`` lists the figures.
     """
 
     def __init__(
@@ -30,12 +43,20 @@ class Master:
         port: int = 0,
         secret: Any = None,
         heartbeat_timeout: float = 4.0,
+        probe_seconds: float = 1.0,
+        probe_connections: int = 4,
     ):
         secret = secret_bytes(secret)
         if not heartbeat_timeout or heartbeat_timeout <= 1.0:
             raise ValueError("heartbeat_timeout must exceed the 1 s heartbeat interval")
+        probe_ms = _probe_ms(probe_seconds)
+        if (isinstance(probe_connections, bool) or not isinstance(probe_connections, int)
+                or not 1 <= probe_connections <= _pccl.MAX_CONNECTIONS):
+            raise ValueError(f"probe_connections must be an int in 1..{_pccl.MAX_CONNECTIONS}, "
+                             f"got {probe_connections!r}")
         self._host = host
-        self._native = _pccl.Master(host, int(port), float(heartbeat_timeout), secret=secret)
+        self._native = _pccl.Master(host, int(port), float(heartbeat_timeout), secret=secret,
+                                    probe_ms=probe_ms, probe_streams=probe_connections)
         self._native.start()
         self._closed = False
 

@@ -39,6 +39,7 @@ import membership_scenarios  # noqa: E402
 import native_builds  # noqa: E402
 import state_scenarios  # noqa: E402
 import striping_scenarios  # noqa: E402
+import topology_scenarios  # noqa: E402
 
 SMALL_BYTES = 16384
 
@@ -580,6 +581,7 @@ SCENARIOS.update(concurrency_scenarios.SCENARIOS)
 SCENARIOS.update(continuation_scenarios.SCENARIOS)
 SCENARIOS.update(handler_edge_scenarios.SCENARIOS)
 SCENARIOS.update(membership_scenarios.SCENARIOS)
+SCENARIOS.update(topology_scenarios.SCENARIOS)
 
 
 class Ctx:

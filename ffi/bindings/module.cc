@@ -183,15 +183,18 @@ NB_MODULE(_pccl, m) {
       .def(
           "__init__",
           [](Master* self, const std::string& host, uint16_t port, double heartbeat_timeout,
-             nb::handle secret) {
+             nb::handle secret, uint32_t probe_ms, uint16_t probe_streams) {
             MasterConfig cfg;
             cfg.host = host;
             cfg.port = port;
             cfg.heartbeat_timeout_s = heartbeat_timeout;
             cfg.secret = secret_from_python(secret);
+            cfg.probe_ms = probe_ms;
+            cfg.probe_streams = probe_streams;
             new (self) Master(std::move(cfg));
           },
-          "host"_a, "port"_a, "heartbeat_timeout"_a, "secret"_a = nb::none())
+          "host"_a, "port"_a, "heartbeat_timeout"_a, "secret"_a = nb::none(),
+          "probe_ms"_a = 1000, "probe_streams"_a = 4)
       .def("start", &Master::start)
       .def("stop", &Master::stop, nb::call_guard<nb::gil_scoped_release>())
       .def_prop_ro("port", &Master::port)
@@ -200,6 +203,7 @@ NB_MODULE(_pccl, m) {
   m.attr("DEFAULT_CONNECTIONS") = kDefaultRingConnections;
   m.attr("MAX_CONNECTIONS") = static_cast<int>(kMaxRingConnections);
   m.attr("MAX_CONCURRENCY") = static_cast<int>(kConcurrentSlots);
+  m.attr("MAX_PROBE_MS") = kMaxProbeMillis;
   // The sanitizer this build carries ("" in a release build): the sanitized
   // test runs check that they really loaded it.
   m.attr("SANITIZER") = PCCL_SANITIZER;
@@ -221,6 +225,9 @@ NB_MODULE(_pccl, m) {
           "admit_timeout"_a, nb::call_guard<nb::gil_scoped_release>())
       .def(
           "update_topology", [](PyCommunicator& c) { c.comm_->update_topology(); },
+          nb::call_guard<nb::gil_scoped_release>())
+      .def(
+          "optimize_topology", [](PyCommunicator& c) { c.comm_->optimize_topology(); },
           nb::call_guard<nb::gil_scoped_release>())
       .def("are_peers_pending", [](PyCommunicator& c) { return c.comm_->are_peers_pending(); })
       .def_prop_ro("world_size", [](PyCommunicator& c) { return c.comm_->world_size(); })

@@ -1,10 +1,13 @@
 #include "master/master.h"
 
+#include <cmath>
+
 #include <poll.h>
 #include <sys/socket.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <chrono>
 #include <sstream>
 
@@ -35,12 +38,22 @@ uint64_t wall_clock_us() {
       std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::microseconds>(since).count()));
 }
 
+MasterCoreConfig core_config(const MasterConfig& config) {
+  MasterCoreConfig core;
+  core.max_groups = config.max_groups;
+  core.resume_epoch_base = wall_clock_us();
+  core.link_max_age_s = config.link_max_age_s;
+  core.probe_ms = config.probe_ms;
+  core.probe_streams = config.probe_streams;
+  return core;
+}
+
 }  // namespace
 
 Master::Master(MasterConfig config)
     : config_(std::move(config)),
       secret_(take_secret(config_.secret)),
-      core_(MasterCoreConfig{config_.max_groups, 0, InjectedDefect::kNone, wall_clock_us()}) {
+      core_(core_config(config_)) {
   listener_ = Socket::listen_on(config_.host, config_.port, 128);
   port_ = listener_.local_port();
   started_at_ = Deadline::Clock::now();
@@ -319,6 +332,30 @@ void Master::reap() {
   }
 }
 
+void Master::write_topology_json(std::ostringstream& os, const MasterCore::Group& g) const {
+  // Ids as JSON numbers are exact: they have 53 bits (MasterCore::new_peer_id).
+  os << "\"ring\":[";
+  for (size_t i = 0; i < g.ring.size(); ++i) os << (i ? "," : "") << g.ring[i];
+  os << "],\"links\":[";
+  double now = core_.now_s();
+  bool first = true;
+  for (const auto& [link, r] : g.links.records()) {
+    os << (first ? "" : ",") << "{\"from\":" << link.first << ",\"to\":" << link.second
+       << ",\"ok\":" << (r.ok ? "true" : "false") << ",\"bytes_per_s\":" << r.bytes_per_s
+       << ",\"rtt_ms\":" << r.rtt_us * 1e-3 << ",\"age_s\":" << now - r.measured_at_s << "}";
+    first = false;
+  }
+  os << "],\"optimized\":";
+  if (g.choice.epoch == 0) {
+    os << "null";
+  } else {
+    os << "{\"epoch\":" << g.choice.epoch << ",\"probed_links\":" << g.choice.probed_links
+       << ",\"exact\":" << (g.choice.exact ? "true" : "false") << ",\"bottleneck_s\":";
+    if (std::isfinite(g.choice.bottleneck_s)) os << g.choice.bottleneck_s; else os << "null";
+    os << "}";
+  }
+}
+
 std::string Master::status_json() const {
   std::lock_guard<std::mutex> lock(mu_);
   std::ostringstream os;
@@ -345,6 +382,8 @@ std::string Master::status_json() const {
     os << "{\"group\":" << gid << ",\"epoch\":" << g.epoch << ",\"world_size\":" << g.ring.size()
        << ",\"pending\":" << g.pending.size() << ",\"shared_state_revision\":";
     if (g.has_revision) os << g.revision; else os << "null";
+    os << ",";
+    write_topology_json(os, g);
     os << "}";
   }
   // Top level: the default group's, the one most runs use (per group above).

@@ -18,6 +18,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -41,6 +42,11 @@ struct MasterConfig {
   size_t max_send_queue_bytes = 16u << 20;
   double heartbeat_interval_s = 1.0;  // we ping every registered peer this often
   double heartbeat_timeout_s = 4.0;   // silent this long: dropped (detection <= 5 s)
+  // optimize_topology(): probe length and connections, and when a link's
+  // figures are old enough to be probed again (MasterCoreConfig).
+  uint32_t probe_ms = 1000;
+  uint16_t probe_streams = 4;
+  double link_max_age_s = 600.0;
   // Shared secret; empty: no authentication (every peer must then have none).
   // The Master moves it into a pccl::Secret and wipes this copy.
   std::string secret;
@@ -60,6 +66,8 @@ class Master {
   std::string status_json() const;
 
  private:
+  // A group's ring order, link figures and last optimisation (status_json).
+  void write_topology_json(std::ostringstream& os, const MasterCore::Group& g) const;
   struct Connection {
     Socket sock;
     std::vector<uint8_t> in;

@@ -123,6 +123,8 @@ void MasterCore::on_frame(uint64_t peer, uint16_t type, const std::vector<uint8_
     case MsgType::kVote: handle_vote(it->second, payload); return;
     case MsgType::kSyncRequest: handle_sync_request(it->second, payload); return;
     case MsgType::kSyncDone: handle_sync_done(it->second, payload); return;
+    case MsgType::kOptimize: handle_optimize(it->second, payload); return;
+    case MsgType::kLinkReport: handle_link_report(it->second, payload); return;
     case MsgType::kHeartbeat: return;  // the glue keeps the time of the last frame
     default:
       throw ProtocolViolation("unexpected message type " + std::to_string(type) + " from peer " +
@@ -161,6 +163,7 @@ void MasterCore::advance_epoch(uint32_t group_id, std::vector<uint64_t> new_ring
   Group& g = groups_[group_id];
   g.ring = std::move(new_ring);
   g.votes.clear();
+  g.optimize = OptimizeRound{};  // an optimisation of the old ring is void
   g.epoch = std::max(g.epoch + 1, g.epoch_floor);
   TopologyMsg topo;
   topo.group = group_id;
@@ -197,6 +200,7 @@ void MasterCore::on_peer_lost(uint64_t peer_id, const std::string& reason) {
   erase_id(g.ring);
   erase_id(g.pending);
   g.votes.erase(peer_id);
+  g.links.forget_peer(peer_id);
   if (!was_member) return;
   forget_sync_peer(group_id, peer_id);
   // Members may be mid-collective with the lost peer: tell them now, so they
@@ -211,6 +215,7 @@ void MasterCore::on_peer_lost(uint64_t peer_id, const std::string& reason) {
     return;
   }
   try_complete_vote(group_id);  // the dead peer no longer blocks a vote
+  forget_optimize_peer(group_id, peer_id);  // nor an optimisation (if the vote left one)
 }
 
 }  // namespace pccl

@@ -16,12 +16,14 @@
 // then drops that client with the reason.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <random>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "master/link_table.h"
 #include "master/shared_state_election.h"
 #include "protocol/messages.h"
 #include "protocol/shared_state_messages.h"
@@ -47,6 +49,16 @@ struct MasterCoreConfig {
   // not back yet, when the first peer back is a straggler whose claim is
   // older (without it, both ran alone under one epoch). 0: claims only.
   uint64_t resume_epoch_base = 0;
+  // optimize_topology(): link figures older than this are probed again; each
+  // probe sends for probe_ms over probe_streams connections; the ring
+  // planner may take solve_budget_s (it runs in the master's loop).
+  double link_max_age_s = 600.0;
+  uint32_t probe_ms = 1000;
+  uint16_t probe_streams = 4;
+  double solve_budget_s = 0.2;
+  // Seconds on a monotonic clock (link ages); empty: the steady clock. The
+  // simulator passes its own.
+  std::function<double()> clock;
 };
 
 // A frame for the glue to send to one registered peer.
@@ -81,6 +93,23 @@ class MasterCore {
     std::string failure;              // the first failure a participant reported
     uint64_t revision = 0;
   };
+  // One optimize_topology() of a group: gathered until every member asked
+  // at the group's epoch, then planned (LINK_PLAN to each), then open until
+  // every member reported its probes or died; then the new ring goes out.
+  struct OptimizeRound {
+    bool planned = false;
+    std::set<uint64_t> requested;
+    std::set<uint64_t> waiting;                         // planned: not reported yet
+    std::set<std::pair<uint64_t, uint64_t>> expected;   // planned links (from, to)
+    int probes = 0;                                     // links planned in all
+  };
+  // The last ring the planner chose for a group (Master.status()).
+  struct RingChoice {
+    uint64_t epoch = 0;
+    double bottleneck_s = 0;  // its slowest link's link_seconds (inf: none usable)
+    bool exact = false;
+    int probed_links = 0;  // by the optimisation that chose it
+  };
   struct Group {
     uint64_t epoch = 0;
     // The next epoch is at least this: re-registering peers' claims. A claim
@@ -93,6 +122,9 @@ class MasterCore {
     SyncRound sync;
     bool has_revision = false;  // the shared state's revision, once known
     uint64_t revision = 0;
+    OptimizeRound optimize;
+    LinkTable links;
+    RingChoice choice;
   };
 
   explicit MasterCore(MasterCoreConfig config = {});
@@ -109,6 +141,7 @@ class MasterCore {
   const std::map<uint64_t, PeerRecord>& peers() const { return peers_; }
   const std::map<uint32_t, Group>& groups() const { return groups_; }
   uint32_t total_world_size() const;
+  double now_s() const;  // the clock of link ages
 
  private:
   Group& group_for(const HelloMsg& hello);  // throws when the master cannot take it
@@ -125,6 +158,12 @@ class MasterCore {
   void send_sync_plan(Group& g, const Election& e);
   void try_finish_sync(uint32_t group_id);  // completes once nobody is left to report
   void forget_sync_peer(uint32_t group_id, uint64_t peer_id);
+  // optimize_topology() (master_core_topology.cc).
+  void handle_optimize(PeerRecord& p, const std::vector<uint8_t>& payload);
+  void handle_link_report(PeerRecord& p, const std::vector<uint8_t>& payload);
+  void try_plan_optimize(uint32_t group_id);    // plans once every member asked
+  void try_finish_optimize(uint32_t group_id);  // reorders once nobody is left to report
+  void forget_optimize_peer(uint32_t group_id, uint64_t peer_id);
 
   MasterCoreConfig config_;
   std::map<uint64_t, PeerRecord> peers_;

@@ -48,7 +48,10 @@ std::string differing_fields(const CollectiveHeader& a, const CollectiveHeader& 
 }  // namespace
 
 Communicator::Communicator(CommunicatorConfig config)
-    : config_(std::move(config)), server_(config_.timeout_s), slots_(config_.concurrency) {
+    : config_(std::move(config)),
+      server_(config_.timeout_s),
+      probes_(config_.timeout_s),
+      slots_(config_.concurrency) {
   if (config_.connections < 1 || config_.connections > kMaxRingConnections) {
     throw PcclError("connections must be between 1 and " + std::to_string(kMaxRingConnections) +
                     ", got " + std::to_string(config_.connections));
@@ -82,8 +85,10 @@ void Communicator::register_and_wait(double admit_timeout_s) {
   Deadline net = Deadline::after(config_.timeout_s);
   master_.open(config_.master_host, config_.master_port, config_.timeout_s, net, &cancel_,
                &interrupt_, config_.secret);
-  links_.listen(master_.local_ip(), config_.group, config_.secret,
-                [this](Socket sock, uint64_t peer) { server_.accept(std::move(sock), peer); });
+  links_.listen(
+      master_.local_ip(), config_.group, config_.secret,
+      [this](Socket sock, uint64_t peer) { server_.accept(std::move(sock), peer); },
+      [this](Socket sock, const PeerHelloMsg& hello) { probes_.accept(std::move(sock), hello); });
   HelloMsg hello{config_.group, links_.port(), config_.advertise_host};
   peer_id_ = master_.register_peer(hello, net);
   ReceivedTopology topo;
@@ -179,14 +184,10 @@ ReceivedTopology Communicator::await_vote(const char* what) {
   return topo;
 }
 
-namespace {
-
-PcclError unwaited_start_error(const char* what = "update_topology()") {
+PcclError unwaited_start_error(const char* what) {
   return PcclError(std::string(what) + " with a started all_reduce not yet waited for: call "
                    "all_reduce_wait() first");
 }
-
-}  // namespace
 
 bool Communicator::epoch_failed() const {
   return ring_broken_ || master_.drops_seen() > drops_baseline_.load() || master_.failed() ||
@@ -697,8 +698,9 @@ void Communicator::close() {
   async_.close();  // started collectives not yet run fail with CancelledError
   std::unique_lock<std::shared_mutex> lock(op_mu_);
   master_.close();
-  links_.close();  // its acceptor hands links to the server: stop it first
+  links_.close();  // its acceptor hands links to the servers: stop it first
   server_.close();
+  probes_.close();
   connected_ = false;
 }
 

@@ -18,6 +18,7 @@
 #include "common/errors.h"
 #include "peer/async_collectives.h"
 #include "peer/collective_slots.h"
+#include "peer/link_prober.h"
 #include "peer/master_link.h"
 #include "peer/ring_links.h"
 #include "protocol/messages.h"
@@ -70,6 +71,10 @@ struct AllReduceCall {
   Quantization quantization = Quantization::kNone;  // floating dtypes only
 };
 
+// The error for a topology operation refused because started all-reduces
+// are not waited for yet.
+PcclError unwaited_start_error(const char* what = "update_topology()");
+
 struct CommunicatorStats {
   uint64_t bytes_sent = 0;
   uint64_t bytes_received = 0;
@@ -99,6 +104,13 @@ class Communicator {
   // to do (same answer on every peer, see are_peers_pending()).
   void update_topology();
   bool are_peers_pending() const { return consistent_pending_.load(); }
+  // Collective over the accepted peers of our group: the links without fresh
+  // figures are probed (rounds planned by the master), the master chooses the
+  // ring order, and every member moves to it (communicator_optimize.cc).
+  // Pending peers stay pending. A group of fewer than 3 has one ring only:
+  // returns at once. Throws PeerFailure after a failure in this epoch (call
+  // update_topology() first) or when the new ring does not come in time.
+  void optimize_topology();
 
   // The run's size: the master's latest word on it (topologies of our group,
   // heartbeats for changes in other groups, at most a heartbeat interval late).
@@ -211,6 +223,8 @@ class Communicator {
   // the epoch's started-but-unwaited collectives; refuses while any healthy
   // one (or one whose caller waits for it itself) is still outstanding.
   void settle_started_work();
+  // optimize_topology()'s probes, round after round: our figures.
+  LinkReportMsg run_probes(const LinkPlanMsg& plan);
 
   CommunicatorConfig config_;
   Canceller cancel_;     // fired once, by close()
@@ -220,6 +234,7 @@ class Communicator {
   std::atomic<uint64_t> registrations_seen_{1};  // master registrations our ring belongs to
   MasterLink master_;
   StateServer server_;  // declared before the links: their acceptor feeds it
+  LinkProbeServer probes_;  // likewise
   RingLinks links_;
   AsyncCollectives async_{kConcurrentSlots};  // after the links: destroyed (joined) first
   // Collectives hold it shared, topology changes, syncs and close() exclusive:

@@ -110,32 +110,63 @@ PcclError MasterLink::lost_error() const {
 }
 
 void MasterLink::send_vote(uint64_t epoch, const Deadline& deadline) {
+  send_control(MsgType::kVote, VoteMsg{epoch}.encode(), "voting", deadline);
+}
+
+void MasterLink::send_control(MsgType type, const std::vector<uint8_t>& payload, const char* doing,
+                              const Deadline& deadline) {
   if (failed()) throw lost_error();
   try {
-    send_frame(MsgType::kVote, VoteMsg{epoch}.encode(), deadline);
+    send_frame(type, payload, deadline);
   } catch (const PcclError& e) {
     if (e.kind() == ErrorKind::kCancelled) throw Cancelled("communicator closed");
-    fail(std::string("lost the master while voting: ") + e.what());
+    fail(std::string("lost the master while ") + doing + ": " + e.what());
     throw lost_error();
   }
 }
 
+MasterLink::PlanWait MasterLink::wait_link_plan(uint64_t epoch, uint64_t registration,
+                                                const Deadline& deadline, LinkPlanMsg* out) {
+  PlanWait outcome = PlanWait::kTimeout;
+  wait_mailbox(deadline, [&] {
+    while (!link_plans_.empty()) {
+      LinkPlanMsg plan = std::move(link_plans_.front());
+      link_plans_.pop_front();
+      if (plan.epoch == epoch) {
+        *out = std::move(plan);
+        outcome = PlanWait::kPlan;
+        return true;
+      }  // else: a plan for a ring we no longer have
+    }
+    for (const ReceivedTopology& t : topologies_) {
+      if (t.topology.epoch > epoch) {
+        outcome = PlanWait::kTopology;  // left queued for wait_topology()
+        return true;
+      }
+    }
+    return false;
+  }, registration, "optimize_topology()");
+  return outcome;
+}
 
-void MasterLink::check_registration(uint64_t registration) const {
+
+void MasterLink::check_registration(uint64_t registration, const char* operation) const {
   if (registration == 0 || registrations() == registration) return;
-  throw PeerFailure("the master " + where_ + " restarted during this shared-state sync, which "
-                    "lost its round: call update_topology() to rejoin the run, then sync again");
+  throw PeerFailure("the master " + where_ + " restarted during this " + operation +
+                    ", which lost its round: call update_topology() to rejoin the run, then " +
+                    (std::string(operation) == kSyncOperation ? "sync again" : "try again"));
 }
 
 template <typename Found>
-bool MasterLink::wait_mailbox(const Deadline& deadline, Found found, uint64_t registration) {
+bool MasterLink::wait_mailbox(const Deadline& deadline, Found found, uint64_t registration,
+                              const char* operation) {
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
     if (found()) return true;
     // reconnect() bumps registrations under mu_ and notifies: seen at once.
     if (registration != 0 && registrations() != registration) {
       lock.unlock();
-      check_registration(registration);
+      check_registration(registration, operation);
     }
     if (!failure_.empty()) {
       lock.unlock();
@@ -327,6 +358,14 @@ void MasterLink::handle(const Frame& f) {
       std::lock_guard<std::mutex> lock(mu_);
       if (sync_plans_.size() >= kMaxQueuedSyncMessages) sync_plans_.pop_front();
       sync_plans_.push_back(std::move(plan));
+      cv_.notify_all();
+      return;
+    }
+    case MsgType::kLinkPlan: {
+      LinkPlanMsg plan = LinkPlanMsg::decode(f.payload);
+      std::lock_guard<std::mutex> lock(mu_);
+      if (link_plans_.size() >= kMaxQueuedSyncMessages) link_plans_.pop_front();
+      link_plans_.push_back(std::move(plan));
       cv_.notify_all();
       return;
     }

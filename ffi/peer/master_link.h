@@ -17,6 +17,7 @@
 #include "common/errors.h"
 #include "protocol/messages.h"
 #include "protocol/shared_state_messages.h"
+#include "protocol/topology_messages.h"
 #include "security/handshake.h"
 #include "transport/frame.h"
 #include "transport/socket.h"
@@ -63,6 +64,16 @@ class MasterLink {
     }
   }
   void send_vote(uint64_t epoch, const Deadline& deadline);
+  // A frame of a topology operation (OPTIMIZE, LINK_REPORT); `doing` names it
+  // in the error when the master is lost.
+  void send_control(MsgType type, const std::vector<uint8_t>& payload, const char* doing,
+                    const Deadline& deadline);
+  // optimize_topology(): waits for the master's link plan for `epoch`, or for
+  // a topology newer than it (the ring changed first; left queued for
+  // wait_topology()). Throws as wait_sync_plan() (restarts included).
+  enum class PlanWait { kPlan, kTopology, kTimeout };
+  PlanWait wait_link_plan(uint64_t epoch, uint64_t registration, const Deadline& deadline,
+                          LinkPlanMsg* out);
   // Waits for a topology with epoch > after_epoch; returns the newest queued.
   // Returns false on deadline. Throws MasterUnreachable / Cancelled.
   bool wait_topology(uint64_t after_epoch, const Deadline& deadline, ReceivedTopology* out);
@@ -108,9 +119,13 @@ class MasterLink {
   void drain_last_words();
   // Waits until `found` (called with mu_ held) returns true. A nonzero
   // `registration` also ends the wait (PeerFailure) once it is outdated.
+  // `operation` names what the wait is part of in that error.
+  static constexpr const char* kSyncOperation = "shared-state sync";
   template <typename Found>
-  bool wait_mailbox(const Deadline& deadline, Found found, uint64_t registration = 0);
-  void check_registration(uint64_t registration) const;  // throws PeerFailure if outdated
+  bool wait_mailbox(const Deadline& deadline, Found found, uint64_t registration = 0,
+                    const char* operation = kSyncOperation);
+  // Throws PeerFailure if outdated.
+  void check_registration(uint64_t registration, const char* operation = kSyncOperation) const;
 
   Socket sock_;
   std::string local_ip_;
@@ -143,6 +158,7 @@ class MasterLink {
   std::deque<ReceivedTopology> topologies_;
   std::deque<SyncPlanMsg> sync_plans_;          // newest few; stale ones are skipped
   std::deque<SyncCompleteMsg> sync_outcomes_;
+  std::deque<LinkPlanMsg> link_plans_;
   std::string failure_;  // non-empty once the master is gone
   std::string last_drop_;
   std::atomic<bool> pending_seen_{false};

@@ -24,9 +24,10 @@ constexpr size_t kMaxFiledNeighbours = 16;
 }  // namespace
 
 void RingLinks::listen(const std::string& bind_host, uint32_t group, const std::string& secret,
-                       StateLinkHandler on_state_link) {
+                       StateLinkHandler on_state_link, ProbeLinkHandler on_probe_link) {
   group_ = group;
   on_state_link_ = std::move(on_state_link);
+  on_probe_link_ = std::move(on_probe_link);
   secret_ = Secret(secret);
   listener_ = Socket::listen_on(bind_host, 0, 64);
   port_ = listener_.local_port();
@@ -142,6 +143,12 @@ void RingLinks::finish_handshake(Socket s, const Frame& f) {
       on_state_link_(std::move(s), hello.peer_id);
       return;
     }
+    if (hello.purpose == static_cast<uint8_t>(LinkPurpose::kLinkProbe)) {
+      if (!on_probe_link_) throw ProtocolViolation("this peer takes no link probes");
+      s.tune_for_bulk();
+      on_probe_link_(std::move(s), hello);
+      return;
+    }
     std::lock_guard<std::mutex> lock(mu_);
     if (hello.epoch < current_epoch_) return;  // stale: dropped
     s.tune_for_bulk();
@@ -152,20 +159,34 @@ void RingLinks::finish_handshake(Socket s, const Frame& f) {
   }
 }
 
-Socket RingLinks::open_state_link(uint64_t my_id, const RingMember& holder,
-                                  const Deadline& deadline, const Canceller* cancel) const {
-  Socket s = Socket::connect_to(holder.host, holder.port, deadline, cancel);
+Socket RingLinks::open_side_link(const RingMember& to, const PeerHelloMsg& hello, const char* what,
+                                 const Deadline& deadline, const Canceller* cancel) const {
+  Socket s = Socket::connect_to(to.host, to.port, deadline, cancel);
   s.tune_for_bulk();
   try {
     client_handshake(s, secret_, kAuthContextRing, deadline, cancel);
   } catch (const PcclError& e) {
     if (e.kind() == ErrorKind::kCancelled) throw;
-    throw PeerFailure("state link to peer " + std::to_string(holder.peer_id) + " at " +
-                      holder.host + ":" + std::to_string(holder.port) + ": " + e.what());
+    throw PeerFailure(std::string(what) + " to peer " + std::to_string(to.peer_id) + " at " +
+                      to.host + ":" + std::to_string(to.port) + ": " + e.what());
   }
-  PeerHelloMsg hello{my_id, 0, group_, static_cast<uint8_t>(LinkPurpose::kStateFetch)};
   write_frame(s, static_cast<uint16_t>(MsgType::kPeerHello), hello.encode(), deadline, cancel);
   return s;
+}
+
+Socket RingLinks::open_state_link(uint64_t my_id, const RingMember& holder,
+                                  const Deadline& deadline, const Canceller* cancel) const {
+  PeerHelloMsg hello{my_id, 0, group_, static_cast<uint8_t>(LinkPurpose::kStateFetch)};
+  return open_side_link(holder, hello, "state link", deadline, cancel);
+}
+
+Socket RingLinks::open_probe_link(uint64_t my_id, uint64_t epoch, const RingMember& to, int stream,
+                                  int streams, const Deadline& deadline,
+                                  const Canceller* cancel) const {
+  PeerHelloMsg hello{my_id, epoch, group_, static_cast<uint8_t>(LinkPurpose::kLinkProbe)};
+  hello.stream = static_cast<uint16_t>(stream);
+  hello.streams = static_cast<uint16_t>(streams);
+  return open_side_link(to, hello, "probe link", deadline, cancel);
 }
 
 void RingLinks::drop_expired_links() {

@@ -39,10 +39,12 @@ class RingLinks {
   // Authenticated connections that come to fetch shared state are handed to
   // this (see state/state_server.h); without one they are dropped.
   using StateLinkHandler = std::function<void(Socket sock, uint64_t peer_id)>;
+  // Those that come to probe the link (peer/link_prober.h) are handed to this.
+  using ProbeLinkHandler = std::function<void(Socket sock, const PeerHelloMsg& hello)>;
 
   // `secret` (empty: none) is used for both directions of every link.
   void listen(const std::string& bind_host, uint32_t group, const std::string& secret,
-              StateLinkHandler on_state_link = nullptr);
+              StateLinkHandler on_state_link = nullptr, ProbeLinkHandler on_probe_link = nullptr);
   uint16_t port() const { return port_; }
 
   // Replaces the current links with those of `epoch`: `streams` connections
@@ -58,6 +60,10 @@ class RingLinks {
   // handshake as a ring link, then PEER_HELLO with LinkPurpose::kStateFetch.
   Socket open_state_link(uint64_t my_id, const RingMember& holder, const Deadline& deadline,
                          const Canceller* cancel) const;
+  // Stream `stream` of `streams` of a probe of the link to `to` (purpose
+  // kLinkProbe; `epoch` is the group's, naming the optimisation).
+  Socket open_probe_link(uint64_t my_id, uint64_t epoch, const RingMember& to, int stream,
+                         int streams, const Deadline& deadline, const Canceller* cancel) const;
   // The links are replaced only by establish(), drop_links() and close(),
   // which callers must not run while a collective uses them (the
   // communicator's topology lock); everything below may run concurrently.
@@ -99,6 +105,9 @@ class RingLinks {
   // Files an incoming ring connection (mu_ held); throws ProtocolViolation
   // for a duplicate or inconsistent stream, leaving `s` with the caller.
   void file_link(const PeerHelloMsg& hello, Socket& s);
+  // Connects and authenticates a side link (state fetch, probe) and says what it is for.
+  Socket open_side_link(const RingMember& to, const PeerHelloMsg& hello, const char* what,
+                        const Deadline& deadline, const Canceller* cancel) const;
   Socket open_link(uint64_t my_id, uint64_t epoch, const RingMember& right, int stream,
                    int streams, const Deadline& deadline, const Canceller* cancel) const;
   std::vector<Socket> open_links(uint64_t my_id, uint64_t epoch, const RingMember& right,
@@ -126,6 +135,7 @@ class RingLinks {
   int left_slots_ = 1;  // what the left neighbour's said
   Secret secret_;
   StateLinkHandler on_state_link_;
+  ProbeLinkHandler on_probe_link_;
   Socket listener_;
   uint16_t port_ = 0;
   Canceller stop_;

@@ -131,7 +131,7 @@ PeerHelloMsg PeerHelloMsg::decode(const std::vector<uint8_t>& b) {
   m.epoch = r.u64();
   m.group = r.u32();
   m.purpose = r.u8();
-  if (m.purpose > static_cast<uint8_t>(LinkPurpose::kStateFetch)) {
+  if (m.purpose > static_cast<uint8_t>(LinkPurpose::kLinkProbe)) {
     throw ProtocolViolation("unknown link purpose " + std::to_string(m.purpose));
   }
   m.stream = r.u16();

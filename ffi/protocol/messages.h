@@ -32,6 +32,13 @@ enum class MsgType : uint16_t {
   kStateFetch = 18,    // peer -> holder: send me these byte ranges
   kStateData = 19,     // holder -> peer: one range's header; its raw bytes follow
   kCollectiveInline = 20,  // ring neighbours: a collective header with its data attached
+  // optimize_topology() (protocol/topology_messages.h).
+  kOptimize = 21,     // peer -> master: reorder our ring (a collective)
+  kLinkPlan = 22,     // master -> members: which links to probe, round by round
+  kLinkReport = 23,   // peer -> master: what our probes measured
+  kProbeStart = 24,   // probe connection, prober -> probed: round and pings
+  kProbePing = 25,    // probe connection, either way: a round trip (echoed)
+  kProbeResult = 26,  // probe connection, probed -> prober: bytes and their times
 };
 
 constexpr uint32_t kMaxRingMembers = 4096;
@@ -126,8 +133,8 @@ struct PeerDroppedMsg {
 };
 
 // What a peer-to-peer connection is for: one of the two ring links of an
-// epoch, or fetching shared state from a holder.
-enum class LinkPurpose : uint8_t { kRing = 0, kStateFetch = 1 };
+// epoch, fetching shared state from a holder, or probing the link's speed.
+enum class LinkPurpose : uint8_t { kRing = 0, kStateFetch = 1, kLinkProbe = 2 };
 
 struct PeerHelloMsg {
   uint64_t peer_id = 0;

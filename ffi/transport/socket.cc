@@ -264,6 +264,23 @@ void Socket::recv_all(void* data, size_t n, const Deadline& deadline, const Canc
   }
 }
 
+size_t Socket::recv_some(void* data, size_t n, const Deadline& deadline, const Canceller* cancel) {
+  for (;;) {
+    ssize_t k = ::recv(fd_, data, n, 0);
+    if (k >= 0) return static_cast<size_t>(k);
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      if (!wait_ready(fd_, POLLIN, deadline, cancel)) throw PeerFailure("receive timed out");
+      continue;
+    }
+    throw PeerFailure("connection lost while receiving: " + errno_text(errno));
+  }
+}
+
+void Socket::shutdown_write() {
+  if (fd_ >= 0) ::shutdown(fd_, SHUT_WR);
+}
+
 uint16_t Socket::local_port() const {
   sockaddr_storage ss{};
   socklen_t len = sizeof(ss);

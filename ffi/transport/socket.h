@@ -56,6 +56,12 @@ class Socket {
   // non-blocking). Throws PeerFailure on EOF/reset/deadline, Cancelled on cancel.
   void send_all(const void* data, size_t n, const Deadline& deadline, const Canceller* cancel);
   void recv_all(void* data, size_t n, const Deadline& deadline, const Canceller* cancel);
+  // Receives what is there (waiting for at least one byte): the bytes read,
+  // 0 at the remote's orderly end of stream. Throws as recv_all().
+  size_t recv_some(void* data, size_t n, const Deadline& deadline, const Canceller* cancel);
+  // Ends our sending direction: the remote reads end of stream once it has
+  // everything we sent; it can still answer on the other direction.
+  void shutdown_write();
 
   uint16_t local_port() const;
   std::string local_ip() const;

@@ -1,0 +1,125 @@
+// optimize_topology() at the master (master_core.h): gather, plan the probes,
+// collect the figures, choose the ring (topology/ring_planner.h).
+#include <algorithm>
+#include <chrono>
+
+#include "common/errors.h"
+#include "common/log.h"
+#include "master/master_core.h"
+#include "topology/ring_planner.h"
+
+namespace pccl {
+
+double MasterCore::now_s() const {
+  if (config_.clock) return config_.clock();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+void MasterCore::handle_optimize(PeerRecord& p, const std::vector<uint8_t>& payload) {
+  OptimizeMsg msg = OptimizeMsg::decode(payload);
+  if (p.state != PeerState::kAccepted) {
+    throw ProtocolViolation("optimize_topology from a peer not yet accepted");
+  }
+  Group& g = groups_[p.group];
+  if (msg.epoch != g.epoch) {
+    // Its ring is already replaced: the new topology is on its way to it.
+    PCCL_LOG(kInfo, "master: stale optimize_topology from peer " << p.id << " (epoch "
+                                                                 << msg.epoch << ", current "
+                                                                 << g.epoch << ")");
+    return;
+  }
+  if (g.optimize.planned) {
+    // It gave up waiting for its plan and asked again: the plan it missed
+    // is in its mailbox, and its report is what this round waits for.
+    PCCL_LOG(kInfo, "master: optimize_topology again from peer " << p.id << " while probing");
+    return;
+  }
+  g.optimize.requested.insert(p.id);
+  try_plan_optimize(p.group);
+}
+
+void MasterCore::try_plan_optimize(uint32_t group_id) {
+  Group& g = groups_[group_id];
+  OptimizeRound& o = g.optimize;
+  if (o.planned || o.requested.empty()) return;
+  for (uint64_t member : g.ring) {
+    if (o.requested.count(member) == 0) return;
+  }
+  double now = now_s();
+  auto rounds = g.links.plan(g.ring, now, config_.link_max_age_s);
+  o.planned = true;
+  for (uint64_t member : g.ring) {
+    LinkPlanMsg plan;
+    plan.epoch = g.epoch;
+    plan.probe_ms = std::clamp<uint32_t>(config_.probe_ms, 1, kMaxProbeMillis);
+    plan.streams = std::clamp<uint16_t>(config_.probe_streams, 1, kMaxRingConnections);
+    plan.rounds = rounds[member];
+    for (const ProbeRound& r : plan.rounds) {
+      if (r.to != 0) o.expected.insert({member, r.to});
+    }
+    o.waiting.insert(member);
+    o.probes += static_cast<int>(std::count_if(plan.rounds.begin(), plan.rounds.end(),
+                                               [](const ProbeRound& r) { return r.to != 0; }));
+    send(member, MsgType::kLinkPlan, plan.encode());
+  }
+  PCCL_LOG(kInfo, "master: group " << group_id << " epoch " << g.epoch << ": probing "
+                                   << o.expected.size() << " links in "
+                                   << (rounds.empty() ? 0 : rounds.begin()->second.size())
+                                   << " rounds");
+}
+
+void MasterCore::handle_link_report(PeerRecord& p, const std::vector<uint8_t>& payload) {
+  LinkReportMsg report = LinkReportMsg::decode(payload);
+  Group& g = groups_[p.group];
+  OptimizeRound& o = g.optimize;
+  if (report.epoch != g.epoch || !o.planned || o.waiting.count(p.id) == 0) {
+    // Late (the ring changed meanwhile) or repeated: nothing waits for it.
+    PCCL_LOG(kInfo, "master: ignoring a link report of peer " << p.id << " for epoch "
+                                                             << report.epoch);
+    return;
+  }
+  double now = now_s();
+  for (const LinkFigure& f : report.figures) {
+    if (f.to == p.id) throw ProtocolViolation("link report about a link to itself");
+    // Only the links it was told to probe: a peer cannot fill in others' figures.
+    if (o.expected.erase({p.id, f.to}) == 1) g.links.record(p.id, f, now);
+  }
+  o.waiting.erase(p.id);
+  try_finish_optimize(p.group);
+}
+
+void MasterCore::try_finish_optimize(uint32_t group_id) {
+  Group& g = groups_[group_id];
+  OptimizeRound& o = g.optimize;
+  if (!o.planned || !o.waiting.empty() || g.ring.empty()) return;
+  SolverOptions opts;
+  opts.time_budget_s = config_.solve_budget_s;
+  opts.seed = g.epoch + 1;
+  RingPlan plan = plan_ring(g.links.costs(g.ring), opts);
+  std::vector<uint64_t> ring;
+  for (int i : plan.order) ring.push_back(g.ring[i]);
+  g.choice = {0, plan.bottleneck, plan.exact, o.probes};
+  PCCL_LOG(kInfo, "master: group " << group_id << " ring chosen over measured links (slowest "
+                                   << plan.bottleneck << " s per reference chunk"
+                                   << (plan.exact ? ", exact" : "") << ")");
+  advance_epoch(group_id, ring);  // resets the round
+  g.choice.epoch = g.epoch;
+}
+
+void MasterCore::forget_optimize_peer(uint32_t group_id, uint64_t peer_id) {
+  auto it = groups_.find(group_id);
+  if (it == groups_.end()) return;
+  OptimizeRound& o = it->second.optimize;
+  o.requested.erase(peer_id);
+  o.waiting.erase(peer_id);
+  for (auto e = o.expected.begin(); e != o.expected.end();) {
+    e = e->first == peer_id || e->second == peer_id ? o.expected.erase(e) : std::next(e);
+  }
+  if (o.planned) {
+    try_finish_optimize(group_id);
+  } else {
+    try_plan_optimize(group_id);
+  }
+}
+
+}  // namespace pccl

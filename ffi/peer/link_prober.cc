@@ -1,0 +1,219 @@
+#include "peer/link_prober.h"
+
+#include <algorithm>
+#include <chrono>
+#include <limits>
+#include <memory>
+#include <vector>
+
+#include "common/errors.h"
+#include "common/log.h"
+#include "peer/ring_links.h"
+#include "transport/frame.h"
+
+namespace pccl {
+
+namespace {
+
+constexpr size_t kProbeBufferBytes = 256 << 10;
+constexpr size_t kMaxProbeConnections = 2 * kMaxRingConnections;
+constexpr size_t kMaxEndedProbes = 4096;
+constexpr uint32_t kMaxProbeFrame = 64;
+
+uint64_t steady_us() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
+}
+
+// One stream of a probe, run on its own thread: what the probed side counted.
+struct StreamOutcome {
+  bool ok = false;
+  ProbeResultMsg result;
+  uint64_t rtt_us = std::numeric_limits<uint64_t>::max();
+  std::string error;
+};
+
+void run_stream(const RingLinks& links, uint64_t my_id, const RingMember& to,
+                const ProbeSpec& spec, int stream, const Deadline& deadline,
+                const Canceller* cancel, StreamOutcome* out) {
+  try {
+    Socket s = links.open_probe_link(my_id, spec.epoch, to, stream, spec.streams, deadline, cancel);
+    uint32_t pings = stream == 0 ? static_cast<uint32_t>(spec.pings) : 0;
+    write_frame(s, static_cast<uint16_t>(MsgType::kProbeStart),
+                ProbeStartMsg{spec.round, pings}.encode(), deadline, cancel);
+    for (uint32_t i = 0; i < pings; ++i) {
+      uint64_t sent = steady_us();
+      write_frame(s, static_cast<uint16_t>(MsgType::kProbePing), {}, deadline, cancel);
+      Frame echo = read_frame(s, kMaxProbeFrame, deadline, cancel);
+      if (echo.type != static_cast<uint16_t>(MsgType::kProbePing)) {
+        throw ProtocolViolation("probe: expected the ping's echo");
+      }
+      out->rtt_us = std::min(out->rtt_us, steady_us() - sent);
+    }
+    std::vector<uint8_t> zeros(kProbeBufferBytes, 0);
+    Deadline stop_sending = Deadline::after(spec.seconds);
+    while (!stop_sending.expired()) s.send_all(zeros.data(), zeros.size(), deadline, cancel);
+    s.shutdown_write();
+    Frame f = read_frame(s, kMaxProbeFrame, deadline, cancel);
+    if (f.type != static_cast<uint16_t>(MsgType::kProbeResult)) {
+      throw ProtocolViolation("probe: expected PROBE_RESULT");
+    }
+    out->result = ProbeResultMsg::decode(f.payload);
+    out->ok = true;
+  } catch (const PcclError& e) {
+    out->error = e.what();
+    if (e.kind() == ErrorKind::kCancelled) out->error = "cancelled";
+  }
+}
+
+}  // namespace
+
+LinkFigure probe_link(const RingLinks& links, uint64_t my_id, const RingMember& to,
+                      const ProbeSpec& spec, const Deadline& deadline, const Canceller* cancel) {
+  std::vector<StreamOutcome> outcomes(static_cast<size_t>(std::max(spec.streams, 1)));
+  std::vector<std::thread> threads;
+  for (int i = 0; i < static_cast<int>(outcomes.size()); ++i) {
+    threads.emplace_back(run_stream, std::cref(links), my_id, std::cref(to), std::cref(spec), i,
+                         std::cref(deadline), cancel, &outcomes[i]);
+  }
+  for (std::thread& t : threads) t.join();
+  if (cancel != nullptr && cancel->cancelled()) throw Cancelled("communicator closed");
+  LinkFigure figure;
+  figure.to = to.peer_id;
+  uint64_t bytes = 0, first = std::numeric_limits<uint64_t>::max(), last = 0;
+  for (const StreamOutcome& o : outcomes) {
+    if (!o.ok) {
+      PCCL_LOG(kWarn, "peer " << my_id << ": probe of the link to peer " << to.peer_id << " at "
+                              << to.host << ":" << to.port << " failed: " << o.error);
+      return figure;  // ok = false: the link is unusable for now
+    }
+    bytes += o.result.bytes;
+    if (o.result.bytes > 0) {
+      first = std::min(first, o.result.first_us);
+      last = std::max(last, o.result.last_us);
+    }
+  }
+  figure.ok = bytes > 0;
+  figure.rtt_us = outcomes[0].rtt_us == std::numeric_limits<uint64_t>::max() ? 0 : outcomes[0].rtt_us;
+  if (figure.ok) {
+    double seconds = std::max<uint64_t>(last - first, 1) * 1e-6;
+    figure.bytes_per_s = static_cast<uint64_t>(static_cast<double>(bytes) / seconds);
+  }
+  return figure;
+}
+
+void LinkProbeServer::accept(Socket sock, const PeerHelloMsg& hello) {
+  std::lock_guard<std::mutex> lock(mu_);
+  join_finished();
+  if (closed_) return;
+  if (conns_.size() >= kMaxProbeConnections) {
+    PCCL_LOG(kWarn, "probe: dropping probe link from peer " << hello.peer_id
+                                                           << ": too many probes at once");
+    return;
+  }
+  conns_.emplace_back();
+  Connection* c = &conns_.back();
+  c->sock = std::move(sock);
+  c->hello = hello;
+  c->thread = std::thread([this, c] { serve(c); });
+}
+
+void LinkProbeServer::serve(Connection* c) {
+  uint32_t round = 0;
+  bool known = false;
+  try {
+    round = serve_probe(c);
+    known = true;
+  } catch (const PcclError& e) {
+    if (e.kind() == ErrorKind::kProtocol) {
+      PCCL_LOG(kWarn, "probe: dropping probe link from peer " << c->hello.peer_id << ": "
+                                                             << e.what());
+    } else {
+      PCCL_LOG(kDebug, "probe: link from peer " << c->hello.peer_id << " ended: " << e.what());
+    }
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  c->finished = true;
+  if (known) {
+    ProbeKey key{c->hello.peer_id, c->hello.epoch, round};
+    if (ended_.size() >= kMaxEndedProbes && ended_.count(key) == 0) ended_.erase(ended_.begin());
+    Ended& e = ended_[key];
+    ++e.streams_ended;
+    e.streams = c->hello.streams;
+  }
+  cv_.notify_all();
+}
+
+uint32_t LinkProbeServer::serve_probe(Connection* c) {
+  Socket& s = c->sock;
+  Frame first = read_frame(s, kMaxProbeFrame, Deadline::after(stall_timeout_s_), &stop_);
+  if (first.type != static_cast<uint16_t>(MsgType::kProbeStart)) {
+    throw ProtocolViolation("probe: expected PROBE_START");
+  }
+  ProbeStartMsg start = ProbeStartMsg::decode(first.payload);
+  for (uint32_t i = 0; i < start.pings; ++i) {
+    Frame ping = read_frame(s, kMaxProbeFrame, Deadline::after(stall_timeout_s_), &stop_);
+    if (ping.type != static_cast<uint16_t>(MsgType::kProbePing) || !ping.payload.empty()) {
+      throw ProtocolViolation("probe: expected an empty PROBE_PING");
+    }
+    write_frame(s, ping.type, {}, Deadline::after(stall_timeout_s_), &stop_);
+  }
+  // Bulk bytes until the prober half-closes; bounded in time, so that no
+  // prober holds a thread here for longer than the longest plan allows.
+  Deadline give_up = Deadline::after(kMaxProbeMillis * 1e-3 + stall_timeout_s_);
+  std::vector<uint8_t> buf(kProbeBufferBytes);
+  ProbeResultMsg result;
+  for (;;) {
+    if (give_up.expired()) throw ProtocolViolation("probe: sent for longer than any plan allows");
+    size_t k = s.recv_some(buf.data(), buf.size(), Deadline::after(stall_timeout_s_), &stop_);
+    if (k == 0) break;
+    uint64_t now = steady_us();
+    if (result.bytes == 0) result.first_us = now;
+    result.last_us = now;
+    result.bytes += k;
+  }
+  write_frame(s, static_cast<uint16_t>(MsgType::kProbeResult), result.encode(),
+              Deadline::after(stall_timeout_s_), &stop_);
+  return start.round;
+}
+
+bool LinkProbeServer::wait_probe(uint64_t from, uint64_t epoch, uint32_t round,
+                                 const Deadline& deadline) {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    auto it = ended_.find({from, epoch, round});
+    if (it != ended_.end() && it->second.streams_ended >= it->second.streams) return true;
+    if (closed_ || deadline.expired()) return false;
+    cv_.wait_for(lock, std::chrono::milliseconds(deadline.remaining_ms(50)));
+  }
+}
+
+void LinkProbeServer::join_finished() {
+  for (auto it = conns_.begin(); it != conns_.end();) {
+    if (!it->finished) {
+      ++it;
+      continue;
+    }
+    if (it->thread.joinable()) it->thread.join();
+    it = conns_.erase(it);
+  }
+}
+
+void LinkProbeServer::close() {
+  std::list<Connection> ending;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closed_) return;
+    closed_ = true;
+    stop_.cancel();
+    for (Connection& c : conns_) c.sock.shutdown_both();
+    ending.splice(ending.end(), conns_);
+    cv_.notify_all();
+  }
+  for (Connection& c : ending) {
+    if (c.thread.joinable()) c.thread.join();
+  }
+}
+
+}  // namespace pccl

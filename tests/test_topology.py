@@ -1,0 +1,123 @@
+"""optimize_topology(): the links are probed (rounds planned by the master),
+the master picks the ring, every peer moves to it; results stay exact and
+bit-identical, and joins and kills right after it keep working
+(tests/topology_scenarios.py). The figures come from Master.status()."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import cases
+import harness
+import topology_scenarios as ts
+from test_membership import StatusPoller
+
+PROBE_SECONDS = 0.2
+
+
+def run_with_status(pccl, scenario, n, **kwargs):
+    with pccl.Master(host="127.0.0.1", port=0, probe_seconds=PROBE_SECONDS) as master, \
+            StatusPoller(master) as poller:
+        run = harness.run_peers(master.address, scenario, n, **kwargs)
+    return run, poller.snapshots
+
+
+def group0(snapshot):
+    return next((g for g in snapshot["groups"] if g["group"] == 0), None)
+
+
+def optimizations(snapshots) -> list:
+    """(epoch, links probed) of every optimisation the master reported, in order."""
+    seen = []
+    for s in snapshots:
+        g = group0(s)
+        if g and g["optimized"] and (not seen or seen[-1][0] != g["optimized"]["epoch"]):
+            seen.append((g["optimized"]["epoch"], g["optimized"]["probed_links"]))
+    return seen
+
+
+def expected_sum(scenario, peers):
+    stacked = np.stack([ts.ints(scenario, k) for k in peers])
+    return cases.reference("sum", stacked, "float32")
+
+
+def assert_round(rounds, scenario, peers):
+    """Exact sums, one identical average everywhere, ranks a permutation."""
+    harness.assert_exact([r["sum"] for r in rounds], expected_sum(scenario, peers), scenario)
+    assert len({r["avg_digest"] for r in rounds}) == 1, [r["avg_digest"] for r in rounds]
+    assert sorted(r["rank"] for r in rounds) == list(range(len(peers))), rounds
+    assert {r["size"] for r in rounds} == {len(peers)}, rounds
+
+
+@pytest.fixture(scope="module")
+def optimize_run(pccl):
+    return run_with_status(pccl, "optimize", ts.OPTIMIZE_PEERS, timeout=180, comm_timeout=15,
+                           join_timeout=60)
+
+
+def test_optimize_peers_finished_cleanly(optimize_run):
+    run, _ = optimize_run
+    assert not run.problems, run.diagnostics()
+
+
+def test_results_stay_exact_and_identical_across_optimizations(optimize_run):
+    run, _ = optimize_run
+    for check in ("before", "after", "after2"):
+        assert_round(run.values(check), "optimize", range(ts.OPTIMIZE_PEERS))
+    harness.assert_exact(run.values("jit"), expected_sum("optimize", range(ts.OPTIMIZE_PEERS)),
+                         "jitted sum after optimize_topology()")
+
+
+def test_every_directed_link_is_measured_once_then_fresh(optimize_run):
+    """4 peers: 12 directed links probed by the first optimisation, none by
+    the second (figures are fresh); the status lists all 12 with a rate and
+    a round trip."""
+    run, snapshots = optimize_run
+    assert [probed for _, probed in optimizations(snapshots)] == [12, 0], optimizations(snapshots)
+    ids = {v["peer_id"] for v in run.values("optimize")}
+    final = [group0(s) for s in snapshots if group0(s) and len(group0(s)["links"]) == 12]
+    assert final, "the status never listed 12 links"
+    links = final[-1]["links"]
+    assert {(x["from"], x["to"]) for x in links} == {(a, b) for a in ids for b in ids if a != b}
+    assert all(x["ok"] and x["bytes_per_s"] > 0 and x["rtt_ms"] > 0 for x in links), links
+
+
+def test_peers_run_the_ring_the_master_chose(optimize_run):
+    """Each peer's rank after optimize_topology() is its place in the ring
+    the master lists for the epoch it chose."""
+    run, snapshots = optimize_run
+    after = run.values("optimize")
+    epoch = optimizations(snapshots)[0][0]
+    rings = [group0(s)["ring"] for s in snapshots if group0(s) and group0(s)["epoch"] == epoch]
+    assert rings, "no status snapshot at the optimised epoch"
+    assert {a["peer_id"]: a["rank"] for a in after} == {pid: r for r, pid in enumerate(rings[-1])}
+
+
+@pytest.fixture(scope="module")
+def churn_run(pccl):
+    return run_with_status(pccl, "optimize_churn", ts.CHURN_PEERS, timeout=240, comm_timeout=15,
+                           join_timeout=90, expected_deaths=(ts.NEWCOMER,))
+
+
+def test_churn_peers_finished_cleanly(churn_run):
+    run, _ = churn_run
+    assert not run.problems, run.diagnostics()
+
+
+def test_a_join_after_optimize_is_admitted_and_probed(churn_run):
+    run, snapshots = churn_run
+    five = run.values("five", range(ts.CHURN_PEERS - 1))
+    harness.assert_exact([r["sum"] for r in five], expected_sum("optimize_churn",
+                                                                range(ts.CHURN_PEERS)), "five")
+    assert {r["size"] for r in five} == {ts.CHURN_PEERS}
+    # 4 peers: 12 links; the newcomer's 8 (4 out, 4 in); after the kill, none.
+    assert [probed for _, probed in optimizations(snapshots)] == [12, 8, 0], optimizations(snapshots)
+
+
+def test_a_kill_after_optimize_is_survived(churn_run):
+    run, _ = churn_run
+    survivors = range(ts.CHURN_PEERS - 1)
+    four = run.values("four", survivors)
+    assert_round(four, "optimize_churn", survivors)
+    assert all(1 <= len(r["failures"]) <= ts.MAX_RECOVERIES for r in four), four
+    assert_round(run.values("after4", survivors), "optimize_churn", survivors)

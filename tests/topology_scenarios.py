@@ -1,0 +1,136 @@
+"""Peer code of the topology tests (tests/test_topology.py).
+
+"optimize" (4 peers): all-reduce, optimize_topology(), all-reduce (eager and
+jitted), optimize_topology() again (every figure fresh: nothing probed), and
+all-reduce once more. Sums of small integers are exact; the average of
+random floats must be bit-identical on every peer (its digest is compared).
+
+"optimize_churn" (5 peers): peers 0-3 join and optimize; peer 4 registers
+only after that (a file in the launch's directory says so) and is admitted
+by update_topology(); all five all-reduce and optimize again (the new
+peer's links are probed); peer 4 then SIGKILLs itself; the others' next
+all-reduce fails, they recover with update_topology() and all-reduce with
+four, then optimize once more (nothing left to probe).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import time
+
+import numpy as np
+
+import cases
+
+OPTIMIZE_PEERS = 4
+CHURN_PEERS = 5
+NEWCOMER = 4
+MAX_RECOVERIES = 10
+
+
+def ints(scenario: str, index: int) -> np.ndarray:
+    return cases.small_ints(scenario, index, (1000,), "float32")
+
+
+def floats(index: int) -> np.ndarray:
+    return np.random.default_rng(1000 + index).standard_normal(4096).astype(np.float32)
+
+
+def reduce_round(pccl, comm, scenario: str, index: int) -> dict:
+    from peer_scenarios import encode
+
+    total = pccl.all_reduce(ints(scenario, index), comm, op="sum")
+    mean = np.asarray(pccl.all_reduce(floats(index), comm, op="avg"))
+    return {"sum": encode(total), "avg_digest": hashlib.sha256(mean.tobytes()).hexdigest(),
+            "rank": comm.rank, "size": comm.group_world_size}
+
+
+def optimize(comm) -> dict:
+    t0 = time.monotonic()
+    comm.optimize_topology()
+    return {"rank": comm.rank, "size": comm.group_world_size, "peer_id": comm.peer_id,
+            "seconds": time.monotonic() - t0}
+
+
+def scenario_optimize(ctx):
+    import jax
+    from peer_scenarios import encode
+
+    pccl, args, rec, i = ctx.pccl, ctx.args, ctx.rec, ctx.index
+    comm = ctx.comm = pccl.Communicator(args.master, timeout=args.timeout)
+    comm.connect(min_peers=OPTIMIZE_PEERS, timeout=args.join_timeout)
+    rec.check("before", lambda: reduce_round(pccl, comm, "optimize", i))
+    rec.check("optimize", lambda: optimize(comm))
+    rec.check("after", lambda: reduce_round(pccl, comm, "optimize", i))
+    jitted = jax.jit(lambda v: pccl.all_reduce(v, comm, op="sum"))
+    rec.check("jit", lambda: encode(jitted(ints("optimize", i))))
+    rec.check("optimize2", lambda: optimize(comm))
+    rec.check("after2", lambda: reduce_round(pccl, comm, "optimize", i))
+
+
+def _touch(path: str) -> None:
+    with open(path + ".tmp", "w") as f:
+        f.write("1")
+    os.replace(path + ".tmp", path)
+
+
+def _wait_for(path: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+def recover_and_reduce(pccl, comm, index: int) -> dict:
+    failures = []
+    for _ in range(MAX_RECOVERIES):
+        try:
+            got = reduce_round(pccl, comm, "optimize_churn", index)
+            got["failures"] = failures
+            return got
+        except pccl.PeerFailureError as exc:
+            failures.append(str(exc)[:200])
+            comm.update_topology()
+    raise RuntimeError(f"no all-reduce after {MAX_RECOVERIES} recoveries: {failures}")
+
+
+def scenario_optimize_churn(ctx):
+    pccl, args, rec, i = ctx.pccl, ctx.args, ctx.rec, ctx.index
+    workdir = os.path.dirname(os.path.abspath(args.out))
+    optimized = os.path.join(workdir, "optimized")
+    comm = ctx.comm = pccl.Communicator(args.master, timeout=args.timeout)
+    if i == NEWCOMER:
+        _wait_for(optimized, args.join_timeout)
+        comm.connect(timeout=args.join_timeout)
+    else:
+        comm.connect(min_peers=CHURN_PEERS - 1, timeout=args.join_timeout)
+        rec.check("optimize", lambda: optimize(comm))
+        if i == 0:
+            _touch(optimized)
+
+        def admit():
+            # Collective: every member sees the newcomer admitted by the same call.
+            rounds = 0
+            while comm.group_world_size < CHURN_PEERS:
+                comm.update_topology()
+                rounds += 1
+                time.sleep(0.02)
+            return rounds
+        rec.check("admit", admit)
+    rec.check("five", lambda: reduce_round(pccl, comm, "optimize_churn", i))
+    rec.check("optimize5", lambda: optimize(comm))
+    if i == NEWCOMER:
+        rec.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    rec.check("four", lambda: recover_and_reduce(pccl, comm, i))
+    rec.check("optimize4", lambda: optimize(comm))
+    rec.check("after4", lambda: reduce_round(pccl, comm, "optimize_churn", i))
+
+
+SCENARIOS = {
+    # name: (function, joins the run?) -- both join on their own
+    "optimize": (scenario_optimize, False),
+    "optimize_churn": (scenario_optimize_churn, False),
+}
