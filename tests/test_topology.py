@@ -121,3 +121,33 @@ def test_a_kill_after_optimize_is_survived(churn_run):
     assert_round(four, "optimize_churn", survivors)
     assert all(1 <= len(r["failures"]) <= ts.MAX_RECOVERIES for r in four), four
     assert_round(run.values("after4", survivors), "optimize_churn", survivors)
+
+
+@pytest.fixture(scope="module")
+def groups_kill_run(pccl):
+    return run_with_status(pccl, "groups_kill", 4, timeout=180, comm_timeout=15, join_timeout=60,
+                           expected_deaths=(ts.VICTIM,))
+
+
+def test_groups_kill_peers_finished_cleanly(groups_kill_run):
+    run, _ = groups_kill_run
+    assert not run.problems, run.diagnostics()
+
+
+def test_a_death_in_one_group_leaves_the_other_undisturbed(groups_kill_run):
+    """Group 0 all-reduced without a single failure, the same exact sum every
+    round, from before peer 3's death until after peer 2 recovered alone;
+    group 1's survivor failed, recovered and reduced alone; the run's size
+    dropped from 4 to 3 on group 0 (it counts every group)."""
+    run, snapshots = groups_kill_run
+    rounds = run.values("rounds", [0, 1])
+    assert all(r["failures"] == [] for r in rounds), rounds
+    assert rounds[0]["rounds"] == rounds[1]["rounds"] > ts.VICTIM_ROUNDS, rounds
+    assert all(r["distinct_sums"] == 1 for r in rounds), rounds
+    stacked = np.stack([ts.ints("groups_kill", k) for k in (0, 1)])
+    assert rounds[0]["sum"] == rounds[1]["sum"] == stacked.sum(axis=0).tolist()
+    survivor = run.values("recover", [2])[0]
+    assert survivor["failures"] >= 1 and survivor["group_world_size"] == 1, survivor
+    assert survivor["sum"] == ts.ints("groups_kill", 2).tolist()
+    assert run.values("world_after", [0, 1]) == [{"world_size": 3, "group_world_size": 2}] * 2
+    assert max(s["world_size"] for s in snapshots) == 4

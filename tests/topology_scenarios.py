@@ -134,3 +134,79 @@ SCENARIOS = {
     "optimize": (scenario_optimize, False),
     "optimize_churn": (scenario_optimize_churn, False),
 }
+
+
+# --- peer groups: a death in one group leaves the other undisturbed ----------------------
+
+GROUP_OF = {0: 0, 1: 0, 2: 1, 3: 1}
+VICTIM = 3
+VICTIM_ROUNDS = 5
+MAX_GROUP_ROUNDS = 3000
+
+
+def scenario_groups_kill(ctx):
+    """Group 0 (peers 0, 1) all-reduces round after round while, in group 1,
+    peer 3 SIGKILLs itself and peer 2 recovers alone. Group 0's rounds go on
+    until both its peers saw peer 2 recovered (a flag all-reduced with each
+    round, so both stop at the same round): none of them may fail."""
+    pccl, args, rec, i = ctx.pccl, ctx.args, ctx.rec, ctx.index
+    group = GROUP_OF[i]
+    workdir = os.path.dirname(os.path.abspath(args.out))
+    recovered = os.path.join(workdir, "recovered")
+    comm = ctx.comm = pccl.Communicator(args.master, peer_group=group, timeout=args.timeout)
+    comm.connect(min_peers=2, timeout=args.join_timeout)
+    _touch(os.path.join(workdir, f"ready{i}"))
+    for k in GROUP_OF:
+        _wait_for(os.path.join(workdir, f"ready{k}"), args.join_timeout)
+    x = ints("groups_kill", i)
+    if group == 0:
+        def rounds():
+            sums, failures = [], []
+            for _ in range(MAX_GROUP_ROUNDS):
+                seen = float(os.path.exists(recovered))
+                try:
+                    out = np.asarray(pccl.all_reduce(np.append(x, seen), comm, op="sum"))
+                except pccl.PcclError as exc:  # any failure is the finding
+                    failures.append(f"{type(exc).__name__}: {exc}"[:300])
+                    comm.update_topology()
+                    continue
+                sums.append(out[:-1])
+                if out[-1] == 2:
+                    break
+            distinct = {s.tobytes() for s in sums}
+            return {"rounds": len(sums), "failures": failures, "distinct_sums": len(distinct),
+                    "sum": sums[-1].tolist() if sums else None}
+        rec.check("rounds", rounds)
+        deadline = time.monotonic() + 30
+        while comm.world_size != 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        rec.check("world_after", lambda: {"world_size": comm.world_size,
+                                          "group_world_size": comm.group_world_size})
+        _touch(os.path.join(workdir, f"looked{i}"))
+        return
+    for _ in range(VICTIM_ROUNDS):
+        pccl.all_reduce(x, comm, op="sum")
+    if i == VICTIM:
+        rec.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def recover():
+        failures = 0
+        for _ in range(MAX_RECOVERIES):
+            try:
+                got = np.asarray(pccl.all_reduce(x, comm, op="sum"))
+            except pccl.PeerFailureError:
+                failures += 1
+                comm.update_topology()
+                continue
+            return {"failures": failures, "sum": got.tolist(),
+                    "group_world_size": comm.group_world_size}
+        raise RuntimeError(f"still failing after {MAX_RECOVERIES} recoveries")
+    rec.check("recover", recover)
+    _touch(recovered)
+    # Stay in the run until group 0 has read the run's size (3 with us).
+    for k in (0, 1):
+        _wait_for(os.path.join(workdir, f"looked{k}"), 60)
+
+
+SCENARIOS["groups_kill"] = (scenario_groups_kill, False)
