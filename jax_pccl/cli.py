@@ -59,7 +59,9 @@ def _cmd_master(args) -> int:
         signal.signal(sig, lambda *_: stop.set())
     try:
         master = Master(host=args.host, port=args.port, secret=secret,
-                        heartbeat_timeout=args.heartbeat_timeout)
+                        heartbeat_timeout=args.heartbeat_timeout,
+                        probe_seconds=args.probe_seconds,
+                        probe_connections=args.probe_connections)
     except (PcclError, OSError, ValueError) as exc:  # a port in use, a bad address
         # the engine's message already names the address ("cannot listen on H:P: why")
         why = str(exc)
@@ -81,6 +83,20 @@ def _cmd_demo(args) -> int:
     from .demo import run_demo
 
     return run_demo(args.peers, args.steps, args.batch, args.lr, args.timeout)
+
+
+def _probe_seconds(text: str) -> float:
+    value = float(text)
+    if not 0.001 <= value <= 60.0:
+        raise argparse.ArgumentTypeError("must be between 0.001 and 60 seconds")
+    return value
+
+
+def _probe_connections(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 32:
+        raise argparse.ArgumentTypeError("must be between 1 and 32")
+    return value
 
 
 def _positive_seconds(text: str) -> float:
@@ -120,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "neither: no authentication)")
     m.add_argument("--heartbeat-timeout", type=_positive_seconds, default=4.0, metavar="S",
                    help="drop a peer silent this long (default 4.0)")
+    m.add_argument("--probe-seconds", type=_probe_seconds, default=1.0, metavar="S",
+                   help="optimize_topology(): how long each link probe sends (default 1.0)")
+    m.add_argument("--probe-connections", type=_probe_connections, default=4, metavar="K",
+                   help="optimize_topology(): TCP connections per link probe (default 4)")
     env_level = os.environ.get("JAX_PCCL_LOG", "")
     m.add_argument("--log-level", choices=LOG_LEVELS,
                    default=env_level if env_level in LOG_LEVELS else "info",

@@ -120,6 +120,7 @@ def test_version_and_help():
     assert "SUPPRESS" not in help_text and "_demo" not in help_text, help_text
     master_help = _cli("master", "--help").stdout
     assert "--heartbeat-timeout" in master_help and "--log-level" in master_help
+    assert "--probe-seconds" in master_help and "--probe-connections" in master_help
 
 
 def test_bad_heartbeat_timeout_is_a_usage_error():
@@ -180,6 +181,10 @@ def test_console_script_master_listens_and_exits_0_on_sigterm():
     ([], "command"),
     (["master", "--port", "x"], "--port"),
     (["master", "--no-such-flag"], "--no-such-flag"),
+    (["master", "--probe-connections", "0"], "--probe-connections"),
+    (["master", "--probe-connections", "33"], "--probe-connections"),
+    (["master", "--probe-seconds", "0"], "--probe-seconds"),
+    (["master", "--probe-seconds", "61"], "--probe-seconds"),
 ])
 def test_console_script_usage_errors_are_one_line(args, names):
     """API.md: errors are one line on stderr, exit 2 (argparse printed its

@@ -145,3 +145,25 @@ def test_the_listener_sees_a_real_connect(listener):
         assert listener.attempts(), "connect() did not reach the listener"
     finally:
         comm.close()
+
+
+BAD_PROBES = [({"probe_seconds": 0}, "probe_seconds"), ({"probe_seconds": 61}, "probe_seconds"),
+              ({"probe_seconds": float("nan")}, "probe_seconds"),
+              ({"probe_seconds": True}, "probe_seconds"), ({"probe_seconds": "1"}, "probe_seconds"),
+              ({"probe_connections": 0}, "probe_connections"),
+              ({"probe_connections": 33}, "probe_connections"),
+              ({"probe_connections": 2.0}, "probe_connections"),
+              ({"probe_connections": True}, "probe_connections")]
+
+
+@pytest.mark.parametrize("kwargs,says", BAD_PROBES, ids=[repr(k) for k, _ in BAD_PROBES])
+def test_bad_master_probe_settings_refused_naming_them(kwargs, says):
+    with pytest.raises(ValueError, match=says):
+        pccl.Master(host="127.0.0.1", port=0, **kwargs)
+
+
+def test_master_probe_settings_at_their_bounds_are_accepted():
+    for kwargs in ({"probe_seconds": 0.001, "probe_connections": 1},
+                   {"probe_seconds": 60, "probe_connections": 32}):
+        with pccl.Master(host="127.0.0.1", port=0, **kwargs) as master:
+            assert master.status()["world_size"] == 0
