@@ -14,9 +14,10 @@ The split, for CI time (about 20 minutes in all on 2 cores):
   the errors (every FFI entry point and the bindings' error translation);
   under TSan, start/wait, concurrent collectives and ordered effects (the most
   threads at once);
-- one more file per sanitizer per run, rotating over the heavier ones
-  (continuations, peer deaths, shared state). The pick is printed and derived
-  from a seed that changes every run; JAX_PCCL_SANITIZED_SEED fixes it.
+- one more file per run, rotating over the heavier ones (continuations,
+  peer deaths, shared state) under each sanitizer in turn: six picks. The
+  pick is printed and derived from a seed that changes every run;
+  JAX_PCCL_SANITIZED_SEED fixes it.
 The rest of the suite runs against the release build only.
 """
 from __future__ import annotations
@@ -43,14 +44,14 @@ ROTATING = {
     "thread": ["test_xla_continuations.py", "test_fault_tolerance.py", "test_shared_state.py"],
 }
 SEED = int(os.environ.get("JAX_PCCL_SANITIZED_SEED", int(time.time()) // 60))
-# The same index for both sanitizers would always pair the same files: offset one.
-PICKED = {"address": ROTATING["address"][SEED % 3], "thread": ROTATING["thread"][(SEED + 1) % 3]}
-CASES = [(s, name) for s in EVERY_RUN for name in EVERY_RUN[s]] + list(PICKED.items())
+ROTATION = [(s, name) for s in ROTATING for name in ROTATING[s]]
+PICKED = ROTATION[SEED % len(ROTATION)]
+CASES = [(s, name) for s in EVERY_RUN for name in EVERY_RUN[s]] + [PICKED]
 
 
 @pytest.mark.parametrize("sanitizer,name", CASES)
 def test_python_tests_under_sanitizer(request, tmp_path, sanitizer: str, name: str):
-    if name == PICKED[sanitizer]:
+    if (sanitizer, name) == PICKED:
         print(f"rotating pick under {sanitizer}: {name} (JAX_PCCL_SANITIZED_SEED={SEED})")
     build = request.getfixturevalue(f"{sanitizer}_build")
     path = native_builds.overlay(build, tmp_path / "overlay")

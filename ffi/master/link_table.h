@@ -28,6 +28,12 @@ class LinkTable {
   using Pair = std::pair<uint64_t, uint64_t>;  // (from, to)
 
   void record(uint64_t from, const LinkFigure& figure, double now_s);
+  // A link found broken outside a probe (both ends reported each other
+  // unreachable): unusable in both directions until a probe succeeds.
+  void mark_broken(uint64_t a, uint64_t b, double now_s);
+  bool broken(const Pair& link) const;  // a failed figure is on record
+  // Whether the ring (in order, closing back to the first) uses a broken link.
+  bool ring_uses_broken(const std::vector<uint64_t>& ring) const;
   void forget_peer(uint64_t id);  // a member left: its figures go with it
   // A usable figure younger than max_age_s (a failed probe is never fresh:
   // the next optimisation probes that link again, so a repaired link returns).
@@ -37,6 +43,9 @@ class LinkTable {
                                                    double now_s, double max_age_s) const;
   // cost[i][j] for members[i] -> members[j] (link_seconds; infinity when unknown or failed).
   CostMatrix costs(const std::vector<uint64_t>& members) const;
+  // The same, but a link without any figure costs `unknown_s` (routing
+  // around broken links before everything is measured).
+  CostMatrix costs(const std::vector<uint64_t>& members, double unknown_s) const;
   const std::map<Pair, LinkRecord>& records() const { return records_; }
 
  private:

@@ -144,6 +144,12 @@ void MasterCore::handle_vote(PeerRecord& p, const std::vector<uint8_t>& payload)
     return;
   }
   g.votes.insert(p.id);
+  for (uint64_t other : vote.unreachable) {
+    if (other == p.id) throw ProtocolViolation("vote names the voter itself unreachable");
+    // Members only: what a vote can add stays bounded by the ring's pairs.
+    if (std::find(g.ring.begin(), g.ring.end(), other) == g.ring.end()) continue;
+    g.unreachable[{std::min(p.id, other), std::max(p.id, other)}].insert(p.id);
+  }
   try_complete_vote(p.group);
 }
 
@@ -156,7 +162,7 @@ void MasterCore::try_complete_vote(uint32_t group_id) {
   std::vector<uint64_t> ring = g.ring;
   ring.insert(ring.end(), g.pending.begin(), g.pending.end());
   g.pending.clear();
-  advance_epoch(group_id, ring);
+  advance_epoch(group_id, route_around_broken_links(group_id, std::move(ring)));
 }
 
 void MasterCore::advance_epoch(uint32_t group_id, std::vector<uint64_t> new_ring) {
@@ -164,6 +170,7 @@ void MasterCore::advance_epoch(uint32_t group_id, std::vector<uint64_t> new_ring
   g.ring = std::move(new_ring);
   g.votes.clear();
   g.optimize = OptimizeRound{};  // an optimisation of the old ring is void
+  g.unreachable.clear();
   g.epoch = std::max(g.epoch + 1, g.epoch_floor);
   TopologyMsg topo;
   topo.group = group_id;

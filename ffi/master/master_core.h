@@ -124,6 +124,9 @@ class MasterCore {
     uint64_t revision = 0;
     OptimizeRound optimize;
     LinkTable links;
+    // Votes of this epoch naming a ring neighbour unreachable: the pair
+    // (lower id, higher id) and who named it. Both ends: the link is broken.
+    std::map<std::pair<uint64_t, uint64_t>, std::set<uint64_t>> unreachable;
     RingChoice choice;
   };
 
@@ -149,6 +152,9 @@ class MasterCore {
   uint64_t new_peer_id();
   void handle_vote(PeerRecord& p, const std::vector<uint8_t>& payload);
   void try_complete_vote(uint32_t group_id);
+  // Pairs named unreachable by both ends become broken links; a ring that
+  // would use one is re-planned around it (master_core_topology.cc).
+  std::vector<uint64_t> route_around_broken_links(uint32_t group_id, std::vector<uint64_t> ring);
   void advance_epoch(uint32_t group_id, std::vector<uint64_t> new_ring);
   void send(uint64_t peer, MsgType type, std::vector<uint8_t> payload);
   // Shared-state sync (master_core_sync.cc).

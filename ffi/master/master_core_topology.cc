@@ -10,6 +10,10 @@
 
 namespace pccl {
 
+namespace {
+constexpr double kUnmeasuredLinkSeconds = 1.0;
+}  // namespace
+
 double MasterCore::now_s() const {
   if (config_.clock) return config_.clock();
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -104,6 +108,37 @@ void MasterCore::try_finish_optimize(uint32_t group_id) {
                                    << (plan.exact ? ", exact" : "") << ")");
   advance_epoch(group_id, ring);  // resets the round
   g.choice.epoch = g.epoch;
+}
+
+std::vector<uint64_t> MasterCore::route_around_broken_links(uint32_t group_id,
+                                                            std::vector<uint64_t> ring) {
+  Group& g = groups_[group_id];
+  double now = now_s();
+  for (const auto& [pair, named_by] : g.unreachable) {
+    // Both ends, both still here: one end alone may be a dying peer's
+    // neighbour (its death is the heartbeat's to find) or a liar.
+    if (named_by.count(pair.first) == 0 || named_by.count(pair.second) == 0) continue;
+    if (peers_.count(pair.first) == 0 || peers_.count(pair.second) == 0) continue;
+    PCCL_LOG(kWarn, "master: group " << group_id << ": the link between peers " << pair.first
+                                     << " and " << pair.second
+                                     << " is broken (both ends say so); routing around it");
+    g.links.mark_broken(pair.first, pair.second, now);
+  }
+  if (ring.size() < 3 || !g.links.ring_uses_broken(ring)) return ring;
+  SolverOptions opts;
+  opts.time_budget_s = config_.solve_budget_s;
+  opts.seed = g.epoch + 1;
+  // Unmeasured links count as ordinary ones (a second, far above any
+  // measured reference chunk), broken ones as unusable.
+  RingPlan plan = plan_ring(g.links.costs(ring, kUnmeasuredLinkSeconds), opts);
+  std::vector<uint64_t> routed;
+  for (int i : plan.order) routed.push_back(ring[i]);
+  if (g.links.ring_uses_broken(routed)) {
+    PCCL_LOG(kWarn, "master: group " << group_id
+                                     << ": no ring avoids every broken link; using the one with "
+                                        "the fewest");
+  }
+  return routed;
 }
 
 void MasterCore::forget_optimize_peer(uint32_t group_id, uint64_t peer_id) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <exception>
 #include <sstream>
+#include <thread>
 
 #include "collectives/inline_allreduce.h"
 #include "collectives/ring_allreduce.h"
@@ -167,7 +168,7 @@ void Communicator::apply_topology(const ReceivedTopology& received) {
 void Communicator::settle(ReceivedTopology received) {
   apply_topology(received);
   while (received.topology.more_pending != 0) {
-    master_.send_vote(epoch_, Deadline::after(config_.timeout_s));
+    master_.send_vote(epoch_, {}, Deadline::after(config_.timeout_s));
     received = await_vote("admitting the remaining pending peers");
     apply_topology(received);
   }
@@ -255,8 +256,41 @@ void Communicator::update_topology() {
     }
     if (!pending) return;
   }
-  master_.send_vote(epoch_, Deadline::after(config_.timeout_s));
+  // A failure nobody's death explains may be a link broken between two live
+  // peers: name the neighbours that do not answer, so that the master can
+  // route the next ring around the link instead of rebuilding it for ever.
+  std::vector<uint64_t> unreachable;
+  if (ring_broken_ && master_.drops_seen() == drops_baseline_) unreachable = unreachable_neighbours();
+  master_.send_vote(epoch_, unreachable, Deadline::after(config_.timeout_s));
   settle(await_vote("admitting pending peers / dropping dead ones"));
+}
+
+std::vector<uint64_t> Communicator::unreachable_neighbours() {
+  size_t n = ring_.size();
+  if (n < 3) return {};  // one ring only: nothing to route around
+  int r = rank_.load();
+  const RingMember& right = ring_[(r + 1) % n];
+  const RingMember& left = ring_[(r + n - 1) % n];
+  // Half the timeout at most: the failure that brought us here already took
+  // one, and recovery should stay within two.
+  Deadline deadline = Deadline::after(std::min(config_.timeout_s / 2, kLinkCheckSeconds));
+  bool left_ok = true;
+  std::thread check_left([&] {
+    try {
+      left_ok = link_answers(links_, peer_id_, epoch_, left, deadline, &cancel_);
+    } catch (const PcclError&) {  // cancelled: closing, nothing to report
+    }
+  });
+  bool right_ok = true;
+  try {
+    right_ok = link_answers(links_, peer_id_, epoch_, right, deadline, &cancel_);
+  } catch (const PcclError&) {
+  }
+  check_left.join();
+  std::vector<uint64_t> out;
+  if (!right_ok) out.push_back(right.peer_id);
+  if (!left_ok) out.push_back(left.peer_id);
+  return out;
 }
 
 void Communicator::rejoin() {

@@ -31,6 +31,9 @@ namespace pccl {
 // Enough windows for 1 Gbit/s at 80 ms RTT with 4 MiB socket buffers, and
 // costless on loopback, where messages under a chunk use one connection.
 constexpr int kDefaultRingConnections = 8;
+// How long a ring neighbour may take to answer the link check after a
+// failure (capped at half the communicator's timeout).
+constexpr double kLinkCheckSeconds = 5.0;
 
 struct CommunicatorConfig {
   std::string master_host = "127.0.0.1";
@@ -223,6 +226,9 @@ class Communicator {
   // the epoch's started-but-unwaited collectives; refuses while any healthy
   // one (or one whose caller waits for it itself) is still outstanding.
   void settle_started_work();
+  // After a ring failure: the ring neighbours that do not answer a round trip
+  // within kLinkCheckSeconds (both at once). Empty for rings under 3 peers.
+  std::vector<uint64_t> unreachable_neighbours();
   // optimize_topology()'s probes, round after round: our figures.
   LinkReportMsg run_probes(const LinkPlanMsg& plan);
 

@@ -103,6 +103,24 @@ LinkFigure probe_link(const RingLinks& links, uint64_t my_id, const RingMember& 
   return figure;
 }
 
+bool link_answers(const RingLinks& links, uint64_t my_id, uint64_t epoch, const RingMember& to,
+                  const Deadline& deadline, const Canceller* cancel) {
+  ProbeSpec spec;
+  spec.epoch = epoch;
+  spec.round = kMaxRingMembers - 1;  // no plan has this round: never mistaken for a probe
+  spec.streams = 1;
+  spec.seconds = 0;  // the ping only
+  spec.pings = 1;
+  StreamOutcome outcome;
+  run_stream(links, my_id, to, spec, 0, deadline, cancel, &outcome);
+  if (cancel != nullptr && cancel->cancelled()) throw Cancelled("communicator closed");
+  if (!outcome.ok) {
+    PCCL_LOG(kWarn, "peer " << my_id << ": link to peer " << to.peer_id << " at " << to.host << ":"
+                            << to.port << " does not answer: " << outcome.error);
+  }
+  return outcome.ok;
+}
+
 void LinkProbeServer::accept(Socket sock, const PeerHelloMsg& hello) {
   std::lock_guard<std::mutex> lock(mu_);
   join_finished();

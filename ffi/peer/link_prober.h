@@ -42,6 +42,12 @@ struct ProbeSpec {
 LinkFigure probe_link(const RingLinks& links, uint64_t my_id, const RingMember& to,
                       const ProbeSpec& spec, const Deadline& deadline, const Canceller* cancel);
 
+// Whether `to` answers a round trip over a fresh probe connection (handshake,
+// one ping, no bulk bytes) before the deadline: after a ring failure, this
+// tells a link broken between two live peers (silence) from a slow collective.
+bool link_answers(const RingLinks& links, uint64_t my_id, uint64_t epoch, const RingMember& to,
+                  const Deadline& deadline, const Canceller* cancel);
+
 class LinkProbeServer {
  public:
   explicit LinkProbeServer(double stall_timeout_s) : stall_timeout_s_(stall_timeout_s) {}

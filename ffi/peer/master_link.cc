@@ -109,8 +109,9 @@ PcclError MasterLink::lost_error() const {
   return MasterUnreachable(failure_);
 }
 
-void MasterLink::send_vote(uint64_t epoch, const Deadline& deadline) {
-  send_control(MsgType::kVote, VoteMsg{epoch}.encode(), "voting", deadline);
+void MasterLink::send_vote(uint64_t epoch, const std::vector<uint64_t>& unreachable,
+                           const Deadline& deadline) {
+  send_control(MsgType::kVote, VoteMsg{epoch, unreachable}.encode(), "voting", deadline);
 }
 
 void MasterLink::send_control(MsgType type, const std::vector<uint8_t>& payload, const char* doing,

@@ -63,7 +63,9 @@ class MasterLink {
     while (epoch > seen && !epoch_.compare_exchange_weak(seen, epoch, std::memory_order_acq_rel)) {
     }
   }
-  void send_vote(uint64_t epoch, const Deadline& deadline);
+  // `unreachable`: ring neighbours that did not answer (VoteMsg).
+  void send_vote(uint64_t epoch, const std::vector<uint64_t>& unreachable,
+                 const Deadline& deadline);
   // A frame of a topology operation (OPTIMIZE, LINK_REPORT); `doing` names it
   // in the error when the master is lost.
   void send_control(MsgType type, const std::vector<uint8_t>& payload, const char* doing,

@@ -78,11 +78,28 @@ TopologyMsg TopologyMsg::decode(const std::vector<uint8_t>& b) {
   return m;
 }
 
-std::vector<uint8_t> VoteMsg::encode() const { return WireWriter().u64(epoch).take(); }
+std::vector<uint8_t> VoteMsg::encode() const {
+  WireWriter w;
+  w.u64(epoch);
+  // Optional trailer, absent when empty (an older master reads the epoch alone).
+  if (!unreachable.empty()) {
+    w.u8(static_cast<uint8_t>(unreachable.size()));
+    for (uint64_t id : unreachable) w.u64(id);
+  }
+  return w.take();
+}
 VoteMsg VoteMsg::decode(const std::vector<uint8_t>& b) {
   WireReader r(b);
   VoteMsg m;
   m.epoch = r.u64();
+  if (!r.at_end()) {
+    uint8_t n = r.u8();
+    if (n == 0 || n > kMaxUnreachableNeighbours) {
+      throw ProtocolViolation("vote names " + std::to_string(n) + " unreachable neighbours");
+    }
+    m.unreachable.resize(n);
+    for (uint64_t& id : m.unreachable) id = r.u64();
+  }
   r.expect_end();
   return m;
 }

@@ -104,8 +104,14 @@ struct TopologyMsg {
   static TopologyMsg decode(const std::vector<uint8_t>& b);
 };
 
+// A vote may name ring neighbours this peer could not reach although the
+// master still hears from them (a link broken between two live peers): the
+// master marks the pair unusable once both ends name each other.
+constexpr uint32_t kMaxUnreachableNeighbours = 2;
+
 struct VoteMsg {
   uint64_t epoch = 0;
+  std::vector<uint64_t> unreachable;  // at most kMaxUnreachableNeighbours peer ids
   std::vector<uint8_t> encode() const;
   static VoteMsg decode(const std::vector<uint8_t>& b);
 };

@@ -98,6 +98,9 @@ def main() -> int:
                     help="ride out a master outage this long (restart tests)")
     ap.add_argument("--sync-every", type=int, default=0,
                     help="sync a shared state every this many steps (0: never)")
+    ap.add_argument("--optimize-when", default=None, metavar="PATH",
+                    help="once every peer has seen PATH exist (a flag all-reduced each "
+                         "step), call optimize_topology() once")
     args = ap.parse_args()
 
     import jax
@@ -143,6 +146,7 @@ def main() -> int:
     step = 0
     next_sample = 0.0
     master_lost_at = None
+    optimized = False
     while time.time() < end:
         try:
             if args.shape == "update_first":
@@ -166,6 +170,13 @@ def main() -> int:
                 next_sample = time.time() + 2.0
             if args.shape == "step_first":
                 comm.update_topology()
+            if args.optimize_when and not optimized:
+                seen = np.array([int(os.path.exists(args.optimize_when))], np.int32)
+                if int(np.asarray(pccl.all_reduce(seen, comm, op="sum"))[0]) == comm.group_world_size:
+                    t0 = time.time()
+                    comm.optimize_topology()
+                    optimized = True
+                    emit(optimized=comm.stats()["epoch"], rank=comm.rank, took=time.time() - t0)
         except Exception as exc:  # noqa: BLE001 - classified below
             if pccl.is_peer_failure(exc):
                 emit(failure=type(exc).__name__, message=str(exc)[:300])
