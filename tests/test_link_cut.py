@@ -4,11 +4,14 @@ neighbours is cut silently (`cutpair`: packets dropped, no RST): both still
 reach the master, so nobody is dropped. The run must keep all-reducing with
 all 5 peers within 2 x timeout on a ring that avoids the pair, without a
 livelock (failed attempts are counted), and after the link is restored
-optimize_topology() probes it again and finds it usable.
+optimize_topology() probes it again and finds it usable. Then one peer is
+cut off from every other peer but not from the master: no ring avoids its
+links, so after a bounded number of attempts the master leaves it out and
+the other 4 train on.
 
 Each peer runs tests/fault/peer_loop.py (every result is the bitmask of the
-peers that took part); the master runs in host 1 and writes its status to a
-file (tests/fault/status_master.py)."""
+peers that took part); the master runs in a host of its own (6) and writes
+its status to a file (tests/fault/status_master.py)."""
 from __future__ import annotations
 
 import json
@@ -27,6 +30,7 @@ from test_wan_lab import _can_build_a_lab, lab
 
 HERE = Path(__file__).resolve().parent
 PEERS = 5
+MASTER_HOST = PEERS + 1
 TIMEOUT = 8.0  # the communicator's: the claim is recovery within 2 x this
 PORT = 48148   # inside the lab's own namespaces: nothing else listens there
 MAX_FAILURES = 3
@@ -40,7 +44,7 @@ class Lab:
         self.procs: list[subprocess.Popen] = []
 
     def up(self) -> None:
-        r = lab("up", "-n", str(PEERS), "--rtt", "0", "--rate", "1000", **self.env)
+        r = lab("up", "-n", str(MASTER_HOST), "--rtt", "0", "--rate", "1000", **self.env)
         assert r.returncode == 0, r.stderr
 
     def down(self) -> None:
@@ -112,23 +116,24 @@ def cut_lab():
 def test_a_cut_link_is_routed_around_then_used_again(cut_lab):
     lab_ = cut_lab
     d = lab_.dir
-    lab_.start(1, sys.executable, str(HERE / "fault" / "status_master.py"), "--port", str(PORT),
+    lab_.start(MASTER_HOST, sys.executable, str(HERE / "fault" / "status_master.py"), "--port", str(PORT),
                "--status", os.path.join(d, "status.json"), "--probe-seconds", "0.2",
                log=os.path.join(d, "master.log"))
     lab_.wait("the master listening", lambda: "groups" in lab_.status(), 60)
     optimize_flag = os.path.join(d, "optimize")
     for i in range(PEERS):
         lab_.start(i + 1, sys.executable, str(HERE / "fault" / "peer_loop.py"), "--master",
-                   f"{lab_.ip(1)}:{PORT}", "--index", str(i), "--out",
+                   f"{lab_.ip(MASTER_HOST)}:{PORT}", "--index", str(i), "--out",
                    os.path.join(d, f"peer{i}.jsonl"), "--timeout", str(TIMEOUT), "--seconds",
                    "240", "--elements", "4096", "--min-peers", str(PEERS), "--optimize-when",
                    optimize_flag, log=os.path.join(d, f"peer{i}.log"))
     full = (1 << PEERS) - 1
 
-    def training(since: float, count: int = 3) -> bool:
+    def training(since: float, count: int = 3, peers=range(PEERS)) -> bool:
+        mask = sum(1 << i for i in peers)
         return all(sum(1 for r in lab_.records(i) if "ok" in r and r["t"] > since
-                       and r["world"] == PEERS and r["mask"] == full) >= count
-                   for i in range(PEERS))
+                       and r["world"] == len(peers) and r["mask"] == mask) >= count
+                   for i in peers)
     lab_.wait("5 peers training", lambda: training(0), 180)
     # The pair to cut: two ring neighbours, by the addresses the master lists.
     status = lab_.status()
@@ -168,3 +173,26 @@ def test_a_cut_link_is_routed_around_then_used_again(cut_lab):
     optimized_at = max(r["t"] for i in range(PEERS) for r in lab_.records(i) if "optimized" in r)
     lab_.wait("5 peers training after optimize", lambda: training(optimized_at, 3), 60)
     assert not any("fatal" in r for i in range(PEERS) for r in lab_.records(i))
+
+    # A peer cut off from every other peer, not from the master: left out.
+    status = lab_.status()
+    victim_id = group0(status)["ring"][-1]
+    victim_host = host_of[victim_id]
+    victim = victim_host - 1  # peer index i runs in host i + 1
+    for host in range(1, PEERS + 1):
+        if host != victim_host:
+            assert lab("cutpair", str(victim_host), str(host), **lab_.env).returncode == 0
+    isolated_at = time.time()
+    others = [i for i in range(PEERS) if i != victim]
+    lab_.wait("4 peers training without the isolated one",
+              lambda: training(isolated_at + 0.5, 3, others), 240)
+    fatal = [r for r in lab_.records(victim) if "fatal" in r]
+    assert fatal and "no ring of its group avoids its broken links" in fatal[-1]["message"], (
+        lab_.records(victim)[-3:])
+    attempts = [sum(1 for r in lab_.records(i) if "failure" in r and r["t"] > isolated_at)
+                for i in others]
+    left_out_s = min(r["t"] for i in others for r in lab_.records(i)
+                     if "ok" in r and r["t"] > isolated_at and r["world"] == PEERS - 1) - isolated_at
+    print(f"peer {victim_id} cut off from every peer: left out after {left_out_s:.1f} s; "
+          f"failed attempts of the others: {attempts}")
+    assert max(attempts) <= 2 * MAX_FAILURES, attempts

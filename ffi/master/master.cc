@@ -281,6 +281,15 @@ void Master::flush_outbox() {
     auto it = peer_fds_.find(o.peer);
     if (it != peer_fds_.end()) send_frame(it->second, o.type, o.payload);
   }
+  // Peers the core left out of every ring (MasterCore::take_evictions): told
+  // why, then dropped like any other; reap() then forgets them in the core.
+  for (auto& [peer, why] : core_.take_evictions()) {
+    auto it = peer_fds_.find(peer);
+    if (it == peer_fds_.end()) continue;
+    send_frame(it->second, MsgType::kError, ErrorMsg{"dropped by the master: " + why}.encode());
+    auto conn = conns_.find(it->second);
+    if (conn != conns_.end()) drop(conn->second, why);
+  }
 }
 
 void Master::keep_alive() {

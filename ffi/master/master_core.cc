@@ -18,6 +18,12 @@ std::vector<Outgoing> MasterCore::take_outbox() {
   return out;
 }
 
+std::vector<std::pair<uint64_t, std::string>> MasterCore::take_evictions() {
+  std::vector<std::pair<uint64_t, std::string>> out;
+  out.swap(evictions_);
+  return out;
+}
+
 void MasterCore::send(uint64_t peer, MsgType type, std::vector<uint8_t> payload) {
   outbox_.push_back({peer, type, std::move(payload)});
 }

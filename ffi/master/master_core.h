@@ -141,6 +141,10 @@ class MasterCore {
   void on_peer_lost(uint64_t peer, const std::string& reason);
 
   std::vector<Outgoing> take_outbox();
+  // Peers to drop with a reason (the glue tells them and closes their
+  // connection, then reports them lost): left out of their group's new ring
+  // because no ring without them avoids the broken links.
+  std::vector<std::pair<uint64_t, std::string>> take_evictions();
   const std::map<uint64_t, PeerRecord>& peers() const { return peers_; }
   const std::map<uint32_t, Group>& groups() const { return groups_; }
   uint32_t total_world_size() const;
@@ -177,6 +181,7 @@ class MasterCore {
   uint64_t next_sync_round_ = 1;
   std::mt19937_64 id_rng_;
   std::vector<Outgoing> outbox_;
+  std::vector<std::pair<uint64_t, std::string>> evictions_;
 };
 
 }  // namespace pccl

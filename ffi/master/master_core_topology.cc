@@ -11,7 +11,23 @@
 namespace pccl {
 
 namespace {
+
 constexpr double kUnmeasuredLinkSeconds = 1.0;
+
+uint64_t most_broken_member(const LinkTable& links, const std::vector<uint64_t>& ring) {
+  uint64_t victim = ring.back();
+  int worst = -1;
+  for (uint64_t a : ring) {
+    int count = 0;
+    for (uint64_t b : ring) count += a != b && links.broken({a, b}) ? 1 : 0;
+    if (count >= worst) {  // >=: the last in ring order wins ties
+      worst = count;
+      victim = a;
+    }
+  }
+  return victim;
+}
+
 }  // namespace
 
 double MasterCore::now_s() const {
@@ -124,21 +140,25 @@ std::vector<uint64_t> MasterCore::route_around_broken_links(uint32_t group_id,
                                      << " is broken (both ends say so); routing around it");
     g.links.mark_broken(pair.first, pair.second, now);
   }
-  if (ring.size() < 3 || !g.links.ring_uses_broken(ring)) return ring;
-  SolverOptions opts;
-  opts.time_budget_s = config_.solve_budget_s;
-  opts.seed = g.epoch + 1;
-  // Unmeasured links count as ordinary ones (a second, far above any
-  // measured reference chunk), broken ones as unusable.
-  RingPlan plan = plan_ring(g.links.costs(ring, kUnmeasuredLinkSeconds), opts);
-  std::vector<uint64_t> routed;
-  for (int i : plan.order) routed.push_back(ring[i]);
-  if (g.links.ring_uses_broken(routed)) {
-    PCCL_LOG(kWarn, "master: group " << group_id
-                                     << ": no ring avoids every broken link; using the one with "
-                                        "the fewest");
+  while (ring.size() >= 3 && g.links.ring_uses_broken(ring)) {
+    SolverOptions opts;
+    opts.time_budget_s = config_.solve_budget_s;
+    opts.seed = g.epoch + 1;
+    // Unmeasured links count as ordinary ones (a second, far above any
+    // measured reference chunk), broken ones as unusable.
+    RingPlan plan = plan_ring(g.links.costs(ring, kUnmeasuredLinkSeconds), opts);
+    std::vector<uint64_t> routed;
+    for (int i : plan.order) routed.push_back(ring[i]);
+    if (!g.links.ring_uses_broken(routed)) return routed;
+    // No ring of them all avoids the broken links: leave out the member
+    // with the most of them (the last in ring order among equals: newcomers come last), and try again.
+    uint64_t victim = most_broken_member(g.links, ring);
+    PCCL_LOG(kWarn, "master: group " << group_id << ": no ring avoids every broken link; "
+                                     << "leaving out peer " << victim);
+    evictions_.push_back({victim, "no ring of its group avoids its broken links"});
+    ring.erase(std::find(ring.begin(), ring.end(), victim));
   }
-  return routed;
+  return ring;
 }
 
 void MasterCore::forget_optimize_peer(uint32_t group_id, uint64_t peer_id) {
