@@ -29,6 +29,10 @@
 #   cut I [drop|down]  Isolate host I: drop = silently discard its traffic both ways (peers
 #                      see only timeouts); down = take its link down (no carrier).
 #   restore I          Undo `cut I`.
+#   pair I J RTT_MS|off
+#                      Override the RTT between hosts I and J (both directions; the
+#                      userspace delay line only: netem shapes access links, not
+#                      paths); `off` removes the override. Rates and loss stay per link.
 #   cutpair I J        Silently discard traffic between hosts I and J only.
 #   restorepair I J    Undo `cutpair I J`.
 #   help               This text.
@@ -160,12 +164,17 @@ shape_host() {
     shape "u$i" "$rate" "$delay" "$loss"
 }
 
-# The delay line's table: "QUEUE DELAY_MS LOSS_PROBABILITY" per path i->j.
+# The delay line's table: "QUEUE DELAY_MS LOSS_PROBABILITY" per path i->j; a
+# `pair` override ($STATE/pairs: "I J ONE_WAY_MS") replaces D_i + D_j.
 write_delay_conf() {
-    awk '{d[$1] = $2; p[$1] = $4 / 100} END {
-        for (i in d) for (j in d) if (i != j)
-            printf "%d %.3f %.6f\n", i * 256 + j, d[i] + d[j], 1 - (1 - p[i]) * (1 - p[j])
-    }' "$STATE/hosts" | sort -n >"$STATE/delay.conf.new"
+    touch "$STATE/pairs"
+    awk 'FILENAME == ARGV[1] {o[$1 " " $2] = $3; o[$2 " " $1] = $3; next}
+         {d[$1] = $2; p[$1] = $4 / 100} END {
+        for (i in d) for (j in d) if (i != j) {
+            delay = (i " " j) in o ? o[i " " j] : d[i] + d[j]
+            printf "%d %.3f %.6f\n", i * 256 + j, delay, 1 - (1 - p[i]) * (1 - p[j])
+        }
+    }' "$STATE/pairs" "$STATE/hosts" | sort -n >"$STATE/delay.conf.new"
     mv "$STATE/delay.conf.new" "$STATE/delay.conf"
 }
 
@@ -498,6 +507,21 @@ cmd_restore() {
     log "host $i restored"
 }
 
+cmd_pair() {
+    need_root; need_lab
+    local i=${1:-} j=${2:-} rtt=${3:-}
+    need_host "$i"; need_host "$j"
+    [ "$i" != "$j" ] || usage_error "pair: two different hosts"
+    [ "$rtt" = off ] || is_number "$rtt" || usage_error "pair: RTT_MS must be a number or off"
+    [ "$(delay_line)" = userspace ] || die "pair needs the userspace delay line (this lab uses $(delay_line)): bring it up with --delay-line userspace"
+    awk -v i="$i" -v j="$j" '!(($1 == i && $2 == j) || ($1 == j && $2 == i))' "$STATE/pairs" >"$STATE/pairs.new"
+    [ "$rtt" = off ] || echo "$i $j $(calc "$rtt / 2")" >>"$STATE/pairs.new"
+    mv "$STATE/pairs.new" "$STATE/pairs"
+    write_delay_conf
+    delay_alive && kill -HUP "$(delay_pid)"
+    log "hosts $i and $j: rtt ${rtt}$([ "$rtt" = off ] || echo " ms")"
+}
+
 pair_rules() {  # pair_rules add|del I J
     ip -n "$ROUTER" rule "$1" iif "h$2" to "$SUBNET.$3.0/24" blackhole
     ip -n "$ROUTER" rule "$1" iif "h$3" to "$SUBNET.$2.0/24" blackhole
@@ -563,6 +587,7 @@ main() {
         set) cmd_set "$@" ;;
         cut) cmd_cut "$@" ;;
         restore) cmd_restore "$@" ;;
+        pair) cmd_pair "$@" ;;
         cutpair) cmd_cutpair "$@" ;;
         restorepair) cmd_restorepair "$@" ;;
         help | -h | --help) usage ;;

@@ -37,6 +37,7 @@ def test_help_prints_the_usage():
     r = lab("help")
     assert r.returncode == 0, r.stderr
     for text in ("up [-n HOSTS] [--rtt MS] [--rate MBIT] [--loss PCT]", "down", "cut I [drop|down]",
+                 "pair I J RTT_MS|off",
                  "--dry-run", "WAN_LAB_PREFIX"):
         assert text in r.stdout, text
 
@@ -192,3 +193,34 @@ def test_a_real_lab_has_its_rtt_cuts_silently_and_leaves_nothing_behind():
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not re.search(rf"^{prefix}-", listed, re.M), listed
     assert not os.path.exists(f"/tmp/wan_lab.{prefix}")
+
+
+def test_a_real_lab_overrides_the_rtt_of_one_pair():
+    """`pair I J RTT` (the userspace delay line) sets the RTT of that pair
+    alone, both ways; `off` restores the access links' sum. Minimums of the
+    samples: a busy machine adds delay, never removes it."""
+    why = _can_build_a_lab()
+    if why:
+        pytest.skip(why)  # not root or no iproute2: no network namespaces at all
+    if lab("check").returncode != 0:
+        pytest.skip("no delay line on this machine (neither netem nor iptables + NFQUEUE)")
+    prefix, subnet = f"p{os.getpid() % 100000}", "10.86"
+    env = {"WAN_LAB_PREFIX": prefix, "WAN_LAB_SUBNET": subnet}
+    up = lab("up", "-n", "3", "--rtt", "20", "--rate", "100", "--delay-line", "userspace", **env)
+    assert up.returncode == 0, up.stderr
+
+    def rtt_min(i: int, j: int) -> float:
+        r = lab("rtt", str(i), str(j), "5", **env)
+        assert r.returncode == 0, r.stderr
+        return float(re.search(r"min ([\d.]+) ms", r.stdout).group(1))
+    try:
+        assert lab("pair", "1", "2", "100", **env).returncode == 0
+        assert rtt_min(1, 2) >= 99.0 and rtt_min(2, 1) >= 99.0
+        assert 19.0 <= rtt_min(1, 3) < 90.0
+        assert lab("pair", "2", "1", "off", **env).returncode == 0
+        assert 19.0 <= rtt_min(1, 2) < 90.0
+        bad = lab("pair", "1", "1", "50", **env)
+        assert bad.returncode == 2 and "two different hosts" in bad.stderr
+    finally:
+        down = lab("down", **env)
+    assert down.returncode == 0, down.stderr

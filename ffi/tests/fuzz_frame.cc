@@ -131,7 +131,7 @@ std::vector<Bytes> seeds() {
       framed(4, pccl::MsgType::kError, pccl::ErrorMsg{"refused"}.encode()),
   };
   // Several frames in one stream.
-  Bytes two = framed(4, pccl::MsgType::kVote, pccl::VoteMsg{5}.encode());
+  Bytes two = framed(4, pccl::MsgType::kVote, pccl::VoteMsg{5, {}}.encode());
   Bytes more = framed(4, pccl::MsgType::kHeartbeat, {});
   two.insert(two.end(), more.begin() + 1, more.end());
   out.push_back(two);

@@ -63,7 +63,7 @@ std::vector<Bytes> seeds() {
       tagged(0, hello.encode()),
       tagged(1, pccl::WelcomeMsg{77}.encode()),
       tagged(2, topo.encode()),
-      tagged(3, pccl::VoteMsg{12}.encode()),
+      tagged(3, pccl::VoteMsg{12, {}}.encode()),
       tagged(4, pccl::ErrorMsg{"first message must be HELLO"}.encode()),
       tagged(5, pccl::PeerDroppedMsg{9, "no heartbeat"}.encode()),
       tagged(6, pccl::PeerHelloMsg{1, 12, 3}.encode()),

@@ -299,7 +299,7 @@ void World::vote(size_t p) {
   Peer& q = peers_[p];
   if (!q.in_ring || q.life != Peer::Life::kRegistered || q.voted_epoch == q.epoch) return;
   q.voted_epoch = q.epoch;
-  send_to_master(p, u16(MsgType::kVote), VoteMsg{q.epoch}.encode(), delay(kMaxReaction));
+  send_to_master(p, u16(MsgType::kVote), VoteMsg{q.epoch, {}}.encode(), delay(kMaxReaction));
 }
 
 void World::request_sync(size_t p) {

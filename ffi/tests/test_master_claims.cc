@@ -103,7 +103,7 @@ void test_resume_claims_cannot_freeze_admission_or_eviction() {
   RawPeer bound = RawPeer::join(master, hello_in(3, 778, kBoundClaim));
   RawPeer c = RawPeer::join(master, hello_in(3));
   CHECK(bound.id != 0 && c.id != 0);
-  a.send(MsgType::kVote, VoteMsg{epoch}.encode());
+  a.send(MsgType::kVote, VoteMsg{epoch, {}}.encode());
   bool admitted = a.topology(&t);
   if (!CHECK(admitted)) std::fprintf(stderr, "  the vote at epoch %llu admitted nobody\n",
                                      static_cast<unsigned long long>(epoch));
@@ -113,7 +113,7 @@ void test_resume_claims_cannot_freeze_admission_or_eviction() {
   epoch = t.epoch;
   // Eviction still works: the claimant dies, the next vote drops it.
   bound.sock.close();
-  for (RawPeer* p : {&a, &c}) p->send(MsgType::kVote, VoteMsg{epoch}.encode());
+  for (RawPeer* p : {&a, &c}) p->send(MsgType::kVote, VoteMsg{epoch, {}}.encode());
   CHECK(a.topology(&t) && !in_ring(t, bound.id) && t.epoch == epoch + 1);
   master.stop();
 }
