@@ -42,7 +42,7 @@ MIN_CHECKS = {
     "test_quantization": 391, "test_shared_state": 115, "test_shared_state_sync": 33,
     "test_ring_acceptor": 16, "test_concurrency": 175, "test_socket_tuning": 11,
     "test_ring_lanes": 37, "test_master_claims": 22, "test_state_fetcher": 13,
-    "test_completion_executor": 37, "fuzz_parsers": 10,
+    "test_completion_executor": 37, "fuzz_parsers": 12,
     "test_ring_solver": 77,  # 78 in a release build (its 16-peer exact case is skipped sanitized)
 }
 # Under TSan, the suites with threads of their own (the others check parsers,
