@@ -31,7 +31,7 @@ import native_builds
 SUITES = ["test_reduce_kernels", "test_wire", "test_engine", "test_handshake", "test_quantization",
           "test_shared_state", "test_shared_state_sync", "test_ring_acceptor", "test_concurrency",
           "test_socket_tuning", "test_ring_lanes", "test_master_claims", "test_state_fetcher",
-          "test_ring_solver",
+          "test_ring_solver", "test_link_planning", "test_master_optimize",
           "test_completion_executor"]  # ffi/xla's Python-free part (see CMakeLists.txt)
 # Checks each suite must report having passed: a suite that silently stops
 # early (or loses a test function) must not pass. The counts run here on
@@ -44,6 +44,7 @@ MIN_CHECKS = {
     "test_ring_lanes": 37, "test_master_claims": 22, "test_state_fetcher": 13,
     "test_completion_executor": 37, "fuzz_parsers": 12,
     "test_ring_solver": 77,  # 78 in a release build (its 16-peer exact case is skipped sanitized)
+    "test_link_planning": 111, "test_master_optimize": 199,
 }
 # Under TSan, the suites with threads of their own (the others check parsers,
 # kernels and codecs on one thread, which ASan covers; CI time is short).
