@@ -98,6 +98,7 @@ void MasterCore::try_finish_optimize(uint32_t group_id) {
   if (!o.planned || !o.waiting.empty() || g.ring.empty()) return;
   SolverOptions opts;
   opts.time_budget_s = config_.solve_budget_s;
+  opts.max_kicks = config_.solve_max_kicks;
   opts.seed = g.epoch + 1;
   RingPlan plan = plan_ring(g.links.costs(g.ring), opts);
   std::vector<uint64_t> ring;
