@@ -56,6 +56,10 @@ struct MasterCoreConfig {
   uint32_t probe_ms = 1000;
   uint16_t probe_streams = 4;
   double solve_budget_s = 0.2;
+  // Kicks the planner's search may take beyond the exact solver's sizes
+  // (SolverOptions::max_kicks; 0: only the budget stops it). The simulator
+  // bounds the kicks instead of the time, so that a seed replays exactly.
+  long solve_max_kicks = 0;
   // Seconds on a monotonic clock (link ages); empty: the steady clock. The
   // simulator passes its own.
   std::function<double()> clock;

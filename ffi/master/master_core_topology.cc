@@ -98,9 +98,13 @@ void MasterCore::handle_link_report(PeerRecord& p, const std::vector<uint8_t>& p
                                                              << report.epoch);
     return;
   }
-  double now = now_s();
+  // Refused before anything is taken: a violation leaves the state as it was
+  // (master_core.h), so no figure of a report that is refused gets recorded.
   for (const LinkFigure& f : report.figures) {
     if (f.to == p.id) throw ProtocolViolation("link report about a link to itself");
+  }
+  double now = now_s();
+  for (const LinkFigure& f : report.figures) {
     // Only the links it was told to probe: a peer cannot fill in others' figures.
     if (o.expected.erase({p.id, f.to}) == 1) g.links.record(p.id, f, now);
   }
@@ -114,6 +118,7 @@ void MasterCore::try_finish_optimize(uint32_t group_id) {
   if (!o.planned || !o.waiting.empty() || g.ring.empty()) return;
   SolverOptions opts;
   opts.time_budget_s = config_.solve_budget_s;
+  opts.max_kicks = config_.solve_max_kicks;
   opts.seed = g.epoch + 1;
   RingPlan plan = plan_ring(g.links.costs(g.ring), opts);
   std::vector<uint64_t> ring;

@@ -108,7 +108,7 @@ void fuzz(const FuzzTarget& t, const Options& opt) {
     }
   }
   double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("fuzz %-14s %10ld executions in %6.1f s (%6.0f/s), %ld accepted, seed %llu\n",
+  std::printf("fuzz %-17s %10ld executions in %6.1f s (%6.0f/s), %ld accepted, seed %llu\n",
               t.name, execs, took, execs / took, accepted,
               static_cast<unsigned long long>(opt.seed));
   std::fflush(stdout);

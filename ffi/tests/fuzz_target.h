@@ -1,5 +1,6 @@
 // Fuzz targets for the parsers that read bytes from the network: frames
-// (transport/frame.h), messages (protocol/messages.h), the field reader
+// (transport/frame.h), messages (protocol/messages.h,
+// shared_state_messages.h, topology_messages.h), the field reader
 // (protocol/wire.h) and the authentication handshake (security/handshake*.h).
 //
 // A target takes arbitrary bytes, feeds them to one parser and checks its
@@ -33,6 +34,7 @@ struct FuzzTarget {
 FuzzTarget frame_target();
 FuzzTarget messages_target();
 FuzzTarget state_messages_target();
+FuzzTarget topology_messages_target();
 FuzzTarget wire_target();
 FuzzTarget handshake_target();
 

@@ -6,8 +6,8 @@
 namespace pccl_fuzz {
 
 std::vector<FuzzTarget> all_targets() {
-  return {frame_target(), messages_target(), state_messages_target(), wire_target(),
-          handshake_target()};
+  return {frame_target(), messages_target(), state_messages_target(), topology_messages_target(),
+          wire_target(), handshake_target()};
 }
 
 void fail(const char* target, const char* property) {

@@ -9,11 +9,18 @@
 namespace pccl::sim {
 namespace {
 
-std::unique_ptr<MasterCore> make_core(std::mt19937_64& rng, InjectedDefect defect) {
+std::unique_ptr<MasterCore> make_core(std::mt19937_64& rng, InjectedDefect defect,
+                                      const double* now) {
   MasterCoreConfig c;
   c.max_groups = kMaxGroupsSim;
   c.id_seed = rng() | 1;  // never 0: that would mean "from std::random_device"
   c.defect = defect;
+  // Link ages on the simulated clock, and a ring search bounded by kicks,
+  // not wall time: same seed, same rings, on any machine.
+  c.clock = [now] { return *now; };
+  c.link_max_age_s = kLinkMaxAge;
+  c.solve_budget_s = 1e6;
+  c.solve_max_kicks = 50;
   return std::make_unique<MasterCore>(c);
 }
 
@@ -22,7 +29,7 @@ uint16_t u16(MsgType t) { return static_cast<uint16_t>(t); }
 }  // namespace
 
 World::World(const Options& o) : opt_(o), rng_(o.seed) {
-  core_ = make_core(rng_, opt_.defect);
+  core_ = make_core(rng_, opt_.defect, &now_);
   schedule(Event::kChaos, 0.0);
   schedule(Event::kHeartbeatCheck, kHeartbeatCheck);
 }
@@ -131,9 +138,13 @@ void World::master_receive(size_t p) {
     return;
   }
   route_outbox();
+  if (f.type == u16(MsgType::kLinkReport) && violation_.empty()) {
+    violation_ = check_links(q.group);
+  }
 }
 
 void World::route_outbox() {
+  std::map<uint64_t, LinkPlanMsg> link_plans;  // the master plans a group's probes at once
   for (Outgoing& o : core_->take_outbox()) {
     auto it = by_id_.find(o.peer);
     if (it == by_id_.end()) continue;  // the glue has no connection for it any more
@@ -141,8 +152,16 @@ void World::route_outbox() {
     if (o.type == MsgType::kSyncPlan && violation_.empty()) {
       violation_ = check_plan(it->second, SyncPlanMsg::decode(o.payload));
     }
+    if (o.type == MsgType::kLinkPlan) {
+      ++stats_.link_plans;
+      bool again = !link_plans.emplace(o.peer, LinkPlanMsg::decode(o.payload)).second;
+      if (again && violation_.empty()) {
+        violation_ = "peer " + std::to_string(o.peer) + " got two link plans at once";
+      }
+    }
     send_to_peer(it->second, u16(o.type), std::move(o.payload));
   }
+  if (!link_plans.empty() && violation_.empty()) violation_ = check_link_plans(link_plans);
 }
 
 void World::heartbeat_check() {
@@ -169,12 +188,13 @@ void World::lose(size_t p, const std::string& reason) {
   q.held.clear();
   core_->on_peer_lost(id, reason);
   route_outbox();
+  if (violation_.empty()) violation_ = check_links(q.group);
 }
 
 void World::restart_master() {
   ++stats_.restarts;
   ++life_;
-  core_ = make_core(rng_, opt_.defect);
+  core_ = make_core(rng_, opt_.defect, &now_);
   by_id_.clear();
   last_restart_ = now_;
   watch_.clear();
@@ -197,6 +217,7 @@ void World::restart_master() {
     q.life = Peer::Life::kConnecting;
     q.in_ring = false;
     q.voted_epoch = ~0ull;
+    q.optimize_epoch = ~0ull;
     q.sync_outstanding = false;
     // MasterLink::reconnect: our id, last epoch and the run's revision.
     HelloMsg h;
@@ -236,6 +257,7 @@ void World::handle(size_t p, const Frame& f) {
       vote(p);  // update_topology(): admit the newcomer, or drop the dead
       return;
     case MsgType::kSyncPlan: on_plan(p, f.payload); return;
+    case MsgType::kLinkPlan: on_link_plan(p, f.payload); return;
     case MsgType::kSyncComplete: {
       SyncCompleteMsg done = SyncCompleteMsg::decode(f.payload);
       if (done.ok && done.round == q.plan_round) {
@@ -289,6 +311,26 @@ void World::on_plan(size_t p, const std::vector<uint8_t>& payload) {
                  delay(kMaxReaction));
 }
 
+// Probes what the plan names (here: a random figure per link, now and then
+// a failed probe) and reports, as Communicator::run_probes does. Hostile
+// peers answer too: like their votes, their part of a collective is honest.
+// Few distinct figures: rings tie, and the planner's threshold search takes
+// few exact solves (with a figure per link, they were most of the run's time).
+void World::on_link_plan(size_t p, const std::vector<uint8_t>& payload) {
+  constexpr uint64_t kRates[] = {10'000'000, 100'000'000, 1'000'000'000};
+  constexpr uint64_t kRoundTripsUs[] = {100, 10'000};
+  LinkPlanMsg plan = LinkPlanMsg::decode(payload);
+  LinkReportMsg report;
+  report.epoch = plan.epoch;
+  for (const ProbeRound& r : plan.rounds) {
+    if (r.to == 0) continue;
+    bool ok = !chance(0.1);
+    report.figures.push_back({r.to, ok ? kRates[pick(3)] : 0, ok ? kRoundTripsUs[pick(2)] : 0, ok});
+  }
+  ++stats_.link_reports;
+  send_to_master(p, u16(MsgType::kLinkReport), report.encode(), delay(kMaxReaction));
+}
+
 void World::note_revision(Peer& q, uint64_t revision) {
   if (q.has_revision && revision <= q.revision) return;
   q.has_revision = true;
@@ -316,6 +358,18 @@ void World::request_sync(size_t p) {
   q.sync_outstanding = q.awaiting_plan = true;
   q.requested_at = now_;
   send_to_master(p, u16(MsgType::kSyncRequest), r.encode(), delay(kMaxReaction));
+}
+
+void World::request_optimize(size_t p) {
+  Peer& q = peers_[p];
+  if (!q.in_ring || q.life != Peer::Life::kRegistered) return;
+  // Once per epoch, now and then again: the call after one that gave up
+  // waiting for its plan (the master ignores the repeat). At any ring size:
+  // Communicator skips rings under three, a client need not.
+  if (q.optimize_epoch == q.epoch && !chance(0.1)) return;
+  q.optimize_epoch = q.epoch;
+  ++stats_.optimize_requests;
+  send_to_master(p, u16(MsgType::kOptimize), OptimizeMsg{q.epoch}.encode(), delay(kMaxReaction));
 }
 
 // ---- Faults and workload. ----
@@ -419,6 +473,37 @@ void World::start_sync(uint32_t group) {
   }
 }
 
+void World::start_optimize(uint32_t group) {
+  // Every member calls optimize_topology() (it is collective). A member whose
+  // epoch lags (its new topology is in flight) asks at a stale epoch, and the
+  // others wait until a later call finds everyone at one epoch.
+  for (size_t p = 0; p < peers_.size(); ++p) {
+    if (peers_[p].group == group) request_optimize(p);
+  }
+}
+
+// A registered client forging optimize_topology() messages: a request at an
+// epoch near its own, or a report of made-up figures, about anyone (itself
+// included, which the master refuses) at its epoch or another.
+void World::hostile_optimize(size_t p) {
+  Peer& q = peers_[p];
+  if (chance(0.4)) {
+    uint64_t epoch = q.epoch + pick(3) - 1;  // one behind, its own, or one ahead
+    send_to_master(p, u16(MsgType::kOptimize), OptimizeMsg{epoch}.encode());
+    return;
+  }
+  LinkReportMsg r;
+  r.epoch = chance(0.7) ? q.epoch : pick(1ull << 40);
+  for (uint64_t i = pick(4); i > 0; --i) {
+    uint64_t to = 1 + pick(1ull << 53);
+    if (chance(0.6) && !by_id_.empty()) to = std::next(by_id_.begin(), pick(by_id_.size()))->first;
+    if (chance(0.1)) to = q.id;
+    bool ok = chance(0.8);
+    r.figures.push_back({to, ok ? pick(~0ull) : 0, pick(~0ull), ok});
+  }
+  send_to_master(p, u16(MsgType::kLinkReport), r.encode());
+}
+
 void World::give_up_waits() {
   for (size_t p = 0; p < peers_.size(); ++p) {
     Peer& q = peers_[p];
@@ -462,12 +547,18 @@ void World::chaos() {
       size_t p = hostile[pick(hostile.size())];
       std::vector<uint8_t> junk(pick(24));
       for (auto& b : junk) b = static_cast<uint8_t>(rng_());
-      uint16_t types[] = {u16(MsgType::kVote), u16(MsgType::kSyncRequest),
-                          u16(MsgType::kSyncDone), u16(MsgType::kHello), 77};
-      send_to_master(p, types[pick(5)], std::move(junk));
+      uint16_t types[] = {u16(MsgType::kVote),     u16(MsgType::kSyncRequest),
+                          u16(MsgType::kSyncDone), u16(MsgType::kHello),
+                          u16(MsgType::kOptimize), u16(MsgType::kLinkReport), 77};
+      send_to_master(p, types[pick(7)], std::move(junk));
     }
   } else if (roll < 625) {
     restart_master();
+  } else if (roll < 655) {
+    // Rarer than syncs: each round's ring planning costs a few exact solves.
+    start_optimize(static_cast<uint32_t>(pick(kHonestGroups)));
+  } else if (roll < 665) {
+    if (!hostile.empty()) hostile_optimize(hostile[pick(hostile.size())]);
   }
 }
 

@@ -2,10 +2,13 @@
 // (master/master_core.h) driven from one seed by a discrete-event scheduler,
 // with simulated peers, a simulated network (per-connection FIFO, random
 // delays, so votes from different peers arrive in any order) and a
-// simulated clock. Faults: peers join, die, freeze (the heartbeat bound drops
+// simulated clock. Workload: votes, shared-state syncs and optimize_topology()
+// (every member asks, answers its LINK_PLAN with a LINK_REPORT of random
+// figures). Faults: peers join, die, freeze (the heartbeat bound drops
 // them), the master restarts (peers re-register with their id, epoch and
 // revision, as MasterLink does), hostile clients claim epochs, revisions,
-// group ids out of any range, and buggy peers claim revisions far ahead.
+// group ids out of any range and send garbage or forged optimize messages,
+// and buggy peers claim revisions far ahead.
 //
 // After every event the invariants (sim_master_invariants.cc) are checked;
 // the first violation stops the run. Same seed, same events: a failure
@@ -38,6 +41,9 @@ constexpr double kLivenessBound = kHeartbeatTimeout + kHeartbeatCheck + 1.5;
 constexpr size_t kMaxLivePeers = 24;
 constexpr uint32_t kHonestGroups = 3;
 constexpr uint32_t kMaxGroupsSim = 8;  // small, so hostile group ids reach the bound
+// Link figures age out within a run (the master's default is 600 s), so that
+// optimisations also re-probe some links, not only the first or none.
+constexpr double kLinkMaxAge = 20.0;
 
 struct Frame {
   uint16_t type = 0;  // 0: the connection closed (EOF)
@@ -65,6 +71,8 @@ struct Peer {
   bool sync_outstanding = false;
   uint64_t request_id = 0;
   double requested_at = 0;
+  // optimize_topology(): the epoch it last asked at (~0: never, this master).
+  uint64_t optimize_epoch = ~0ull;
   // The connection: frames in flight each way, and when the last one lands.
   uint64_t gen = 0;  // bumped when the connection is replaced
   std::deque<Frame> to_master, to_peer;
@@ -95,6 +103,9 @@ struct Options {
 struct Stats {
   uint64_t events = 0, joins = 0, deaths = 0, freezes = 0, restarts = 0, hostile_hellos = 0,
            refused_hellos = 0, poisoned_refusals = 0, topologies = 0, plans = 0, buggy_refused = 0, completed_syncs = 0;
+  // optimize_topology(): honest requests, LINK_PLANs and LINK_REPORTs sent,
+  // rings the master chose over measured links.
+  uint64_t optimize_requests = 0, link_plans = 0, link_reports = 0, reorders = 0;
 };
 
 class World {
@@ -129,6 +140,8 @@ class World {
   void note_revision(Peer& q, uint64_t revision);
   void vote(size_t p);
   void request_sync(size_t p);
+  void request_optimize(size_t p);
+  void on_link_plan(size_t p, const std::vector<uint8_t>& payload);
   // Faults and workload.
   void chaos();
   size_t new_slot();
@@ -138,6 +151,8 @@ class World {
   void freeze(size_t p);
   void thaw(size_t p);
   void start_sync(uint32_t group);
+  void start_optimize(uint32_t group);
+  void hostile_optimize(size_t p);
   void give_up_waits();
   size_t live_peers() const;
   // Invariants (sim_master_invariants.cc).
@@ -145,6 +160,9 @@ class World {
   std::string check_group(uint32_t id, const MasterCore::Group& g);
   std::string check_peers();
   std::string check_plan(size_t p, const SyncPlanMsg& plan);
+  std::string check_link_plans(const std::map<uint64_t, LinkPlanMsg>& plans);
+  std::string check_links(uint32_t group);
+  std::string check_optimize(uint32_t id, const MasterCore::Group& g, double since_fault);
   std::string check_learned(const HelloMsg& hello);
   double disturbed(uint32_t group) const;
 
@@ -169,6 +187,10 @@ class World {
     uint64_t vote_epoch = 0;
     double round_since = -1;  // round `round` planned, not finished, since then
     uint64_t round = 0;
+    double optimize_since = -1;  // an optimisation planned at optimize_epoch, since then
+    uint64_t optimize_epoch = 0;
+    bool seen = false;           // checked before; then ring is its ring after that event
+    std::vector<uint64_t> ring;
   };
   std::map<uint32_t, Watch> watch_;
   std::map<uint32_t, uint64_t> revision_claimed_;  // highest HELLO claim, this master
