@@ -93,7 +93,10 @@ SIM_EVENTS = 2_000_000
 SIM_DEFECTS = {
     "a4": (("never admitted", "is open since", "never ended"), []),
     "a7": (("re-registered at revision",), []),
-    "a7-guard": (("revision guard lapsed",), ["--learned-check", "off"]),
+    # (a7 without the learned-revision check: the guard lapses, or, when a
+    # buggy peer's far-ahead revision is elected first by the master that
+    # forgot the run's revision, an honest peer is refused: 4 of 121 seeds)
+    "a7-guard": (("revision guard lapsed", "honest peer"), ["--learned-check", "off"]),
 }
 
 
