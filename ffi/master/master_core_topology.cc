@@ -148,6 +148,7 @@ std::vector<uint64_t> MasterCore::route_around_broken_links(uint32_t group_id,
   while (ring.size() >= 3 && g.links.ring_uses_broken(ring)) {
     SolverOptions opts;
     opts.time_budget_s = config_.solve_budget_s;
+    opts.max_kicks = config_.solve_max_kicks;
     opts.seed = g.epoch + 1;
     // Unmeasured links count as ordinary ones (a second, far above any
     // measured reference chunk), broken ones as unusable.

@@ -80,11 +80,13 @@ int main(int argc, char** argv) {
               static_cast<unsigned long long>(s.buggy_refused),
               static_cast<unsigned long long>(s.completed_syncs));
   std::printf("optimize_topology(): %llu requests, %llu link plans, %llu link reports, %llu rings "
-              "chosen over measured links\n",
+              "chosen over measured links, %llu members left out (no ring avoided their broken "
+              "links)\n",
               static_cast<unsigned long long>(s.optimize_requests),
               static_cast<unsigned long long>(s.link_plans),
               static_cast<unsigned long long>(s.link_reports),
-              static_cast<unsigned long long>(s.reorders));
+              static_cast<unsigned long long>(s.reorders),
+              static_cast<unsigned long long>(s.evictions));
   if (violation.empty()) {
     std::printf("sim_master: no violation\n");
     return 0;

@@ -162,6 +162,14 @@ void World::route_outbox() {
     send_to_peer(it->second, u16(o.type), std::move(o.payload));
   }
   if (!link_plans.empty() && violation_.empty()) violation_ = check_link_plans(link_plans);
+  // Members left out of every ring (no ring avoids their broken links): the
+  // glue tells them and drops them, as Master::flush_outbox() does.
+  for (auto& [id, why] : core_->take_evictions()) {
+    auto it = by_id_.find(id);
+    if (it == by_id_.end()) continue;
+    ++stats_.evictions;
+    lose(it->second, why);
+  }
 }
 
 void World::heartbeat_check() {

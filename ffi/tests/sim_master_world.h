@@ -106,6 +106,8 @@ struct Stats {
   // optimize_topology(): honest requests, LINK_PLANs and LINK_REPORTs sent,
   // rings the master chose over measured links.
   uint64_t optimize_requests = 0, link_plans = 0, link_reports = 0, reorders = 0;
+  // Members left out because no ring avoided their broken (failed) links.
+  uint64_t evictions = 0;
 };
 
 class World {
