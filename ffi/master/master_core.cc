@@ -214,7 +214,15 @@ void MasterCore::on_peer_lost(uint64_t peer_id, const std::string& reason) {
   erase_id(g.pending);
   g.votes.erase(peer_id);
   g.links.forget_peer(peer_id);
-  if (!was_member) return;
+  const SyncRound& round = g.sync;
+  bool in_sync = round.requests.count(peer_id) || round.queued.count(peer_id) ||
+                 round.participants.count(peer_id) || round.waiting.count(peer_id);
+  if (!was_member) {
+    // A member left out of the ring (route_around_broken_links) may still
+    // be in the group's sync round: nobody may wait for it.
+    if (in_sync) forget_sync_peer(group_id, peer_id);
+    return;
+  }
   forget_sync_peer(group_id, peer_id);
   // Members may be mid-collective with the lost peer: tell them now, so they
   // fail fast instead of waiting for a stalled link to time out.

@@ -163,6 +163,7 @@ std::vector<uint64_t> MasterCore::route_around_broken_links(uint32_t group_id,
                                      << "leaving out peer " << victim);
     evictions_.push_back({victim, "no ring of its group avoids its broken links"});
     ring.erase(std::find(ring.begin(), ring.end(), victim));
+    g.links.forget_peer(victim);  // figures are kept between members only
   }
   return ring;
 }
