@@ -20,6 +20,7 @@ namespace pccl {
 namespace {
 
 constexpr size_t kReadChunk = 64 * 1024;
+constexpr int kMasterBacklog = 4096;  // pending connections (see Master::Master)
 
 std::string json_escape(const std::string& s) {
   std::string out;
@@ -54,7 +55,12 @@ Master::Master(MasterConfig config)
     : config_(std::move(config)),
       secret_(take_secret(config_.secret)),
       core_(core_config(config_)) {
-  listener_ = Socket::listen_on(config_.host, config_.port, 128);
+  // A large run starts every peer at once: an accept queue of 128 overflowed
+  // at 1024 (scale_bench). Under SYN cookies the kernel then drops the
+  // client's final ACK while the client counts itself connected, and as the
+  // master speaks first (AUTH_CHALLENGE) that client waits out its whole
+  // timeout. The kernel caps this at net.core.somaxconn.
+  listener_ = Socket::listen_on(config_.host, config_.port, kMasterBacklog);
   port_ = listener_.local_port();
   started_at_ = Deadline::Clock::now();
 }

@@ -7,6 +7,10 @@
 // cheapest assignment of a successor to every peer (rings are assignments).
 // Run it in a release build on an idle machine:
 //   ring_solver_bench [--sizes 64,256,1024] [--long-runs 4] [--long-factor 5]
+//                     [--extra-budgets 0.2,0.02]
+// --extra-budgets: the gap of one more solve at each of these budgets (s); the
+// master's planner has 0.2 s in all (MasterCoreConfig::solve_budget_s), split
+// between its solves (ring_planner.h).
 // A size's budget is 2 s at 64 peers, 10 s at 256, 30 s beyond; each long run
 // gets long-factor times that (1024: one long run at most, to stay in minutes).
 #include <algorithm>
@@ -84,7 +88,18 @@ RingSolution timed(const CostMatrix& cost, double budget, uint64_t seed, double*
   return s;
 }
 
-void bench(int n, const Instance& in, int long_runs, double long_factor) {
+// One more solve per budget, against the best known: what a shorter budget gives.
+void bench_budgets(const Instance& in, const std::vector<double>& budgets, double best) {
+  for (double b : budgets) {
+    double t = 0;
+    const RingSolution s = timed(in.cost, b, 1, &t);
+    std::printf("       %-9s at a %.3g s budget: %.3f s, %ld kicks, %.3f%% above best known\n",
+                in.kind, b, t, s.kicks, 100 * (s.cost / best - 1));
+  }
+}
+
+void bench(int n, const Instance& in, int long_runs, double long_factor,
+           const std::vector<double>& extra_budgets) {
   const double nn = ring_cost(in.cost, nearest_neighbour_ring(in.cost));
   const double budget = budget_for(n);
   double t_short = 0, t_desc = 0;
@@ -107,6 +122,7 @@ void bench(int n, const Instance& in, int long_runs, double long_factor) {
               n, in.kind, best, 100 * (best / bound - 1), 100 * (nn / best - 1), t_desc,
               100 * (descent / best - 1), t_short, s.kicks, 100 * (s.cost / best - 1),
               100 * (s.cost / bound - 1), long_runs, budget * long_factor);
+  bench_budgets(in, extra_budgets, best);
   std::fflush(stdout);
 }
 
@@ -129,11 +145,17 @@ void bench_exact() {
   std::printf("\n\n");
 }
 
-std::vector<int> parse_sizes(const char* s) {
-  std::vector<int> out;
+std::vector<double> parse_list(const char* s) {
+  std::vector<double> out;
   std::stringstream in(s);
   std::string item;
-  while (std::getline(in, item, ',')) out.push_back(std::atoi(item.c_str()));
+  while (std::getline(in, item, ',')) out.push_back(std::atof(item.c_str()));
+  return out;
+}
+
+std::vector<int> parse_sizes(const char* s) {
+  std::vector<int> out;
+  for (double v : parse_list(s)) out.push_back(static_cast<int>(v));
   return out;
 }
 
@@ -141,10 +163,12 @@ std::vector<int> parse_sizes(const char* s) {
 
 int main(int argc, char** argv) {
   std::vector<int> sizes{64, 256, 1024};
+  std::vector<double> extra_budgets;
   int long_runs = 4;
   double long_factor = 5;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--sizes")) sizes = parse_sizes(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--extra-budgets")) extra_budgets = parse_list(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--long-runs")) long_runs = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--long-factor")) long_factor = std::atof(argv[i + 1]);
   }
@@ -155,8 +179,9 @@ int main(int argc, char** argv) {
               "best known", "best>AP",
               "NN gap", "desc s", "desc gap", "solve s", "kicks", "gap", "solve>AP", "long runs");
   for (int n : sizes) {
-    bench(n, {"uniform", ring_instances::uniform(n, 7 + n)}, long_runs, long_factor);
-    bench(n, {"clustered", ring_instances::clustered(n, 6, 11 + n)}, long_runs, long_factor);
+    bench(n, {"uniform", ring_instances::uniform(n, 7 + n)}, long_runs, long_factor, extra_budgets);
+    bench(n, {"clustered", ring_instances::clustered(n, 6, 11 + n)}, long_runs, long_factor,
+          extra_budgets);
   }
   return 0;
 }
