@@ -142,7 +142,9 @@ def test_a_death_in_one_group_leaves_the_other_undisturbed(groups_kill_run):
     run, snapshots = groups_kill_run
     rounds = run.values("rounds", [0, 1])
     assert all(r["failures"] == [] for r in rounds), rounds
-    assert rounds[0]["rounds"] == rounds[1]["rounds"] > ts.VICTIM_ROUNDS, rounds
+    # Group 1 starts only after group 0's GOING_ROUNDS, and group 0 stops only
+    # once group 1 recovered: its rounds span the kill and the recovery.
+    assert rounds[0]["rounds"] == rounds[1]["rounds"] > ts.GOING_ROUNDS, rounds
     assert all(r["distinct_sums"] == 1 for r in rounds), rounds
     stacked = np.stack([ts.ints("groups_kill", k) for k in (0, 1)])
     assert rounds[0]["sum"] == rounds[1]["sum"] == stacked.sum(axis=0).tolist()

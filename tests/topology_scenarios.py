@@ -22,6 +22,7 @@ import time
 import numpy as np
 
 import cases
+from membership_scenarios import _touch, _wait_for as wait_for_files
 
 OPTIMIZE_PEERS = 4
 CHURN_PEERS = 5
@@ -69,18 +70,8 @@ def scenario_optimize(ctx):
     rec.check("after2", lambda: reduce_round(pccl, comm, "optimize", i))
 
 
-def _touch(path: str) -> None:
-    with open(path + ".tmp", "w") as f:
-        f.write("1")
-    os.replace(path + ".tmp", path)
-
-
 def _wait_for(path: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} never appeared within {timeout:.0f} s")
-        time.sleep(0.05)
+    wait_for_files([path], timeout)
 
 
 def recover_and_reduce(pccl, comm, index: int) -> dict:
@@ -141,6 +132,7 @@ SCENARIOS = {
 GROUP_OF = {0: 0, 1: 0, 2: 1, 3: 1}
 VICTIM = 3
 VICTIM_ROUNDS = 5
+GOING_ROUNDS = 3  # group 0's rounds before group 1 starts: its rounds span the kill
 MAX_GROUP_ROUNDS = 3000
 
 
@@ -153,6 +145,7 @@ def scenario_groups_kill(ctx):
     group = GROUP_OF[i]
     workdir = os.path.dirname(os.path.abspath(args.out))
     recovered = os.path.join(workdir, "recovered")
+    going = os.path.join(workdir, "group0_going")
     comm = ctx.comm = pccl.Communicator(args.master, peer_group=group, timeout=args.timeout)
     comm.connect(min_peers=2, timeout=args.join_timeout)
     _touch(os.path.join(workdir, f"ready{i}"))
@@ -171,6 +164,8 @@ def scenario_groups_kill(ctx):
                     comm.update_topology()
                     continue
                 sums.append(out[:-1])
+                if len(sums) == GOING_ROUNDS and i == 0:
+                    _touch(going)
                 if out[-1] == 2:
                     break
             distinct = {s.tobytes() for s in sums}
@@ -184,6 +179,7 @@ def scenario_groups_kill(ctx):
                                           "group_world_size": comm.group_world_size})
         _touch(os.path.join(workdir, f"looked{i}"))
         return
+    _wait_for(going, args.join_timeout)
     for _ in range(VICTIM_ROUNDS):
         pccl.all_reduce(x, comm, op="sum")
     if i == VICTIM:

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "master/link_table.h"
+#include "topology/ring_solver.h"
 #include "master/shared_state_election.h"
 #include "protocol/messages.h"
 #include "protocol/shared_state_messages.h"
@@ -178,6 +179,7 @@ class MasterCore {
   void try_plan_optimize(uint32_t group_id);    // plans once every member asked
   void try_finish_optimize(uint32_t group_id);  // reorders once nobody is left to report
   void forget_optimize_peer(uint32_t group_id, uint64_t peer_id);
+  SolverOptions planner_options(const Group& g) const;  // the ring planner's budget and seed
 
   MasterCoreConfig config_;
   std::map<uint64_t, PeerRecord> peers_;

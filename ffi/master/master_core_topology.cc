@@ -35,6 +35,14 @@ double MasterCore::now_s() const {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+SolverOptions MasterCore::planner_options(const Group& g) const {
+  SolverOptions opts;
+  opts.time_budget_s = config_.solve_budget_s;
+  opts.max_kicks = config_.solve_max_kicks;
+  opts.seed = g.epoch + 1;  // one ring per input and epoch (when kicks bound it)
+  return opts;
+}
+
 void MasterCore::handle_optimize(PeerRecord& p, const std::vector<uint8_t>& payload) {
   OptimizeMsg msg = OptimizeMsg::decode(payload);
   if (p.state != PeerState::kAccepted) {
@@ -116,11 +124,7 @@ void MasterCore::try_finish_optimize(uint32_t group_id) {
   Group& g = groups_[group_id];
   OptimizeRound& o = g.optimize;
   if (!o.planned || !o.waiting.empty() || g.ring.empty()) return;
-  SolverOptions opts;
-  opts.time_budget_s = config_.solve_budget_s;
-  opts.max_kicks = config_.solve_max_kicks;
-  opts.seed = g.epoch + 1;
-  RingPlan plan = plan_ring(g.links.costs(g.ring), opts);
+  RingPlan plan = plan_ring(g.links.costs(g.ring), planner_options(g));
   std::vector<uint64_t> ring;
   for (int i : plan.order) ring.push_back(g.ring[i]);
   g.choice = {0, plan.bottleneck, plan.exact, o.probes};
@@ -146,13 +150,9 @@ std::vector<uint64_t> MasterCore::route_around_broken_links(uint32_t group_id,
     g.links.mark_broken(pair.first, pair.second, now);
   }
   while (ring.size() >= 3 && g.links.ring_uses_broken(ring)) {
-    SolverOptions opts;
-    opts.time_budget_s = config_.solve_budget_s;
-    opts.max_kicks = config_.solve_max_kicks;
-    opts.seed = g.epoch + 1;
     // Unmeasured links count as ordinary ones (a second, far above any
     // measured reference chunk), broken ones as unusable.
-    RingPlan plan = plan_ring(g.links.costs(ring, kUnmeasuredLinkSeconds), opts);
+    RingPlan plan = plan_ring(g.links.costs(ring, kUnmeasuredLinkSeconds), planner_options(g));
     std::vector<uint64_t> routed;
     for (int i : plan.order) routed.push_back(ring[i]);
     if (!g.links.ring_uses_broken(routed)) return routed;
