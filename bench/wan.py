@@ -182,6 +182,8 @@ class Lab:
               "--cc", self.a.cc, "--lifetime", "7200"]
         if self.loss > 0:
             up += ["--loss", str(self.loss), "--no-offload"]
+        if getattr(self.a, "delay_line", None):  # bench/topology.py: `pair` needs the userspace one
+            up += ["--delay-line", self.a.delay_line]
         self.sh(*up)
         if self.a.rt_delay:
             self.make_delay_line_realtime()
@@ -215,9 +217,11 @@ class Lab:
     def ip(self, i: int) -> str:
         return f"{self.a.subnet}.{i}.2"
 
+    script = os.path.abspath(__file__)  # what popen runs in a host (bench/topology.py: itself)
+
     def popen(self, i: int, args: list, **kw) -> subprocess.Popen:
         env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
-        cmd = ["ip", "netns", "exec", self.ns(i), sys.executable, os.path.abspath(__file__), *args]
+        cmd = ["ip", "netns", "exec", self.ns(i), sys.executable, self.script, *args]
         return subprocess.Popen(cmd, env=env, start_new_session=True, text=True, **kw)
 
 

@@ -5,11 +5,17 @@
 
 Runs inside the lab's router namespace, where iptables sends every forwarded
 packet of path i -> j to NFQUEUE queue i*256 + j. The config file has one line
-per queue, "QUEUE DELAY_MS LOSS" (LOSS a probability, 0..1). Each packet is
-dropped with that probability on arrival, otherwise accepted DELAY_MS after
-it arrived, in arrival order (FIFO per queue: one batch verdict releases
-every packet that is due). Only packet metadata comes to userspace
-(NFQNL_COPY_META); GSO super-packets stay whole.
+per queue, "QUEUE DELAY_MS LOSS [RATE_MBIT QUEUE_MS]" (LOSS a probability,
+0..1). Each packet is dropped with that probability on arrival, otherwise
+accepted DELAY_MS after it arrived, in arrival order (FIFO per queue: one
+batch verdict releases every packet that is due). With a RATE_MBIT above 0
+the path also has a bottleneck of its own (paths between sites differ on the
+internet; the access links' HTB shapes a host, not a path): a packet leaves
+it len/rate after the previous one, then travels DELAY_MS; one that would
+wait longer than QUEUE_MS (or than 256 KiB take) for the bottleneck is
+dropped (a tail-drop buffer). Only a packet's first bytes come to userspace (NFQNL_COPY_PACKET of
+COPY_RANGE bytes: in metadata-only mode the kernel leaves out NFQA_CAP_LEN,
+the length); GSO super-packets stay whole.
 
 SIGHUP re-reads the config (new delays apply to new packets; FIFO order is
 kept). SIGUSR1 writes per-queue counters to stderr. SIGTERM, SIGINT or
@@ -41,12 +47,14 @@ NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
 NLMSG_ERROR = 2
 NFNL_SUBSYS_QUEUE = 3
 NFQNL_MSG_PACKET, NFQNL_MSG_VERDICT, NFQNL_MSG_CONFIG, NFQNL_MSG_VERDICT_BATCH = 0, 1, 2, 3
-NFQA_PACKET_HDR, NFQA_VERDICT_HDR = 1, 2
+NFQA_PACKET_HDR, NFQA_VERDICT_HDR, NFQA_CAP_LEN = 1, 2, 13
 NFQA_CFG_CMD, NFQA_CFG_PARAMS, NFQA_CFG_QUEUE_MAXLEN, NFQA_CFG_MASK, NFQA_CFG_FLAGS = 1, 2, 3, 4, 5
 NFQNL_CFG_CMD_BIND = 1
-NFQNL_COPY_META = 1
+NFQNL_COPY_PACKET = 2
+COPY_RANGE = 20  # bytes of each packet copied to us: only so that the kernel adds CAP_LEN
 NFQA_CFG_F_GSO = 1 << 2
 NF_DROP, NF_ACCEPT = 0, 1
+MIN_QUEUE_BYTES = 256 << 10  # a path's bottleneck buffer holds at least this much
 QUEUE_MAXLEN = 100_000  # packets a queue may hold in the kernel (a long fat pipe's worth)
 
 NLMSG_HDR = struct.Struct("=IHHII")  # len, type, flags, seq, portid
@@ -60,15 +68,38 @@ def _attr(kind: int, payload: bytes) -> bytes:
 
 
 class Queue:
-    """One path's FIFO: (release time, packet id), and its counters."""
+    """One path's FIFO: (release time, packet id), its bottleneck and its counters."""
 
-    __slots__ = ("num", "delay_s", "loss", "held", "last_release", "passed", "dropped", "late_1ms")
+    __slots__ = ("num", "delay_s", "loss", "bytes_per_s", "queue_s", "held", "last_release",
+                 "busy_until", "passed", "dropped", "queue_drops", "late_1ms")
 
-    def __init__(self, num: int, delay_s: float, loss: float):
-        self.num, self.delay_s, self.loss = num, delay_s, loss
+    def __init__(self, num: int, delay_s: float, loss: float, bytes_per_s: float = 0.0,
+                 queue_s: float = 0.05):
+        self.num = num
+        self.configure(delay_s, loss, bytes_per_s, queue_s)
         self.held: collections.deque = collections.deque()
         self.last_release = 0.0
-        self.passed = self.dropped = self.late_1ms = 0
+        self.busy_until = 0.0  # when the path's bottleneck has sent what it holds
+        self.passed = self.dropped = self.queue_drops = self.late_1ms = 0
+
+    def configure(self, delay_s: float, loss: float, bytes_per_s: float, queue_s: float) -> None:
+        self.delay_s, self.loss, self.bytes_per_s, self.queue_s = delay_s, loss, bytes_per_s, queue_s
+
+    def admit(self, now: float, length: int) -> float | None:
+        """The release time of a packet of `length` bytes arriving now, or
+        None when the bottleneck's buffer is full (tail drop)."""
+        sent = now
+        if self.bytes_per_s > 0:
+            start = max(now, self.busy_until)
+            # At least 256 KiB, as the lab's bfifo: a GSO super-packet is up to
+            # 64 KiB, and a buffer of one or two of them drops whole bursts.
+            if start - now > max(self.queue_s, MIN_QUEUE_BYTES / self.bytes_per_s):
+                self.queue_drops += 1
+                return None
+            sent = self.busy_until = start + length / self.bytes_per_s
+        release = max(sent + self.delay_s, self.last_release)  # FIFO even when the delay shrinks
+        self.last_release = release
+        return release
 
 
 class DelayLine:
@@ -83,9 +114,9 @@ class DelayLine:
         self.sock.setsockopt(SOL_NETLINK, NETLINK_NO_ENOBUFS, 1)
         self.seq = 0
         self.queues: dict[int, Queue] = {}
-        for num, delay_s, loss in self.read_config():
+        for num, *params in self.read_config():
             self.bind(num)
-            self.queues[num] = Queue(num, delay_s, loss)
+            self.queues[num] = Queue(num, *params)
         self.sock.setblocking(False)
 
     def read_config(self) -> list:
@@ -93,17 +124,19 @@ class DelayLine:
         with open(self.config) as f:
             for line in f:
                 if line.strip() and not line.startswith("#"):
-                    num, delay_ms, loss = line.split()
-                    rows.append((int(num), float(delay_ms) / 1000.0, float(loss)))
+                    num, delay_ms, loss, *bottleneck = line.split()
+                    rate_mbit, queue_ms = (float(v) for v in bottleneck) if bottleneck else (0.0, 50.0)
+                    rows.append((int(num), float(delay_ms) / 1000.0, float(loss),
+                                 rate_mbit * 1e6 / 8, queue_ms / 1000.0))
         return rows
 
     def reload(self) -> None:
-        for num, delay_s, loss in self.read_config():
+        for num, *params in self.read_config():
             q = self.queues.get(num)
             if q is None:
                 print(f"wan_delay: queue {num} was not bound at start; ignored", file=sys.stderr)
                 continue
-            q.delay_s, q.loss = delay_s, loss
+            q.configure(*params)
 
     # -- netlink ------------------------------------------------------------
     def message(self, kind: int, queue: int, attrs: bytes, flags: int = 0) -> bytes:
@@ -113,9 +146,9 @@ class DelayLine:
                               NLM_F_REQUEST | flags, self.seq, 0) + body
 
     def bind(self, num: int) -> None:
-        """Binds queue `num` (metadata only, GSO kept) and waits for the kernel's ack."""
+        """Binds queue `num` (the first COPY_RANGE bytes, GSO kept) and waits for the kernel's ack."""
         attrs = (_attr(NFQA_CFG_CMD, struct.pack("!BxH", NFQNL_CFG_CMD_BIND, socket.AF_INET))
-                 + _attr(NFQA_CFG_PARAMS, struct.pack("!IB", 0, NFQNL_COPY_META))
+                 + _attr(NFQA_CFG_PARAMS, struct.pack("!IB", COPY_RANGE, NFQNL_COPY_PACKET))
                  + _attr(NFQA_CFG_QUEUE_MAXLEN, struct.pack("!I", QUEUE_MAXLEN))
                  + _attr(NFQA_CFG_MASK, struct.pack("!I", NFQA_CFG_F_GSO))
                  + _attr(NFQA_CFG_FLAGS, struct.pack("!I", NFQA_CFG_F_GSO)))
@@ -161,15 +194,17 @@ class DelayLine:
     def on_packet(self, msg: memoryview, now: float) -> None:
         _, _, num = NFGEN_HDR.unpack_from(msg, NLMSG_HDR.size)
         off = NLMSG_HDR.size + NFGEN_HDR.size
+        packet_id, length = None, COPY_RANGE  # no CAP_LEN: the packet was no longer than that
         while off + NLA_HDR.size <= len(msg):
             alen, akind = NLA_HDR.unpack_from(msg, off)
             if alen < NLA_HDR.size:
                 return
             if akind & 0x3FFF == NFQA_PACKET_HDR:
                 (packet_id,) = struct.unpack_from("!I", msg, off + NLA_HDR.size)
-                break
+            elif akind & 0x3FFF == NFQA_CAP_LEN:
+                (length,) = struct.unpack_from("!I", msg, off + NLA_HDR.size)
             off += (alen + 3) & ~3
-        else:
+        if packet_id is None:
             return
         q = self.queues.get(num)
         if q is None:  # not ours (cannot happen: only bound queues are delivered)
@@ -179,8 +214,10 @@ class DelayLine:
             q.dropped += 1
             self.verdict(num, packet_id, NF_DROP, batch=False)
             return
-        release = max(now + q.delay_s, q.last_release)  # FIFO even when the delay shrinks
-        q.last_release = release
+        release = q.admit(now, length)
+        if release is None:
+            self.verdict(num, packet_id, NF_DROP, batch=False)
+            return
         q.held.append((release, packet_id))
 
     def release_due(self) -> float | None:
@@ -204,7 +241,8 @@ class DelayLine:
 
     def stats(self) -> str:
         rows = [f"{q.num} ({q.num >> 8}->{q.num & 255}): delay {q.delay_s * 1000:.2f} ms loss {q.loss:.6f} "
-                f"passed {q.passed} dropped {q.dropped} late>1ms {q.late_1ms} held {len(q.held)}"
+                f"rate {q.bytes_per_s * 8 / 1e6:g} Mbit/s passed {q.passed} dropped {q.dropped} "
+                f"queue_drops {q.queue_drops} late>1ms {q.late_1ms} held {len(q.held)}"
                 for q in self.queues.values()]
         return "wan_delay stats\n" + "\n".join(rows)
 
@@ -245,7 +283,7 @@ class DelayLine:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", required=True, help='lines "QUEUE DELAY_MS LOSS"')
+    ap.add_argument("--config", required=True, help='lines "QUEUE DELAY_MS LOSS [RATE_MBIT QUEUE_MS]"')
     ap.add_argument("--lifetime", type=float, default=4 * 3600,
                     help="seconds until it exits by itself (a lab left up stops carrying traffic)")
     ap.add_argument("--pid-file", help="written once the queues are bound")

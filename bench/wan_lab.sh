@@ -29,10 +29,12 @@
 #   cut I [drop|down]  Isolate host I: drop = silently discard its traffic both ways (peers
 #                      see only timeouts); down = take its link down (no carrier).
 #   restore I          Undo `cut I`.
-#   pair I J RTT_MS|off
+#   pair I J RTT_MS|off [RATE_MBIT]
 #                      Override the RTT between hosts I and J (both directions; the
 #                      userspace delay line only: netem shapes access links, not
-#                      paths); `off` removes the override. Rates and loss stay per link.
+#                      paths), and with RATE_MBIT give the path a bottleneck of its own
+#                      (each direction, a --queue-ms tail-drop buffer) below the access
+#                      links' rates; `off` removes the override. Loss stays per link.
 #   cutpair I J        Silently discard traffic between hosts I and J only.
 #   restorepair I J    Undo `cutpair I J`.
 #   help               This text.
@@ -164,15 +166,18 @@ shape_host() {
     shape "u$i" "$rate" "$delay" "$loss"
 }
 
-# The delay line's table: "QUEUE DELAY_MS LOSS_PROBABILITY" per path i->j; a
-# `pair` override ($STATE/pairs: "I J ONE_WAY_MS") replaces D_i + D_j.
+# The delay line's table: "QUEUE DELAY_MS LOSS_PROBABILITY RATE_MBIT QUEUE_MS" per path
+# i->j; a `pair` override ($STATE/pairs: "I J ONE_WAY_MS RATE_MBIT") replaces D_i + D_j
+# and sets the path's own bottleneck (RATE_MBIT 0: none).
 write_delay_conf() {
     touch "$STATE/pairs"
-    awk 'FILENAME == ARGV[1] {o[$1 " " $2] = $3; o[$2 " " $1] = $3; next}
+    awk -v qms="$(cat "$STATE/queue_ms")" '
+         FILENAME == ARGV[1] {o[$1 " " $2] = o[$2 " " $1] = $3; r[$1 " " $2] = r[$2 " " $1] = $4 + 0; next}
          {d[$1] = $2; p[$1] = $4 / 100} END {
         for (i in d) for (j in d) if (i != j) {
             delay = (i " " j) in o ? o[i " " j] : d[i] + d[j]
-            printf "%d %.3f %.6f\n", i * 256 + j, delay, 1 - (1 - p[i]) * (1 - p[j])
+            rate = (i " " j) in r ? r[i " " j] : 0
+            printf "%d %.3f %.6f %g %g\n", i * 256 + j, delay, 1 - (1 - p[i]) * (1 - p[j]), rate, qms
         }
     }' "$STATE/pairs" "$STATE/hosts" | sort -n >"$STATE/delay.conf.new"
     mv "$STATE/delay.conf.new" "$STATE/delay.conf"
@@ -509,17 +514,18 @@ cmd_restore() {
 
 cmd_pair() {
     need_root; need_lab
-    local i=${1:-} j=${2:-} rtt=${3:-}
+    local i=${1:-} j=${2:-} rtt=${3:-} rate=${4:-0}
     need_host "$i"; need_host "$j"
     [ "$i" != "$j" ] || usage_error "pair: two different hosts"
     [ "$rtt" = off ] || is_number "$rtt" || usage_error "pair: RTT_MS must be a number or off"
+    is_number "$rate" || usage_error "pair: RATE_MBIT must be a number"
     [ "$(delay_line)" = userspace ] || die "pair needs the userspace delay line (this lab uses $(delay_line)): bring it up with --delay-line userspace"
     awk -v i="$i" -v j="$j" '!(($1 == i && $2 == j) || ($1 == j && $2 == i))' "$STATE/pairs" >"$STATE/pairs.new"
-    [ "$rtt" = off ] || echo "$i $j $(calc "$rtt / 2")" >>"$STATE/pairs.new"
+    [ "$rtt" = off ] || echo "$i $j $(calc "$rtt / 2") $rate" >>"$STATE/pairs.new"
     mv "$STATE/pairs.new" "$STATE/pairs"
     write_delay_conf
     delay_alive && kill -HUP "$(delay_pid)"
-    log "hosts $i and $j: rtt ${rtt}$([ "$rtt" = off ] || echo " ms")"
+    log "hosts $i and $j: rtt ${rtt}$([ "$rtt" = off ] || echo " ms")$([ "$(calc "$rate > 0")" = 1 ] && echo ", ${rate} Mbit/s")"
 }
 
 pair_rules() {  # pair_rules add|del I J

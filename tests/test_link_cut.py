@@ -37,14 +37,20 @@ MAX_FAILURES = 3
 
 
 class Lab:
-    def __init__(self, workdir: str):
+    """A WAN lab of peer hosts 1..N and a master host, with the peers' JSONL
+    records and the master's status file in `workdir` (also used by
+    tests/test_probe_lab.py)."""
+
+    def __init__(self, workdir: str, subnet: str = "10.81", prefix: str = "lc", peers: int = PEERS):
         self.dir = workdir
-        self.subnet = "10.81"
-        self.env = {"WAN_LAB_PREFIX": f"lc{os.getpid() % 100000}", "WAN_LAB_SUBNET": self.subnet}
+        self.subnet = subnet
+        self.peers = peers
+        self.env = {"WAN_LAB_PREFIX": f"{prefix}{os.getpid() % 100000}", "WAN_LAB_SUBNET": self.subnet}
         self.procs: list[subprocess.Popen] = []
 
-    def up(self) -> None:
-        r = lab("up", "-n", str(MASTER_HOST), "--rtt", "0", "--rate", "1000", **self.env)
+    def up(self, *options: str) -> None:
+        r = lab("up", "-n", str(self.peers + 1), *(options or ("--rtt", "0", "--rate", "1000")),
+                **self.env)
         assert r.returncode == 0, r.stderr
 
     def down(self) -> None:
@@ -88,7 +94,7 @@ class Lab:
             if got:
                 return got
             time.sleep(0.1)
-        tails = {i: self.records(i)[-3:] for i in range(PEERS)}
+        tails = {i: self.records(i)[-3:] for i in range(self.peers)}
         logs = {name: Path(self.dir, name).read_text()[-1500:]
                 for name in os.listdir(self.dir) if name.endswith(".log")}
         pytest.fail(f"timed out waiting for {what}:\n{json.dumps(tails)[:4000]}\n"

@@ -103,15 +103,17 @@ def test_dry_run_with_netem_shapes_both_directions_of_every_access_link():
 
 
 def test_dry_run_with_the_userspace_delay_line_delays_each_path_by_both_links():
-    r = lab("up", "--dry-run", "-n", "3", "--rtt", "40", "--loss", "1", "--delay-line", "userspace")
+    r = lab("up", "--dry-run", "-n", "3", "--rtt", "40", "--loss", "1", "--queue-ms", "30",
+            "--delay-line", "userspace")
     assert r.returncode == 0, r.stderr
-    conf = {int(q): (float(d), float(p)) for q, d, p in
-            re.findall(r"^\+   delay\.conf: (\d+) (\S+) (\S+)$", r.stdout, re.M)}
+    conf = {int(q): (float(d), float(p), float(rate), float(qms)) for q, d, p, rate, qms in
+            re.findall(r"^\+   delay\.conf: (\d+) (\S+) (\S+) (\S+) (\S+)$", r.stdout, re.M)}
     paths = {i * 256 + j for i in (1, 2, 3) for j in (1, 2, 3) if i != j}
     assert set(conf) == paths, conf
-    for delay, loss in conf.values():  # one way: 10 ms + 10 ms; loss: 0.5 % on each of 2 hops
+    for delay, loss, rate, qms in conf.values():  # one way: 10 ms + 10 ms; loss: 0.5 % on each of 2 hops
         assert delay == 20.0
         assert loss == pytest.approx(1 - 0.995 ** 2, abs=1e-6)
+        assert rate == 0 and qms == 30  # no path of its own: the access links' HTB shapes it
     rules = re.findall(r"^\+   delay\.rules: -A WL_DELAY -i h(\d) -o h(\d) -j NFQUEUE --queue-num (\d+)$",
                        r.stdout, re.M)
     assert {int(i) * 256 + int(j) for i, j, q in rules} == paths
@@ -195,10 +197,53 @@ def test_a_real_lab_has_its_rtt_cuts_silently_and_leaves_nothing_behind():
     assert not os.path.exists(f"/tmp/wan_lab.{prefix}")
 
 
+# A bulk TCP transfer inside the lab: the receiver prints Mbit/s from its first
+# to its last byte (the sender's buffer filling up front does not count).
+_RECEIVER = """
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(1); s.settimeout(30)
+c, _ = s.accept(); c.settimeout(30)
+n, first, last = 0, None, None
+while True:
+    b = c.recv(1 << 16)
+    if not b:
+        break
+    now = time.monotonic(); first = first or now; n += len(b); last = now
+print(n * 8 / (last - first) / 1e6)
+"""
+_SENDER = """
+import socket, sys, time
+end = time.monotonic() + 20
+while True:
+    try:
+        s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5); break
+    except OSError:
+        if time.monotonic() > end: raise
+        time.sleep(0.1)
+block, stop = bytes(1 << 16), time.monotonic() + float(sys.argv[3])
+while time.monotonic() < stop:
+    s.sendall(block)
+s.close()
+"""
+
+
+def throughput_mbit(env: dict, src: int, dst: int, dst_ip: str, seconds: float, port: int) -> float:
+    receiver = subprocess.Popen(["bash", LAB, "exec", str(dst), sys.executable, "-c", _RECEIVER, str(port)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, **env})
+    sender = lab("exec", str(src), sys.executable, "-c", _SENDER, dst_ip, str(port), str(seconds), **env)
+    out, err = receiver.communicate(timeout=60)
+    assert sender.returncode == 0 and receiver.returncode == 0, (sender.stderr, err)
+    return float(out)
+
+
 def test_a_real_lab_overrides_the_rtt_of_one_pair():
-    """`pair I J RTT` (the userspace delay line) sets the RTT of that pair
-    alone, both ways; `off` restores the access links' sum. Minimums of the
-    samples: a busy machine adds delay, never removes it."""
+    """`pair I J RTT [RATE]` (the userspace delay line) sets the RTT of that
+    pair alone, both ways, and with RATE a bottleneck of its own; `off`
+    restores the access links'. Minimums of the RTT samples: a busy machine
+    adds delay, never removes it; a rate it can only lower, so the limited
+    path has an upper bound and the other a lower one."""
     why = _can_build_a_lab()
     if why:
         pytest.skip(why)  # not root or no iproute2: no network namespaces at all
@@ -221,6 +266,38 @@ def test_a_real_lab_overrides_the_rtt_of_one_pair():
         assert 19.0 <= rtt_min(1, 2) < 90.0
         bad = lab("pair", "1", "1", "50", **env)
         assert bad.returncode == 2 and "two different hosts" in bad.stderr
+        bad = lab("pair", "1", "2", "50", "fast", **env)
+        assert bad.returncode == 2 and "RATE_MBIT must be a number" in bad.stderr
+        # A path of 20 Mbit/s between hosts 1 and 2; host 3's access links carry 100.
+        assert lab("pair", "1", "2", "20", "20", **env).returncode == 0
+        limited = throughput_mbit(env, 1, 2, f"{subnet}.2.2", 3.0, 5301)
+        assert 10.0 <= limited <= 22.0, limited
+        free = throughput_mbit(env, 1, 3, f"{subnet}.3.2", 2.0, 5302)
+        assert free >= 2.5 * limited, (free, limited)
     finally:
         down = lab("down", **env)
     assert down.returncode == 0, down.stderr
+
+
+def test_the_delay_lines_path_bottleneck_serializes_then_delays_and_tail_drops():
+    """wan_delay.Queue.admit(): a path of its own rate sends packets one
+    after the other at that rate, each then travels the path's delay; what
+    would wait longer than the buffer (QUEUE_MS, at least 256 KiB) is dropped."""
+    spec = importlib.util.spec_from_file_location("wan_delay", os.path.join(REPO_ROOT, "bench", "wan_delay.py"))
+    wan_delay = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wan_delay)
+    q = wan_delay.Queue(258, delay_s=0.010, loss=0.0, bytes_per_s=1e6, queue_s=0.4995)
+    assert q.admit(100.0, 1000) == pytest.approx(100.011)  # 1 ms on the wire, then 10 ms
+    assert q.admit(100.0, 1000) == pytest.approx(100.012)  # behind the first
+    assert q.admit(100.5, 1000) == pytest.approx(100.511)  # the path was idle again
+    # ~0.5 s of buffer at 1 MB/s: the 500th packet of 1000 bytes would wait 0.5 s.
+    admitted = [q.admit(200.0, 1000) for _ in range(502)]
+    assert all(t is not None for t in admitted[:500]) and admitted[500:] == [None, None]
+    assert q.queue_drops == 2
+    # A short QUEUE_MS still holds 256 KiB (GSO super-packets of 64 KiB).
+    small = wan_delay.Queue(259, delay_s=0.0, loss=0.0, bytes_per_s=1e6, queue_s=0.001)
+    burst = [small.admit(0.0, 60000) for _ in range(6)]  # the 6th would wait 0.3 s > 0.262 s
+    assert [t is not None for t in burst] == [True] * 5 + [False]
+    # No rate of its own: only the delay, in FIFO order.
+    free = wan_delay.Queue(260, delay_s=0.020, loss=0.0)
+    assert free.admit(1.0, 65536) == pytest.approx(1.020) and free.admit(1.0, 1) == pytest.approx(1.020)

@@ -1,11 +1,18 @@
 // Communicator::optimize_topology() (communicator.h): ask the master, probe
 // the links it names, report, move to the ring it chooses.
 #include <algorithm>
+#include <chrono>
 
 #include "common/log.h"
 #include "peer/communicator.h"
 
 namespace pccl {
+
+namespace {
+double seconds_since(Deadline::Clock::time_point t) {
+  return std::chrono::duration<double>(Deadline::Clock::now() - t).count();
+}
+}  // namespace
 
 void Communicator::optimize_topology() {
   if (async_.outstanding() > 0) throw unwaited_start_error("optimize_topology()");
@@ -53,14 +60,19 @@ LinkReportMsg Communicator::run_probes(const LinkPlanMsg& plan) {
   for (uint32_t round = 0; round < plan.rounds.size(); ++round) {
     const ProbeRound& r = plan.rounds[round];
     spec.round = round;
-    // Each wait is bounded: a probe sends for its time, then drains.
+    // Each wait is bounded: a probe's window, then the answer.
     Deadline deadline = Deadline::after(spec.seconds + config_.timeout_s);
+    auto started = Deadline::Clock::now();
     if (r.to != 0) {
       auto to = member(r.to);
       LinkFigure figure;
       figure.to = r.to;
       if (to != ring_.end()) figure = probe_link(links_, peer_id_, *to, spec, deadline, &cancel_);
       report.figures.push_back(figure);
+      PCCL_LOG(kDebug, "peer " << peer_id_ << ": round " << round << ": link to peer " << r.to
+                                << ": " << figure.bytes_per_s * 8e-6 << " Mbit/s, rtt "
+                                << figure.rtt_us * 1e-3 << " ms, probed in " << seconds_since(started)
+                                << " s");
     }
     // The round ends here once our own probe and the one we receive are
     // over: the next starts about when the others' does.
@@ -68,6 +80,8 @@ LinkReportMsg Communicator::run_probes(const LinkPlanMsg& plan) {
       PCCL_LOG(kWarn, "peer " << peer_id_ << ": peer " << r.from << "'s probe of round " << round
                               << " did not arrive; going on");
     }
+    PCCL_LOG(kDebug, "peer " << peer_id_ << ": round " << round << " over after "
+                              << seconds_since(started) << " s");
   }
   return report;
 }

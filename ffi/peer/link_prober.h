@@ -1,10 +1,12 @@
 // Measuring one directed link for optimize_topology(): the prober opens
 // `streams` connections to the probed peer's listener (the ring handshake,
 // then PEER_HELLO with LinkPurpose::kLinkProbe), times a few round trips on
-// the first, then sends on all of them for a fixed time and half-closes; the
-// probed side counts what arrived and when (its own clock, so the streams
-// add up) and answers with PROBE_RESULT. Several streams, as the ring itself
-// uses, because one TCP window cannot fill a long fat link.
+// the first before any stream sends bulk bytes, then sends on all of them;
+// the probed side counts what arrives in a window from its first byte (its
+// own clock, so the streams add up) and answers with PROBE_RESULT at the
+// window's end; the prober then resets the connections (its queued bytes are
+// dropped, not drained). Several streams, as the ring itself uses, because
+// one TCP window cannot fill a long fat link.
 //
 // LinkProbeServer is the probed side: a thread per connection, bounded in
 // number and in time, and a record of which probes ended, so that a peer can
@@ -72,6 +74,9 @@ class LinkProbeServer {
   using ProbeKey = std::tuple<uint64_t, uint64_t, uint32_t>;  // (from, epoch, round)
   void serve(Connection* c);
   uint32_t serve_probe(Connection* c);  // returns the round
+  // Bulk bytes for window_ms from the first one (or until the prober ends).
+  ProbeResultMsg count_window(Socket& s, uint32_t window_ms);
+  void drain_until_closed(Socket& s);  // after the answer, until the prober resets
   void join_finished();                 // mu_ held
 
   double stall_timeout_s_;

@@ -77,7 +77,9 @@ LinkReportMsg LinkReportMsg::decode(const std::vector<uint8_t>& b) {
   return m;
 }
 
-std::vector<uint8_t> ProbeStartMsg::encode() const { return WireWriter().u32(round).u32(pings).take(); }
+std::vector<uint8_t> ProbeStartMsg::encode() const {
+  return WireWriter().u32(round).u32(pings).u32(window_ms).take();
+}
 ProbeStartMsg ProbeStartMsg::decode(const std::vector<uint8_t>& b) {
   WireReader r(b);
   ProbeStartMsg m;
@@ -85,6 +87,8 @@ ProbeStartMsg ProbeStartMsg::decode(const std::vector<uint8_t>& b) {
   if (m.round >= kMaxRingMembers) throw ProtocolViolation("probe: round out of bounds");
   m.pings = r.u32();
   if (m.pings > kMaxProbePings) throw ProtocolViolation("probe: too many pings");
+  m.window_ms = r.u32();
+  if (m.window_ms > kMaxProbeMillis) throw ProtocolViolation("probe: window out of bounds");
   r.expect_end();
   return m;
 }

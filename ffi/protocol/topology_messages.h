@@ -60,17 +60,22 @@ struct LinkReportMsg {
 };
 
 // Probe connection, prober -> probed, right after PEER_HELLO: which round
-// this connection belongs to, and how many round trips to echo before the
-// bulk bytes (pings on stream 0 only; the others send pings = 0).
+// this connection belongs to, how many round trips to echo before the bulk
+// bytes (pings on stream 0 only; the others send pings = 0), and how long
+// the probed side counts bulk bytes from the first one on (0: none, the
+// ping only). The window is the receiver's, not the sender's: bytes still
+// queued when it ends are never waited for (on a slow path the sender's
+// buffers would otherwise take seconds to drain).
 struct ProbeStartMsg {
   uint32_t round = 0;
-  uint32_t pings = 0;  // <= kMaxProbePings
+  uint32_t pings = 0;      // <= kMaxProbePings
+  uint32_t window_ms = 0;  // <= kMaxProbeMillis
   std::vector<uint8_t> encode() const;
   static ProbeStartMsg decode(const std::vector<uint8_t>& b);
 };
 
-// Probe connection, probed -> prober, after the prober half-closed: what
-// arrived, timed on the probed peer's clock (first and last byte, in
+// Probe connection, probed -> prober, once the window has passed: what
+// arrived within it, timed on the probed peer's clock (first and last byte, in
 // microseconds of its steady clock), so streams of one probe can be summed.
 struct ProbeResultMsg {
   uint64_t bytes = 0;

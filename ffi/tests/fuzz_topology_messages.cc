@@ -77,8 +77,8 @@ std::vector<Bytes> seeds() {
       tagged(1, empty_plan.encode()),
       tagged(2, report.encode()),
       tagged(2, pccl::LinkReportMsg{9, {}}.encode()),
-      tagged(3, pccl::ProbeStartMsg{2, 3}.encode()),
-      tagged(3, pccl::ProbeStartMsg{0, 0}.encode()),
+      tagged(3, pccl::ProbeStartMsg{2, 3, 1000}.encode()),
+      tagged(3, pccl::ProbeStartMsg{0, 0, 0}.encode()),
       tagged(4, pccl::ProbeResultMsg{1 << 26, 1000, 251'000}.encode()),
       tagged(4, pccl::ProbeResultMsg{0, 5, 5}.encode()),
   };

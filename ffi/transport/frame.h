@@ -18,7 +18,7 @@ constexpr uint32_t kFrameMagic = 0x4C434350u;  // bytes "PCCL" in little-endian 
 // attached to the header exchange) exists. v3: SYNC_REQUEST carries the
 // pytree's structure digest after the strategy byte. v4: WELCOME carries the
 // group's epoch.
-constexpr uint16_t kProtocolVersion = 4;
+constexpr uint16_t kProtocolVersion = 5;
 constexpr size_t kFrameHeaderSize = 12;
 constexpr uint32_t kMaxControlPayload = 1u << 20;
 

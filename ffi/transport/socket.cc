@@ -141,6 +141,13 @@ void Socket::shutdown_both() {
   if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
 }
 
+void Socket::abort() {
+  if (fd_ < 0) return;
+  linger now{1, 0};
+  setsockopt(fd_, SOL_SOCKET, SO_LINGER, &now, sizeof(now));
+  close();
+}
+
 Socket Socket::connect_to(const std::string& host, uint16_t port, const Deadline& deadline,
                           const Canceller* cancel) {
   std::shared_ptr<Lookup> lookup = resolve_within(host, port, deadline, cancel);
@@ -232,6 +239,16 @@ std::string Socket::congestion_control() const {
   socklen_t len = sizeof(name) - 1;
   if (getsockopt(fd_, IPPROTO_TCP, TCP_CONGESTION, name, &len) != 0) return "";
   return std::string(name, strnlen(name, len));
+}
+
+size_t Socket::send_now(const void* data, size_t n) {
+  for (;;) {
+    ssize_t k = ::send(fd_, data, n, MSG_NOSIGNAL);
+    if (k >= 0) return static_cast<size_t>(k);
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+    throw PeerFailure("connection lost while sending: " + errno_text(errno));
+  }
 }
 
 void Socket::send_all(const void* data, size_t n, const Deadline& deadline,

@@ -42,6 +42,9 @@ class Socket {
   void close();
   // Half-close both directions so a peer blocked on us sees EOF at once.
   void shutdown_both();
+  // Closes at once and discards what is still unsent (SO_LINGER 0): the
+  // remote sees a reset, not the rest of our queue.
+  void abort();
 
   void set_nonblocking();
   // TCP_NODELAY + large buffers, and the congestion control named by
@@ -59,6 +62,9 @@ class Socket {
   // Receives what is there (waiting for at least one byte): the bytes read,
   // 0 at the remote's orderly end of stream. Throws as recv_all().
   size_t recv_some(void* data, size_t n, const Deadline& deadline, const Canceller* cancel);
+  // Sends what fits in the socket's buffer without waiting: the bytes taken
+  // (0 when it is full). Throws PeerFailure when the connection is lost.
+  size_t send_now(const void* data, size_t n);
   // Ends our sending direction: the remote reads end of stream once it has
   // everything we sent; it can still answer on the other direction.
   void shutdown_write();
