@@ -3,6 +3,10 @@
     jax-pccl master --port 48148                                # anywhere reachable
     python examples/data_parallel.py --master HOST:48148        # on every peer
 
+or, on one machine, a master and 4 peers at once:
+
+    jax-pccl launch -n 4 examples/data_parallel.py
+
 Peers may join at any time (they are admitted at update_topology()) and may
 die at any time (the step is retried over the survivors). Each peer trains a
 small linear model on its own shard; gradients are averaged with all_reduce
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import time
 
 import jax
@@ -26,12 +31,20 @@ import jax_pccl as pccl
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--master", required=True, help="host:port of the master")
+    ap.add_argument("--master", default=None,
+                    help="host:port of the master (default: $JAX_PCCL_MASTER, as jax-pccl launch sets)")
+    ap.add_argument("--min-peers", type=int, default=int(os.environ.get("JAX_PCCL_LAUNCH_SIZE", 1)),
+                    help="wait until this many peers are in before the first step (default: "
+                         "$JAX_PCCL_LAUNCH_SIZE, which jax-pccl launch sets, else 1)")
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--lr", type=float, default=0.1)
     args = ap.parse_args()
 
-    comm = pccl.Communicator(args.master, timeout=30.0).connect()
+    if args.master:
+        comm = pccl.Communicator(args.master, timeout=30.0)
+    else:
+        comm = pccl.Communicator.from_env(timeout=30.0)
+    comm.connect(min_peers=args.min_peers)
     rng = np.random.default_rng()  # every peer its own data shard
     true_w = np.arange(1.0, 9.0, dtype=np.float32)
     w = jnp.zeros(8, jnp.float32)  # same start everywhere

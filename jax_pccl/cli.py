@@ -79,6 +79,19 @@ def _cmd_master(args) -> int:
     return 0
 
 
+def _cmd_launch(args) -> int:
+    from .launch import run
+
+    if args.n < 1:
+        print("jax-pccl launch: -n must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        return run(args.n, args.script, args.args, args.master, args.secret_file)
+    except (OSError, ValueError) as exc:  # no such script, a bad address, an empty secret file
+        print(f"jax-pccl launch: {exc}", file=sys.stderr)
+        return 2
+
+
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -146,6 +159,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="engine log level on stderr; info logs joins, drops and their "
                         "reasons (default: $JAX_PCCL_LOG, else info)")
     m.set_defaults(fn=_cmd_master)
+
+    la = sub.add_parser("launch", help="run N local peers of a script (and a master if none given)",
+                        description="Starts a local master unless --master is given, then N "
+                                    "peer processes of SCRIPT with JAX_PCCL_MASTER (and "
+                                    "JAX_PCCL_SECRET_FILE) set; prefixes their output with "
+                                    "[index]; forwards SIGINT/SIGTERM; exits non-zero if any "
+                                    "peer failed.")
+    la.add_argument("-n", type=int, required=True, metavar="N", help="peer processes to start")
+    la.add_argument("--master", default=None, metavar="HOST:PORT",
+                    help="an existing master (default: start one on 127.0.0.1)")
+    la.add_argument("--secret-file", default=None, metavar="PATH",
+                    help="the shared secret: the local master uses it, the peers get its path")
+    la.add_argument("script", help="the peers' Python script")
+    la.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the script")
+    la.set_defaults(fn=_cmd_launch)
 
     def add_training_args(p):
         p.add_argument("--peers", type=int, default=3)
