@@ -45,6 +45,7 @@ from .ops.all_reduce import AllReduceInfo, all_reduce
 from .ops.all_reduce_async import AllReduceHandle, all_reduce_start, all_reduce_wait
 from .retry import retry_on_peer_failure
 from .shared_state import SyncInfo, content_hash
+from .status import master_status
 from .uncaught import install as _install_excepthook
 
 _install_excepthook()  # an uncaught collective failure prints as one typed error
@@ -68,6 +69,7 @@ __all__ = [
     "all_reduce_start",
     "all_reduce_wait",
     "is_peer_failure",
+    "master_status",
     "SyncInfo",
     "content_hash",
     "retry_on_peer_failure",

@@ -92,6 +92,29 @@ def _cmd_launch(args) -> int:
         return 2
 
 
+def _cmd_status(args) -> int:
+    import json
+
+    from .errors import PcclError
+    from .status import format_status, master_status
+
+    try:
+        secret = _read_secret(args)
+    except (OSError, ValueError) as exc:
+        print(f"jax-pccl status: {exc}", file=sys.stderr)
+        return 2
+    try:
+        status = master_status(args.master, secret=secret, timeout=args.timeout)
+    except ValueError as exc:  # a malformed address
+        print(f"jax-pccl status: {exc}", file=sys.stderr)
+        return 2
+    except PcclError as exc:  # unreachable, refused
+        print(f"jax-pccl status: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    print(json.dumps(status, indent=2) if args.json else format_status(status))
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -174,6 +197,16 @@ def build_parser() -> argparse.ArgumentParser:
     la.add_argument("script", help="the peers' Python script")
     la.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the script")
     la.set_defaults(fn=_cmd_launch)
+
+    st = sub.add_parser("status", help="a running master's peers, rings and recent events")
+    st.add_argument("--master", required=True, metavar="HOST:PORT", help="the master to ask")
+    st.add_argument("--secret-file", default=None, metavar="PATH",
+                    help="file holding the shared secret (default: $JAX_PCCL_SECRET; "
+                         "neither: no authentication)")
+    st.add_argument("--json", action="store_true", help="the whole report as JSON")
+    st.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                    help="bound on the exchange (default 10)")
+    st.set_defaults(fn=_cmd_status)
 
     def add_training_args(p):
         p.add_argument("--peers", type=int, default=3)

@@ -5,6 +5,8 @@
     launch_peer.py fail-one       index 1 exits 3 at once; the others print "done" after 1 s
     launch_peer.py all-reduce     connects with Communicator.from_env() (min_peers = the
                                   launch size), all-reduces its index + 1, prints the sum
+    launch_peer.py hold DIR       connects (min_peers = the launch size), prints "in", then
+                                  keeps calling update_topology() until DIR/stop exists
 """
 from __future__ import annotations
 
@@ -39,3 +41,11 @@ elif mode == "all-reduce":
         print(f"sum {int(np.asarray(total)[0])} world {comm.world_size}", flush=True)
         # Leave together: one that closes first would fail the others' last step.
         pccl.all_reduce(np.zeros(1, np.int32), comm, op="sum")
+elif mode == "hold":
+    import jax_pccl as pccl
+
+    with pccl.Communicator.from_env(timeout=30).connect(min_peers=size) as comm:
+        print(f"in {comm.peer_id}", flush=True)
+        while not os.path.exists(os.path.join(sys.argv[2], "stop")):
+            comm.update_topology()
+            time.sleep(0.1)

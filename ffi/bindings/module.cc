@@ -16,6 +16,7 @@
 #include "common/content_hash.h"
 #include "common/errors.h"
 #include "master/master.h"
+#include "peer/master_status_client.h"
 #include "peer/communicator.h"
 #include "xla/all_reduce_async_handler.h"
 #include "xla/all_reduce_handler.h"
@@ -241,6 +242,16 @@ NB_MODULE(_pccl, m) {
       .def("sync_shared_state", &sync_shared_state, "leaves"_a, "dtypes"_a, "dims"_a,
            "revision"_a, "strategy"_a, "structure"_a)
       .def("close", &PyCommunicator::close, nb::call_guard<nb::gil_scoped_release>());
+
+  m.def(
+      "fetch_master_status",
+      [](const std::string& host, uint16_t port, nb::handle secret, double timeout) {
+        std::string key = secret_from_python(secret);
+        nb::gil_scoped_release unlocked;
+        return fetch_master_status(host, port, key, timeout);
+      },
+      "host"_a, "port"_a, "secret"_a.none(), "timeout"_a,
+      "The master's status JSON, asked as an authenticated client (jax-pccl status)");
 
   m.def(
       "content_hash",

@@ -22,16 +22,6 @@ namespace {
 constexpr size_t kReadChunk = 64 * 1024;
 constexpr int kMasterBacklog = 4096;  // pending connections (see Master::Master)
 
-std::string json_escape(const std::string& s) {
-  std::string out;
-  for (char ch : s) {
-    if (ch == '"' || ch == '\\') { out += '\\'; out += ch; }
-    else if (static_cast<unsigned char>(ch) < 0x20) out += ' ';
-    else out += ch;
-  }
-  return out;
-}
-
 // Epochs of a restarted master start above this (MasterCoreConfig).
 uint64_t wall_clock_us() {
   auto since = std::chrono::system_clock::now().time_since_epoch();
@@ -119,6 +109,7 @@ void Master::loop() {
       if (c.closing) continue;
       if (fds[i].revents & POLLIN) read_from(c);
       if (!c.closing && (fds[i].revents & POLLOUT)) flush(c);
+      if (!c.closing && c.status_client && c.out.empty()) drop(c, "status sent");
       if (!c.closing && (fds[i].revents & (POLLERR | POLLHUP)) && !(fds[i].revents & POLLIN)) {
         drop(c, "connection error");
       }
@@ -265,8 +256,13 @@ void Master::handle_frame(Connection& c, uint16_t type, const std::vector<uint8_
     return;
   }
   auto msg = static_cast<MsgType>(type);
+  if (c.status_client) throw ProtocolViolation("nothing may follow STATUS_REQUEST");
   if (c.peer_id == 0) {
-    if (msg != MsgType::kHello) throw ProtocolViolation("first message must be HELLO");
+    if (msg == MsgType::kStatusRequest) {
+      handle_status_request(c, payload);
+      return;
+    }
+    if (msg != MsgType::kHello) throw ProtocolViolation("first message must be HELLO or STATUS_REQUEST");
     handle_hello(c, payload);
     return;
   }
@@ -280,6 +276,13 @@ void Master::handle_hello(Connection& c, const std::vector<uint8_t>& payload) {
   c.peer_id = id;
   peer_fds_[id] = c.sock.fd();
   flush_outbox();
+}
+
+void Master::handle_status_request(Connection& c, const std::vector<uint8_t>& payload) {
+  if (!payload.empty()) throw ProtocolViolation("STATUS_REQUEST carries nothing");
+  c.status_client = true;
+  std::string reply = status_reply();
+  send_frame(c.sock.fd(), MsgType::kStatusReply, std::vector<uint8_t>(reply.begin(), reply.end()));
 }
 
 void Master::flush_outbox() {
@@ -338,6 +341,8 @@ void Master::reap() {
         peer_fds_.erase(c.peer_id);
         core_.on_peer_lost(c.peer_id, c.close_reason);
         flush_outbox();
+      } else if (c.status_client) {
+        PCCL_LOG(kDebug, "master: status client " << c.where << " done: " << c.close_reason);
       } else {
         PCCL_LOG(kWarn, "master: dropping connection from " << c.where << ": "
                                                              << c.close_reason);
@@ -345,68 +350,6 @@ void Master::reap() {
       c.sock.shutdown_both();
     }
   }
-}
-
-void Master::write_topology_json(std::ostringstream& os, const MasterCore::Group& g) const {
-  // Ids as JSON numbers are exact: they have 53 bits (MasterCore::new_peer_id).
-  os << "\"ring\":[";
-  for (size_t i = 0; i < g.ring.size(); ++i) os << (i ? "," : "") << g.ring[i];
-  os << "],\"links\":[";
-  double now = core_.now_s();
-  bool first = true;
-  for (const auto& [link, r] : g.links.records()) {
-    os << (first ? "" : ",") << "{\"from\":" << link.first << ",\"to\":" << link.second
-       << ",\"ok\":" << (r.ok ? "true" : "false") << ",\"bytes_per_s\":" << r.bytes_per_s
-       << ",\"rtt_ms\":" << r.rtt_us * 1e-3 << ",\"age_s\":" << now - r.measured_at_s << "}";
-    first = false;
-  }
-  os << "],\"optimized\":";
-  if (g.choice.epoch == 0) {
-    os << "null";
-  } else {
-    os << "{\"epoch\":" << g.choice.epoch << ",\"probed_links\":" << g.choice.probed_links
-       << ",\"exact\":" << (g.choice.exact ? "true" : "false") << ",\"bottleneck_s\":";
-    if (std::isfinite(g.choice.bottleneck_s)) os << g.choice.bottleneck_s; else os << "null";
-    os << "}";
-  }
-}
-
-std::string Master::status_json() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  std::ostringstream os;
-  double uptime = std::chrono::duration<double>(Deadline::Clock::now() - started_at_).count();
-  os << "{\"address\":\"" << json_escape(config_.host) << ":" << port_ << "\",";
-  os << "\"uptime_s\":" << uptime << ",\"world_size\":" << core_.total_world_size() << ",";
-  os << "\"dropped_connections\":" << dropped_connections_ << ",";
-  os << "\"authentication\":\"" << (secret_.empty() ? "none" : "shared_secret") << "\",";
-  os << "\"auth_refusals\":" << auth_refusals_ << ",";
-  os << "\"open_connections\":" << conns_.size() << ",\"peers\":[";
-  bool first = true;
-  for (const auto& [id, p] : core_.peers()) {
-    if (!first) os << ",";
-    first = false;
-    os << "{\"id\":" << id << ",\"address\":\"" << json_escape(p.host) << ":" << p.port
-       << "\",\"group\":" << p.group << ",\"state\":\""
-       << (p.state == MasterCore::PeerState::kAccepted ? "accepted" : "pending") << "\"}";
-  }
-  os << "],\"groups\":[";
-  first = true;
-  for (const auto& [gid, g] : core_.groups()) {
-    if (!first) os << ",";
-    first = false;
-    os << "{\"group\":" << gid << ",\"epoch\":" << g.epoch << ",\"world_size\":" << g.ring.size()
-       << ",\"pending\":" << g.pending.size() << ",\"shared_state_revision\":";
-    if (g.has_revision) os << g.revision; else os << "null";
-    os << ",";
-    write_topology_json(os, g);
-    os << "}";
-  }
-  // Top level: the default group's, the one most runs use (per group above).
-  auto g0 = core_.groups().find(0);
-  os << "],\"shared_state_revision\":";
-  if (g0 != core_.groups().end() && g0->second.has_revision) os << g0->second.revision; else os << "null";
-  os << "}";
-  return os.str();
 }
 
 }  // namespace pccl

@@ -67,7 +67,8 @@ class Master {
 
  private:
   // A group's ring order, link figures and last optimisation (status_json).
-  void write_topology_json(std::ostringstream& os, const MasterCore::Group& g) const;
+  void write_topology_json(std::ostringstream& os, const MasterCore::Group& g,
+                           bool with_links) const;
   struct Connection {
     Socket sock;
     std::vector<uint8_t> in;
@@ -82,6 +83,7 @@ class Master {
     std::string remote;  // ip
     std::string where;   // ip:port, for log lines
     Deadline::Clock::time_point last_heard;
+    bool status_client = false;  // sent STATUS_REQUEST: closed once the reply is out
   };
   void loop();
   void accept_new();
@@ -92,6 +94,12 @@ class Master {
   // Sends an AUTH_RESULT refusal (best effort), then drops the connection.
   void refuse(Connection& c, const std::string& reason_for_remote, const std::string& log_reason);
   void handle_hello(Connection& c, const std::vector<uint8_t>& payload);
+  // STATUS_REQUEST instead of HELLO: one STATUS_REPLY, then the connection
+  // ends (master_status.cc builds the reply).
+  void handle_status_request(Connection& c, const std::vector<uint8_t>& payload);
+  std::string status_json_locked(bool with_links) const;  // mu_ held
+  std::string status_reply() const;                       // mu_ held
+  double heard_s_ago(uint64_t peer_id) const;             // mu_ held; -1: no connection
   // Sends what the core addressed to peers; a peer whose connection cannot
   // take it is dropped (and forgotten by reap(), which may send more).
   void flush_outbox();

@@ -50,6 +50,8 @@ uint64_t MasterCore::on_hello(const std::vector<uint8_t>& payload, const std::st
   PCCL_LOG(kInfo, "master: peer " << p.id << (resumed ? " re-registered" : " registered")
                                   << " from " << p.host << ":" << p.port << " in group "
                                   << hello.group);
+  note("peer " + std::to_string(p.id) + (resumed ? " re-registered" : " registered") + " from " +
+       p.host + ":" + std::to_string(p.port) + " in group " + std::to_string(hello.group));
   if (g.ring.empty()) {
     // The first peer of a group has nobody to vote it in: accept at once.
     std::vector<uint64_t> ring = g.pending;
@@ -191,7 +193,14 @@ void MasterCore::advance_epoch(uint32_t group_id, std::vector<uint64_t> new_ring
   std::vector<uint8_t> bytes = topo.encode();
   PCCL_LOG(kInfo, "master: group " << group_id << " epoch " << g.epoch << " ring size "
                                    << g.ring.size());
+  note("group " + std::to_string(group_id) + " epoch " + std::to_string(g.epoch) + ": ring of " +
+       std::to_string(g.ring.size()));
   for (uint64_t id : g.ring) send(id, MsgType::kTopology, bytes);
+}
+
+void MasterCore::note(std::string text) {
+  if (events_.size() >= kMaxEvents) events_.pop_front();
+  events_.push_back({now_s(), std::move(text)});
 }
 
 uint32_t MasterCore::total_world_size() const {
@@ -205,6 +214,7 @@ void MasterCore::on_peer_lost(uint64_t peer_id, const std::string& reason) {
   if (it == peers_.end()) return;
   uint32_t group_id = it->second.group;
   peers_.erase(it);
+  note("peer " + std::to_string(peer_id) + " left group " + std::to_string(group_id) + ": " + reason);
   Group& g = groups_[group_id];
   auto erase_id = [peer_id](std::vector<uint64_t>& v) {
     v.erase(std::remove(v.begin(), v.end(), peer_id), v.end());

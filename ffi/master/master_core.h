@@ -16,6 +16,7 @@
 // then drops that client with the reason.
 #pragma once
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <random>
@@ -146,6 +147,15 @@ class MasterCore {
   void on_peer_lost(uint64_t peer, const std::string& reason);
 
   std::vector<Outgoing> take_outbox();
+  // What happened lately (joins, epochs, drops with their reasons, syncs,
+  // ring choices), oldest first, at most kMaxEvents: for `jax-pccl status`
+  // and the master's status report. t_s is on now_s()'s clock.
+  struct Event {
+    double t_s;
+    std::string text;
+  };
+  static constexpr size_t kMaxEvents = 100;
+  const std::deque<Event>& events() const { return events_; }
   // Peers to drop with a reason (the glue tells them and closes their
   // connection, then reports them lost): left out of their group's new ring
   // because no ring without them avoids the broken links.
@@ -180,6 +190,7 @@ class MasterCore {
   void try_finish_optimize(uint32_t group_id);  // reorders once nobody is left to report
   void forget_optimize_peer(uint32_t group_id, uint64_t peer_id);
   SolverOptions planner_options(const Group& g) const;  // the ring planner's budget and seed
+  void note(std::string text);  // an event (bounded: the oldest goes)
 
   MasterCoreConfig config_;
   std::map<uint64_t, PeerRecord> peers_;
@@ -188,6 +199,7 @@ class MasterCore {
   std::mt19937_64 id_rng_;
   std::vector<Outgoing> outbox_;
   std::vector<std::pair<uint64_t, std::string>> evictions_;
+  std::deque<Event> events_;
 };
 
 }  // namespace pccl

@@ -152,6 +152,8 @@ void MasterCore::try_finish_sync(uint32_t group_id) {
   }
   PCCL_LOG(kInfo, "master: group " << group_id << " shared-state sync round " << round.id
                                    << (ok ? " complete" : " failed: " + round.failure));
+  note("group " + std::to_string(group_id) + " shared-state sync " +
+       (ok ? "complete at revision " + std::to_string(g.revision) : "failed: " + round.failure));
   round.planned = false;
   round.participants.clear();
   round.requests = std::move(round.queued);

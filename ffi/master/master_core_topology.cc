@@ -131,6 +131,8 @@ void MasterCore::try_finish_optimize(uint32_t group_id) {
   PCCL_LOG(kInfo, "master: group " << group_id << " ring chosen over measured links (slowest "
                                    << plan.bottleneck << " s per reference chunk"
                                    << (plan.exact ? ", exact" : "") << ")");
+  note("group " + std::to_string(group_id) + ": ring chosen over " + std::to_string(o.probes) +
+       " measured links");
   advance_epoch(group_id, ring);  // resets the round
   g.choice.epoch = g.epoch;
 }
@@ -148,6 +150,8 @@ std::vector<uint64_t> MasterCore::route_around_broken_links(uint32_t group_id,
                                      << " and " << pair.second
                                      << " is broken (both ends say so); routing around it");
     g.links.mark_broken(pair.first, pair.second, now);
+    note("group " + std::to_string(group_id) + ": link between peers " + std::to_string(pair.first) +
+         " and " + std::to_string(pair.second) + " broken; routing around it");
   }
   while (ring.size() >= 3 && g.links.ring_uses_broken(ring)) {
     // Unmeasured links count as ordinary ones (a second, far above any

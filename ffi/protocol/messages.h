@@ -39,9 +39,15 @@ enum class MsgType : uint16_t {
   kProbeStart = 24,   // probe connection, prober -> probed: round and pings
   kProbePing = 25,    // probe connection, either way: a round trip (echoed)
   kProbeResult = 26,  // probe connection, probed -> prober: bytes and their times
+  // `jax-pccl status`: an authenticated client instead of a peer.
+  kStatusRequest = 27,  // client -> master, in place of HELLO: nothing
+  kStatusReply = 28,    // master -> client: the status (JSON), then the master closes
 };
 
 constexpr uint32_t kMaxRingMembers = 4096;
+// The most a STATUS_REPLY may carry (the master leaves out the link figures
+// to fit: a matrix of 1024 peers' links is about 100 MB).
+constexpr uint32_t kMaxStatusReply = 8u << 20;
 constexpr uint32_t kMaxDims = 8;
 // Collectives that may be in flight at once (peer/collective_slots.h): slot
 // 0 stripes large ones over a hop's K bulk connections, and each other slot
