@@ -3,7 +3,8 @@
 The master answers an authenticated client that sends STATUS_REQUEST instead
 of registering as a peer: the same report as ``Master.status()`` (peers with
 the seconds since the master last heard each, groups with their epoch, ring
-order, link figures and shared-state revision), plus ``events``, the master's
+order, link figures and shared-state revision; each peer's counters, from
+its heartbeats), plus ``events``, the master's
 last 100 joins, epochs, drops with their reasons, syncs and ring choices.
 """
 
@@ -67,7 +68,9 @@ def format_status(status: dict) -> str:
             if p is None:
                 continue
             heard = "-" if p["heard_s_ago"] < 0 else f"{p['heard_s_ago']:.1f} s ago"
-            lines.append(f"  peer {pid:>16}  {p['address']:<24} {p['state']:<9} heard {heard}")
+            lines.append(f"  peer {pid:>16}  {p['address']:<24} {p['state']:<9} heard {heard:<10} "
+                         f"{p['collectives_done']} collectives ({p['collectives_failed']} failed), "
+                         f"{p['bytes_per_s'] / 1e6:.1f} MB/s")
     if status.get("events"):
         lines.append("recent events:")
         lines += [f"  {e['s_ago']:8.1f} s ago  {e['text']}" for e in status["events"][-20:]]

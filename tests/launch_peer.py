@@ -6,7 +6,9 @@
     launch_peer.py all-reduce     connects with Communicator.from_env() (min_peers = the
                                   launch size), all-reduces its index + 1, prints the sum
     launch_peer.py hold DIR       connects (min_peers = the launch size), prints "in", then
-                                  keeps calling update_topology() until DIR/stop exists
+                                  all-reduces (update_topology() between steps) until
+                                  DIR/stop exists; the failures of the others' leaving are
+                                  retried
 """
 from __future__ import annotations
 
@@ -44,8 +46,15 @@ elif mode == "all-reduce":
 elif mode == "hold":
     import jax_pccl as pccl
 
+    import numpy as np
+
     with pccl.Communicator.from_env(timeout=30).connect(min_peers=size) as comm:
         print(f"in {comm.peer_id}", flush=True)
         while not os.path.exists(os.path.join(sys.argv[2], "stop")):
-            comm.update_topology()
-            time.sleep(0.1)
+            try:
+                comm.update_topology()
+                pccl.all_reduce(np.ones(4096, np.float32), comm, op="sum")
+            except Exception as exc:  # noqa: BLE001 - a peer that left first
+                if not pccl.is_peer_failure(exc):
+                    raise
+            time.sleep(0.05)

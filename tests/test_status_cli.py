@@ -47,9 +47,15 @@ def test_status_lists_the_peers_a_launch_started_and_what_happened(tmp_path):
                 m = re.match(r"^\[\d\] in (\d+)$", line.strip())
                 if m:
                     ids.add(int(m.group(1)))
-            r = status("--master", master.address, "--secret-file", str(secret), "--json")
-            assert r.returncode == 0, r.stderr
-            report = json.loads(r.stdout)
+            # Their heartbeats carry their counters: wait until each reported some.
+            while True:
+                r = status("--master", master.address, "--secret-file", str(secret), "--json")
+                assert r.returncode == 0, r.stderr
+                report = json.loads(r.stdout)
+                if all(p["collectives_done"] > 0 for p in report["peers"]):
+                    break
+                assert time.monotonic() < deadline, report["peers"]
+                time.sleep(0.5)
             text = status("--master", master.address, "--secret-file", str(secret))
         finally:
             Path(tmp_path, "stop").touch()
@@ -59,6 +65,9 @@ def test_status_lists_the_peers_a_launch_started_and_what_happened(tmp_path):
         after = pccl.master_status(master.address, secret=SECRET)
     assert {p["id"] for p in report["peers"]} == ids
     assert all(p["state"] == "accepted" and p["group"] == 0 and 0 <= p["heard_s_ago"] < 5
+               for p in report["peers"]), report["peers"]
+    # 16 KiB per all_reduce over a ring of 4: every peer sent and received bytes.
+    assert all(p["bytes_sent"] > 0 and p["bytes_received"] > 0 and p["collectives_failed"] == 0
                for p in report["peers"]), report["peers"]
     (group,) = report["groups"]
     assert group["world_size"] == 4 and set(group["ring"]) == ids and group["epoch"] >= 1

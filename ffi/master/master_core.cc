@@ -133,7 +133,9 @@ void MasterCore::on_frame(uint64_t peer, uint16_t type, const std::vector<uint8_
     case MsgType::kSyncDone: handle_sync_done(it->second, payload); return;
     case MsgType::kOptimize: handle_optimize(it->second, payload); return;
     case MsgType::kLinkReport: handle_link_report(it->second, payload); return;
-    case MsgType::kHeartbeat: return;  // the glue keeps the time of the last frame
+    case MsgType::kHeartbeat:  // the glue keeps the time of the last frame
+      if (!payload.empty()) note_counters(it->second, PeerHeartbeatMsg::decode(payload));
+      return;
     default:
       throw ProtocolViolation("unexpected message type " + std::to_string(type) + " from peer " +
                               std::to_string(peer));
@@ -196,6 +198,17 @@ void MasterCore::advance_epoch(uint32_t group_id, std::vector<uint64_t> new_ring
   note("group " + std::to_string(group_id) + " epoch " + std::to_string(g.epoch) + ": ring of " +
        std::to_string(g.ring.size()));
   for (uint64_t id : g.ring) send(id, MsgType::kTopology, bytes);
+}
+
+void MasterCore::note_counters(PeerRecord& p, const PeerHeartbeatMsg& c) {
+  double now = now_s();
+  uint64_t before = p.counters.bytes_sent + p.counters.bytes_received;
+  uint64_t after = c.bytes_sent + c.bytes_received;
+  if (p.counters_at_s >= 0 && now > p.counters_at_s && after >= before) {
+    p.bytes_per_s = static_cast<double>(after - before) / (now - p.counters_at_s);
+  }
+  p.counters = c;
+  p.counters_at_s = now;
 }
 
 void MasterCore::note(std::string text) {

@@ -83,6 +83,11 @@ class MasterCore {
     std::string host;
     uint16_t port = 0;
     PeerState state = PeerState::kPending;
+    // Its last heartbeat's counters (PeerHeartbeatMsg) and when they came;
+    // bytes_per_s: sent + received per second between its last two.
+    PeerHeartbeatMsg counters;
+    double counters_at_s = -1;  // -1: none yet
+    double bytes_per_s = 0;
   };
   // One shared-state sync of a group: gathered until every member asked,
   // then planned (shared_state_election.h), then open until every
@@ -191,6 +196,7 @@ class MasterCore {
   void forget_optimize_peer(uint32_t group_id, uint64_t peer_id);
   SolverOptions planner_options(const Group& g) const;  // the ring planner's budget and seed
   void note(std::string text);  // an event (bounded: the oldest goes)
+  void note_counters(PeerRecord& p, const PeerHeartbeatMsg& counters);
 
   MasterCoreConfig config_;
   std::map<uint64_t, PeerRecord> peers_;

@@ -68,7 +68,11 @@ std::string Master::status_json_locked(bool with_links) const {
     os << "{\"id\":" << id << ",\"address\":\"" << json_escape(p.host) << ":" << p.port
        << "\",\"group\":" << p.group << ",\"state\":\""
        << (p.state == MasterCore::PeerState::kAccepted ? "accepted" : "pending")
-       << "\",\"heard_s_ago\":" << heard_s_ago(id) << "}";
+       << "\",\"heard_s_ago\":" << heard_s_ago(id) << ",\"collectives_done\":"
+       << p.counters.collectives_done << ",\"collectives_failed\":" << p.counters.collectives_failed
+       << ",\"bytes_sent\":" << p.counters.bytes_sent << ",\"bytes_received\":"
+       << p.counters.bytes_received << ",\"shared_state_syncs\":" << p.counters.shared_state_syncs
+       << ",\"bytes_per_s\":" << p.bytes_per_s << "}";
   }
   os << "],\"groups\":[";
   first = true;

@@ -84,6 +84,11 @@ void Communicator::connect(double admit_timeout_s) {
 
 void Communicator::register_and_wait(double admit_timeout_s) {
   Deadline net = Deadline::after(config_.timeout_s);
+  master_.set_counters([this] {
+    CommunicatorStats s = stats();  // the link's thread ends in close(), before stats_ does
+    return PeerHeartbeatMsg{s.collectives_done, s.collectives_failed, s.bytes_sent,
+                            s.bytes_received, s.shared_state_syncs};
+  });
   master_.open(config_.master_host, config_.master_port, config_.timeout_s, net, &cancel_,
                &interrupt_, config_.secret);
   links_.listen(

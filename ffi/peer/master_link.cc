@@ -298,7 +298,8 @@ void MasterLink::serve() {
   while (!stop_.cancelled()) {
     try {
       if (Clock::now() - last_sent >= interval) {
-        send_frame(MsgType::kHeartbeat, {}, Deadline::after(silence_timeout_s_));
+        send_frame(MsgType::kHeartbeat, counters_ ? counters_().encode() : std::vector<uint8_t>{},
+                   Deadline::after(silence_timeout_s_));
         last_sent = Clock::now();
       }
       if (!wait_ready(sock_.fd(), POLLIN, Deadline::after(kHeartbeatIntervalS / 2), &stop_)) {

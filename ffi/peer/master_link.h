@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -35,6 +36,10 @@ class MasterLink {
   ~MasterLink() { close(); }
   MasterLink(const MasterLink&) = delete;
   MasterLink& operator=(const MasterLink&) = delete;
+
+  // What each heartbeat to the master carries (called on the link's reader
+  // thread, once a second). Set before open(); unset: empty heartbeats.
+  void set_counters(std::function<PeerHeartbeatMsg()> counters) { counters_ = std::move(counters); }
 
   // Connects to the master and runs the authentication handshake (context
   // "master"; an empty secret: none, and the master must have none either).
@@ -132,6 +137,7 @@ class MasterLink {
   Socket sock_;
   std::string local_ip_;
   std::string where_;
+  std::function<PeerHeartbeatMsg()> counters_;
   std::string host_;
   uint16_t port_ = 0;
   HelloMsg hello_;

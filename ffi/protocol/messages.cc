@@ -116,6 +116,27 @@ HeartbeatMsg HeartbeatMsg::decode(const std::vector<uint8_t>& b) {
   return m;
 }
 
+std::vector<uint8_t> PeerHeartbeatMsg::encode() const {
+  return WireWriter()
+      .u64(collectives_done)
+      .u64(collectives_failed)
+      .u64(bytes_sent)
+      .u64(bytes_received)
+      .u64(shared_state_syncs)
+      .take();
+}
+PeerHeartbeatMsg PeerHeartbeatMsg::decode(const std::vector<uint8_t>& b) {
+  WireReader r(b);
+  PeerHeartbeatMsg m;
+  m.collectives_done = r.u64();
+  m.collectives_failed = r.u64();
+  m.bytes_sent = r.u64();
+  m.bytes_received = r.u64();
+  m.shared_state_syncs = r.u64();
+  r.expect_end();
+  return m;
+}
+
 std::vector<uint8_t> ErrorMsg::encode() const { return WireWriter().str(message).take(); }
 ErrorMsg ErrorMsg::decode(const std::vector<uint8_t>& b) {
   WireReader r(b);

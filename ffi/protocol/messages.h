@@ -131,6 +131,19 @@ struct HeartbeatMsg {
   static HeartbeatMsg decode(const std::vector<uint8_t>& b);
 };
 
+// Peer -> master heartbeat: this peer's counters (CommunicatorStats), for
+// the master's status report and metrics. Informational only: a peer can lie
+// about nothing but itself. An empty heartbeat (no counters) is valid too.
+struct PeerHeartbeatMsg {
+  uint64_t collectives_done = 0;
+  uint64_t collectives_failed = 0;
+  uint64_t bytes_sent = 0;
+  uint64_t bytes_received = 0;
+  uint64_t shared_state_syncs = 0;
+  std::vector<uint8_t> encode() const;
+  static PeerHeartbeatMsg decode(const std::vector<uint8_t>& b);
+};
+
 struct ErrorMsg {
   std::string message;
   std::vector<uint8_t> encode() const;

@@ -38,6 +38,7 @@ constexpr Decoder kDecoders[] = {
     round_trip<pccl::ErrorMsg>,       round_trip<pccl::PeerDroppedMsg>,
     round_trip<pccl::PeerHelloMsg>,   round_trip<pccl::CollectiveHeader>,
     inline_round_trip,                round_trip<pccl::HeartbeatMsg>,
+    round_trip<pccl::PeerHeartbeatMsg>,
 };
 
 bool one_input(const uint8_t* data, size_t size) { return dispatch_tagged(kDecoders, data, size); }
@@ -70,6 +71,7 @@ std::vector<Bytes> seeds() {
       tagged(7, coll.encode()),
       tagged(8, pccl::InlineCollective::encode(coll, "abcdefgh", 8)),
       tagged(9, pccl::HeartbeatMsg{3}.encode()),
+      tagged(10, pccl::PeerHeartbeatMsg{7, 1, 1 << 20, 3 << 20, 2}.encode()),
   };
 }
 
