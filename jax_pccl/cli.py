@@ -73,8 +73,24 @@ def _cmd_master(args) -> int:
         auth = "shared-secret authentication" if secret else "no authentication"
         del secret
         print(f"jax-pccl master listening on {master.address} ({auth})", flush=True)
-        while not stop.wait(0.5):
-            pass
+        http = None
+        if args.http_port is not None:
+            from .http_status import StatusHTTPServer
+
+            try:
+                http = StatusHTTPServer(master, args.http_host, args.http_port)
+            except OSError as exc:
+                print(f"jax-pccl master: cannot serve HTTP on {args.http_host}:{args.http_port}: "
+                      f"{exc.strerror or exc}", file=sys.stderr)
+                return 1
+            print(f"jax-pccl master: status on http://{http.address}/ (/status.json, /metrics)",
+                  flush=True)
+        try:
+            while not stop.wait(0.5):
+                pass
+        finally:
+            if http is not None:
+                http.close()
     print("jax-pccl master stopped", flush=True)
     return 0
 
@@ -176,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="optimize_topology(): how long each link probe sends (default 1.0)")
     m.add_argument("--probe-connections", type=_probe_connections, default=4, metavar="K",
                    help="optimize_topology(): TCP connections per link probe (default 4)")
+    m.add_argument("--http-port", type=int, default=None, metavar="P",
+                   help="also serve /status.json, /metrics (Prometheus) and / (live page) on "
+                        "this port (0: a free one, printed); default: no HTTP")
+    m.add_argument("--http-host", default="127.0.0.1", metavar="HOST",
+                   help="address of the HTTP side (default 127.0.0.1: the status names every "
+                        "peer's address)")
     env_level = os.environ.get("JAX_PCCL_LOG", "")
     m.add_argument("--log-level", choices=LOG_LEVELS,
                    default=env_level if env_level in LOG_LEVELS else "info",
