@@ -15,18 +15,15 @@ from dataclasses import dataclass, field
 import jax
 import numpy as np
 
-from . import errors, state_structure
+from . import _pccl, errors, state_structure
+from .validation import DTYPE_CODES
 
-STRATEGIES = {"enforce_popular": 0, "receive_only": 1, "send_only": 2}
+STRATEGIES = dict(_pccl.SYNC_STRATEGIES)
 
-# The engine's dtype codes (ffi/common/dtype.h). bool travels as uint8: its
-# bytes are what is hashed and moved; the pytree keeps the bool dtype.
-_DTYPE_CODES = {
-    "float32": 0, "float64": 1, "float16": 2, "bfloat16": 3,
-    "int8": 4, "int16": 5, "int32": 6, "int64": 7,
-    "uint8": 8, "uint16": 9, "uint32": 10, "uint64": 11,
-    "bool": 8,
-}
+# The engine's dtype codes (ffi/common/dtype.h, through the bindings). bool
+# travels as uint8: its bytes are what is hashed and moved; the pytree keeps
+# the bool dtype.
+_DTYPE_CODES = {**DTYPE_CODES, "bool": DTYPE_CODES["uint8"]}
 
 
 @dataclass(frozen=True)

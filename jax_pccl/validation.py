@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-REDUCE_OPS = {"sum": 0, "avg": 1, "min": 2, "max": 3, "prod": 4}
-QUANTIZATIONS = {None: 0, "minmax_uint8": 1, "zero_point_uint8": 2, "bfloat16": 3}
-SUPPORTED_DTYPES = frozenset(
-    [
-        "float32", "float64", "float16", "bfloat16",
-        "int8", "int16", "int32", "int64",
-        "uint8", "uint16", "uint32", "uint64",
-    ]
-)
+from . import _pccl
+
+# The engine's codes (they travel on the wire): its tables, not copies.
+REDUCE_OPS = dict(_pccl.REDUCE_OPS)
+# quantization=None is the engine's "none".
+QUANTIZATIONS = {(None if name == "none" else name): code for name, code in _pccl.QUANTIZATIONS.items()}
+DTYPE_CODES = dict(_pccl.DTYPES)
+SUPPORTED_DTYPES = frozenset(DTYPE_CODES)
 
 
 def op_code(op) -> int:

@@ -13,11 +13,14 @@
 #define PCCL_SANITIZER ""
 #endif
 
+#include "collectives/quantization.h"
 #include "common/content_hash.h"
+#include "common/dtype.h"
 #include "common/errors.h"
 #include "master/master.h"
 #include "peer/master_status_client.h"
 #include "peer/communicator.h"
+#include "protocol/shared_state_messages.h"
 #include "xla/all_reduce_async_handler.h"
 #include "xla/all_reduce_handler.h"
 #include "xla/comm_registry.h"
@@ -201,6 +204,21 @@ NB_MODULE(_pccl, m) {
       .def_prop_ro("port", &Master::port)
       .def("status_json", &Master::status_json);
 
+  // The engine's codes, by name: the one source Python derives its tables
+  // from (the values travel on the wire, so they are the engine's to fix).
+  nb::dict dtypes, ops, formats, strategies;
+  for (int i = 0; i < kNumDTypes; ++i) dtypes[dtype_name(static_cast<DType>(i))] = i;
+  for (int i = 0; i < kNumReduceOps; ++i) ops[reduce_op_name(static_cast<ReduceOp>(i))] = i;
+  for (int i = 0; i < kNumQuantizations; ++i) {
+    formats[quantization_name(static_cast<Quantization>(i))] = i;
+  }
+  for (int i = 0; i <= static_cast<int>(SyncStrategy::kSendOnly); ++i) {
+    strategies[sync_strategy_name(static_cast<SyncStrategy>(i))] = i;
+  }
+  m.attr("DTYPES") = dtypes;
+  m.attr("REDUCE_OPS") = ops;
+  m.attr("QUANTIZATIONS") = formats;
+  m.attr("SYNC_STRATEGIES") = strategies;
   m.attr("DEFAULT_CONNECTIONS") = kDefaultRingConnections;
   m.attr("MAX_CONNECTIONS") = static_cast<int>(kMaxRingConnections);
   m.attr("MAX_CONCURRENCY") = static_cast<int>(kConcurrentSlots);
