@@ -26,4 +26,14 @@ def ensure_ffi_registered() -> None:
         jax.devices("cpu")
         for name, capsule in _pccl.ffi_targets().items():
             jax.ffi.register_ffi_target(name, capsule, platform="cpu", api_version=1)
+        if _pccl.CUDA_BUILT and _has_cuda_backend():
+            for name, capsule in _pccl.ffi_targets_cuda().items():
+                jax.ffi.register_ffi_target(name, capsule, platform="CUDA", api_version=1)
         _registered = True
+
+
+def _has_cuda_backend() -> bool:
+    try:
+        return bool(jax.devices("cuda"))
+    except RuntimeError:  # no CUDA plugin or no GPU
+        return False

@@ -25,6 +25,9 @@
 #include "xla/all_reduce_handler.h"
 #include "xla/comm_registry.h"
 #include "xla/handler_faults.h"
+#if defined(PCCL_WITH_CUDA)
+#include "xla/cuda/all_reduce_cuda_handler.h"
+#endif
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -294,6 +297,21 @@ NB_MODULE(_pccl, m) {
         arm_handler_fault_for_testing(static_cast<HandlerFault>(where));
       },
       "where"_a);
+
+  // The CUDA handler, where this build has one (-DJAX_PCCL_CUDA=ON).
+#if defined(PCCL_WITH_CUDA)
+  m.attr("CUDA_BUILT") = true;
+#else
+  m.attr("CUDA_BUILT") = false;
+#endif
+  m.def("ffi_targets_cuda", []() {
+    nb::dict targets;
+#if defined(PCCL_WITH_CUDA)
+    targets["jax_pccl_all_reduce"] =
+        nb::capsule(reinterpret_cast<void*>(&AllReduceCudaHandler), "xla._CUSTOM_CALL_TARGET");
+#endif
+    return targets;
+  });
 
   m.def("ffi_targets", []() {
     nb::dict targets;

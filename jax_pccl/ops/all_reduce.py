@@ -21,7 +21,7 @@ from jax._src import dispatch
 from jax._src.interpreters import batching, mlir
 from jax.extend.core import Primitive
 
-from .. import _native
+from .. import _native, _pccl
 from ..errors import error_from_message
 from ..validation import REDUCE_OPS, prepare_collective
 from .effects import COLLECTIVE_EFFECT, clear_failed_tokens
@@ -62,6 +62,19 @@ def _lowering(ctx: mlir.LoweringRuleContext, *leaves, comm, op, quant, donate):
 
 
 mlir.register_lowering(all_reduce_p, _lowering, platform="cpu")
+
+
+def _cuda_lowering(ctx: mlir.LoweringRuleContext, *leaves, comm, op, quant, donate):
+    if not _pccl.CUDA_BUILT:
+        raise NotImplementedError(
+            "jax_pccl.all_reduce on a CUDA device: this jax_pccl was built without its CUDA "
+            "handler. Rebuild it with `pip install . -C cmake.define.JAX_PCCL_CUDA=ON` (CUDA "
+            "runtime headers and libcudart needed), or put the operand on the CPU "
+            "(jax.device_put(x, jax.devices('cpu')[0])).")
+    return _lowering(ctx, *leaves, comm=comm, op=op, quant=quant, donate=donate)
+
+
+mlir.register_lowering(all_reduce_p, _cuda_lowering, platform="cuda")
 
 
 def _batching_rule(args, dims, *, comm, op, quant, donate):

@@ -113,6 +113,16 @@ mlir.register_lowering(start_p, _start_lowering, platform="cpu")
 mlir.register_lowering(wait_p, _wait_lowering, platform="cpu")
 
 
+def _no_cuda_lowering(ctx, *args, **params):
+    raise NotImplementedError(
+        "jax_pccl.all_reduce_start/all_reduce_wait on a CUDA device: not available yet (the "
+        "CUDA handler covers all_reduce only). Use all_reduce, or start/wait on CPU operands.")
+
+
+mlir.register_lowering(start_p, _no_cuda_lowering, platform="cuda")
+mlir.register_lowering(wait_p, _no_cuda_lowering, platform="cuda")
+
+
 def all_reduce_start(x, comm, op: str = "sum", *, quantization=None) -> AllReduceHandle:
     """Starts reducing ``x`` (array or pytree) over ``comm``'s group; returns
     a handle for :func:`all_reduce_wait`. Same arguments as all_reduce."""
