@@ -93,7 +93,11 @@ def pytest_sessionstart(session):
 # suites and the sanitized Python runs share them.
 @pytest.fixture(scope="session")
 def address_build(tmp_path_factory):
-    return native_builds.build(tmp_path_factory.mktemp("asan-build"), "address")
+    from test_engine_cpp import SUITES
+    # What the suites, the simulator, the fuzzer and the sanitized Python runs
+    # use: not the benchmarks (scale_bench, ring_solver_bench), to save CI time.
+    return native_builds.build(tmp_path_factory.mktemp("asan-build"), "address",
+                               targets=["_pccl", *SUITES, "sim_master", "fuzz_parsers"])
 
 
 @pytest.fixture(scope="session")

@@ -83,8 +83,9 @@ def test_engine_cpp_suite_under_tsan(thread_build: Path, name: str):
 # Simulated events per run: about 0.15 million per CPU second under ASan +
 # UBSan (0.9 million in a release build; 2 cores, shared). Simulating
 # optimize_topology() made an event about 1.8x dearer (the ring planner's
-# exact solves): 0.27 and 1.3 million before.
-SIM_EVENTS = 2_000_000
+# exact solves): 0.27 and 1.3 million before. 1.2 million: above the 10^6
+# per CI run that #17 asks, with 20 s back for CI's budget (was 2 million).
+SIM_EVENTS = 1_200_000
 # Each injected defect, the invariant that must catch it, and the options.
 # (a4, one HELLO freezing membership, shows as a newcomer never admitted, as
 # a vote left open for good (seed 94137244 hit that first), or as an

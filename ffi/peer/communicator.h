@@ -23,7 +23,7 @@
 #include "peer/ring_links.h"
 #include "protocol/messages.h"
 #include "protocol/shared_state_messages.h"
-#include "state/shared_state_sync.h"
+#include "peer/shared_state_sync.h"
 #include "state/state_server.h"
 
 namespace pccl {
@@ -149,7 +149,7 @@ class Communicator {
   void set_next_ticket_for_testing(uint64_t next) { async_.set_next_ticket_for_testing(next); }
 
   // Makes every peer's copy of the shared state identical (see
-  // state/shared_state_sync.h and master/shared_state_election.h). Returns
+  // peer/shared_state_sync.h and master/shared_state_election.h). Returns
   // the leaves that changed, in new buffers; the caller's are only read.
   // `structure`: the caller's digest of its pytree (SyncRequestMsg::structure).
   SyncOutcome sync_shared_state(const std::vector<SharedStateLeaf>& leaves, uint64_t revision,

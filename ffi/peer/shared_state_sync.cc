@@ -1,4 +1,4 @@
-#include "state/shared_state_sync.h"
+#include "peer/shared_state_sync.h"
 
 #include <exception>
 #include <string>
