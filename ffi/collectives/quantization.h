@@ -39,7 +39,7 @@
 //     Asymmetric affine: decode(code) = (code - zp) * scale, so 0 is exact
 //     (code zp). code = clamp(round(v / scale) + zp, 0, 255), except that the
 //     chunk's minimum rounds down and its maximum rounds up to the grid (see
-//     quantization.cc: this is what makes re-encoding reproduce scale and zp).
+//     quant/zero_point_uint8.cc: this is what makes re-encoding reproduce scale and zp).
 //     scale is the smallest value of a fixed discrete set (numbers with at most
 //     16 significant bits for float32 input, 43 for float64, 3 for float16, and
 //     powers of two for bfloat16) such that [min(x, 0), max(x, 0)] fits in the
