@@ -12,9 +12,12 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
+
+from .progress import Progress
 
 IN_DIM, HIDDEN, OUT_DIM = 32, 256, 8
 
@@ -84,6 +87,8 @@ def run_peer(address: str, peers: int, steps: int, batch: int, lr: float) -> int
         params, loss, world = train_step(params, xs[step], ys[step])
         if rank == 0 and (step % max(1, steps // 10) == 0 or step == steps - 1):
             print(f"step {step:4d}  loss {float(loss):.5f}  peers {int(world)}", flush=True)
+        elif rank == 0 and step % max(1, steps // 100) == 0:
+            print(f"PROGRESS {step}", flush=True)  # for the driver's bar, never shown
     jax.block_until_ready(params)
     elapsed = time.perf_counter() - t0
     summary = {
@@ -117,20 +122,22 @@ def run_demo(peers: int, steps: int, batch: int, lr: float, timeout: float) -> i
                  for _ in range(peers)]
         results, ok = [], True
         deadline = time.monotonic() + timeout
-        for p in procs:
-            try:
-                out, _ = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                out, _ = p.communicate()
-                print("a peer timed out", file=sys.stderr)
-                ok = False
-            for line in out.splitlines():
-                if line.startswith("RESULT "):
-                    results.append(json.loads(line[len("RESULT "):]))
-                else:
-                    print(line)
-            ok &= p.returncode == 0
+        with Progress(steps - 1, "demo") as bar:
+            readers = [threading.Thread(target=_relay, args=(p, bar, results), daemon=True)
+                       for p in procs]
+            for r in readers:
+                r.start()
+            for p in procs:
+                try:
+                    p.wait(timeout=max(1.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+                    bar.print("a peer timed out", stream=sys.stderr)
+                    ok = False
+                ok &= p.returncode == 0
+            for r in readers:
+                r.join(timeout=10)
     if len(results) != peers or not ok:
         print(f"demo FAILED: {len(results)}/{peers} peers finished", file=sys.stderr)
         return 1
@@ -141,6 +148,22 @@ def run_demo(peers: int, steps: int, batch: int, lr: float, timeout: float) -> i
           f"{r0['allreduce_bytes_per_step'] / 1e6:.2f} MB all-reduced per step")
     print(f"parameters bit-identical on all peers: {len(hashes) == 1} ({hashes.pop()})")
     return 0 if len({r["params_hash"] for r in results}) == 1 else 1
+
+
+def _relay(proc: subprocess.Popen, bar: Progress, results: list) -> None:
+    """One peer's output as it comes: results collected, progress drawn,
+    other lines shown (above the bar)."""
+    for line in proc.stdout:
+        line = line.rstrip("\n")
+        if line.startswith("RESULT "):
+            results.append(json.loads(line[len("RESULT "):]))
+        elif line.startswith("PROGRESS "):
+            bar.update(int(line.split()[1]))
+        else:
+            m = line.split()
+            if len(m) >= 2 and m[0] == "step" and m[1].isdigit():
+                bar.update(int(m[1]), note=" ".join(m[2:]))
+            bar.print(line)
 
 
 def _peer_main(argv=None) -> int:
