@@ -17,13 +17,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax._src import dispatch
-from jax._src.interpreters import batching, mlir
-from jax.extend.core import Primitive
 
 from .. import _native, _pccl
 from ..errors import error_from_message
 from ..validation import REDUCE_OPS, prepare_collective
+from . import jax_internals as jx
 from .effects import COLLECTIVE_EFFECT, clear_failed_tokens
 from .lowering import effectful_ffi_call, int_attr
 
@@ -40,9 +38,9 @@ class AllReduceInfo(NamedTuple):
     world_size: Any  # int32 scalar array: peers that took part
 
 
-all_reduce_p = Primitive("pccl_all_reduce")
+all_reduce_p = jx.Primitive("pccl_all_reduce")
 all_reduce_p.multiple_results = True
-all_reduce_p.def_impl(functools.partial(dispatch.apply_primitive, all_reduce_p))
+all_reduce_p.def_impl(functools.partial(jx.apply_primitive, all_reduce_p))
 
 
 def _abstract_eval(*leaves, comm, op, quant, donate):
@@ -55,16 +53,16 @@ def _abstract_eval(*leaves, comm, op, quant, donate):
 all_reduce_p.def_effectful_abstract_eval(_abstract_eval)
 
 
-def _lowering(ctx: mlir.LoweringRuleContext, *leaves, comm, op, quant, donate):
+def _lowering(ctx: jx.LoweringRuleContext, *leaves, comm, op, quant, donate):
     return effectful_ffi_call(ctx, FFI_TARGET, leaves, {
         "comm": int_attr(64, comm), "op": int_attr(32, op), "quant": int_attr(32, quant)},
         in_place=donate)
 
 
-mlir.register_lowering(all_reduce_p, _lowering, platform="cpu")
+jx.register_lowering(all_reduce_p, _lowering, platform="cpu")
 
 
-def _cuda_lowering(ctx: mlir.LoweringRuleContext, *leaves, comm, op, quant, donate):
+def _cuda_lowering(ctx: jx.LoweringRuleContext, *leaves, comm, op, quant, donate):
     if not _pccl.CUDA_BUILT:
         raise NotImplementedError(
             "jax_pccl.all_reduce on a CUDA device: this jax_pccl was built without its CUDA "
@@ -74,7 +72,7 @@ def _cuda_lowering(ctx: mlir.LoweringRuleContext, *leaves, comm, op, quant, dona
     return _lowering(ctx, *leaves, comm=comm, op=op, quant=quant, donate=donate)
 
 
-mlir.register_lowering(all_reduce_p, _cuda_lowering, platform="cuda")
+jx.register_lowering(all_reduce_p, _cuda_lowering, platform="cuda")
 
 
 def _batching_rule(args, dims, *, comm, op, quant, donate):
@@ -83,7 +81,7 @@ def _batching_rule(args, dims, *, comm, op, quant, donate):
     return outs, [*dims, None]  # world_size is not batched
 
 
-batching.primitive_batchers[all_reduce_p] = _batching_rule
+jx.primitive_batchers[all_reduce_p] = _batching_rule
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))

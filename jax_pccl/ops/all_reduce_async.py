@@ -31,13 +31,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax._src import dispatch
-from jax._src.interpreters import mlir
-from jax.extend.core import Primitive
 
 from .. import _native
 from ..validation import prepare_collective
 from .all_reduce import AllReduceInfo, _translate_errors
+from . import jax_internals as jx
 from .effects import COLLECTIVE_EFFECT
 from .lowering import chained_ffi_call, effectful_ffi_call, int_attr
 
@@ -72,11 +70,11 @@ class AllReduceHandle:
         return cls(children[0], *aux)
 
 
-start_p = Primitive("pccl_all_reduce_start")
-start_p.def_impl(functools.partial(dispatch.apply_primitive, start_p))
-wait_p = Primitive("pccl_all_reduce_wait")
+start_p = jx.Primitive("pccl_all_reduce_start")
+start_p.def_impl(functools.partial(jx.apply_primitive, start_p))
+wait_p = jx.Primitive("pccl_all_reduce_wait")
 wait_p.multiple_results = True
-wait_p.def_impl(functools.partial(dispatch.apply_primitive, wait_p))
+wait_p.def_impl(functools.partial(jx.apply_primitive, wait_p))
 
 
 def _start_abstract(*leaves, comm, op, quant):
@@ -105,12 +103,12 @@ def _wait_lowering(ctx, tickets, *, comm, avals):
     token = ctx.tokens_in.get(COLLECTIVE_EFFECT)
     token, _ = chained_ffi_call(ctx, WAIT_BIND_TARGET, token, [tickets], ctx.avals_in, [], attributes)
     token, results = chained_ffi_call(ctx, WAIT_TARGET, token, [], [], ctx.avals_out, attributes)
-    ctx.set_tokens_out(ctx.tokens_in.update_tokens(mlir.TokenSet({COLLECTIVE_EFFECT: token})))
+    ctx.set_tokens_out(ctx.tokens_in.update_tokens(jx.TokenSet({COLLECTIVE_EFFECT: token})))
     return results
 
 
-mlir.register_lowering(start_p, _start_lowering, platform="cpu")
-mlir.register_lowering(wait_p, _wait_lowering, platform="cpu")
+jx.register_lowering(start_p, _start_lowering, platform="cpu")
+jx.register_lowering(wait_p, _wait_lowering, platform="cpu")
 
 
 def _no_cuda_lowering(ctx, *args, **params):
@@ -119,8 +117,8 @@ def _no_cuda_lowering(ctx, *args, **params):
         "CUDA handler covers all_reduce only). Use all_reduce, or start/wait on CPU operands.")
 
 
-mlir.register_lowering(start_p, _no_cuda_lowering, platform="cuda")
-mlir.register_lowering(wait_p, _no_cuda_lowering, platform="cuda")
+jx.register_lowering(start_p, _no_cuda_lowering, platform="cuda")
+jx.register_lowering(wait_p, _no_cuda_lowering, platform="cuda")
 
 
 def all_reduce_start(x, comm, op: str = "sum", *, quantization=None) -> AllReduceHandle:

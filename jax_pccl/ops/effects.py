@@ -9,20 +9,15 @@ slot from that order, see ffi/peer/collective_slots.h.)
 
 from __future__ import annotations
 
-from jax._src import effects as _effects
+from . import jax_internals as jx
 
 
-class CollectiveEffect(_effects.Effect):
+class CollectiveEffect(jx.Effect):
     __str__ = lambda self: "PcclCollective"  # noqa: E731
 
 
 COLLECTIVE_EFFECT = CollectiveEffect()
-
-_effects.ordered_effects.add_type(CollectiveEffect)
-_effects.lowerable_effects.add_type(CollectiveEffect)
-_effects.control_flow_allowed_effects.add_type(CollectiveEffect)
-_effects.custom_derivatives_allowed_effects.add_type(CollectiveEffect)
-_effects.remat_allowed_effects.add_type(CollectiveEffect)
+jx.register_ordered_effect(CollectiveEffect)
 
 
 def clear_failed_tokens() -> None:
@@ -35,9 +30,7 @@ def clear_failed_tokens() -> None:
     collective starts a fresh chain. Healthy tokens are kept, so the order of
     collectives still in flight is untouched.
     """
-    from jax._src import dispatch
-
-    tokens = dispatch.runtime_tokens
+    tokens = jx.runtime_tokens()
     token = tokens.current_tokens.get(COLLECTIVE_EFFECT)
     if token is not None and _failed(token):
         tokens.current_tokens.pop(COLLECTIVE_EFFECT, None)
@@ -68,16 +61,14 @@ def _install_single_device_token_fast_path() -> None:
     code unchanged. The order of calls is untouched: the token chain is the
     same.
     """
-    from jax._src import core, dispatch
-
-    token_set = getattr(dispatch, "RuntimeTokenSet", None)
+    token_set = jx.runtime_token_set_class()
     original = getattr(token_set, "get_token_input", None)
     if original is None or getattr(original, "_pccl_fast_path", False):
         return  # another JAX layout, or installed already
 
     def get_token_input(self, eff, devices):
         tok = self.current_tokens.get(eff)
-        if isinstance(tok, core.Token) and len(devices) == 1:
+        if isinstance(tok, jx.Token) and len(devices) == 1:
             buf = getattr(tok, "_buf", None)
             sharding = getattr(buf, "sharding", None)
             if sharding is not None and sharding.device_set == {devices[0]}:

@@ -7,10 +7,9 @@ collectives in program order (see effects.py).
 
 from __future__ import annotations
 
-from jax._src.interpreters import mlir
-from jax.interpreters.mlir import ir
-
+from . import jax_internals as jx
 from .effects import COLLECTIVE_EFFECT
+from .jax_internals import ir
 
 
 def row_major(aval) -> tuple[int, ...]:
@@ -21,7 +20,7 @@ def int_attr(bits: int, value: int) -> ir.Attribute:
     return ir.IntegerAttr.get(ir.IntegerType.get_signless(bits), value)
 
 
-def effectful_ffi_call(ctx: mlir.LoweringRuleContext, target: str, operands, attributes: dict,
+def effectful_ffi_call(ctx: jx.LoweringRuleContext, target: str, operands, attributes: dict,
                        *, in_place: bool = False):
     """Emits the custom call, threading the collective token through it.
 
@@ -31,17 +30,17 @@ def effectful_ffi_call(ctx: mlir.LoweringRuleContext, target: str, operands, att
     """
     token, results = chained_ffi_call(ctx, target, ctx.tokens_in.get(COLLECTIVE_EFFECT), operands,
                                       ctx.avals_in, ctx.avals_out, attributes, in_place=in_place)
-    ctx.set_tokens_out(ctx.tokens_in.update_tokens(mlir.TokenSet({COLLECTIVE_EFFECT: token})))
+    ctx.set_tokens_out(ctx.tokens_in.update_tokens(jx.TokenSet({COLLECTIVE_EFFECT: token})))
     return results
 
 
-def chained_ffi_call(ctx: mlir.LoweringRuleContext, target: str, token, operands, avals_in,
+def chained_ffi_call(ctx: jx.LoweringRuleContext, target: str, token, operands, avals_in,
                      avals_out, attributes: dict, *, in_place: bool = False):
     """One side-effecting custom call after ``token``: (its token, its results).
     For lowerings that emit several calls in a row (the caller sets the
     rule's output token to the last one)."""
-    types = [mlir.token_type()] + [mlir.aval_to_ir_type(ctx.module_context, a) for a in avals_out]
-    call = mlir.custom_call(
+    types = [jx.token_type()] + [jx.aval_to_ir_type(ctx, a) for a in avals_out]
+    call = jx.custom_call(
         target,
         result_types=types,
         operands=[token, *operands],
