@@ -14,8 +14,10 @@ import socket
 import struct
 import time
 
+from jax_pccl import _pccl
+
 MAGIC = 0x4C434350  # "PCCL" little-endian
-VERSION = 4  # ffi/transport/frame.h kProtocolVersion
+VERSION = _pccl.PROTOCOL_VERSION  # ffi/transport/frame.h kProtocolVersion (changes with the messages)
 HEADER = 12
 MAX_CONTROL_PAYLOAD = 1 << 20
 
