@@ -63,6 +63,7 @@ def test_sigterm_to_the_launcher_stops_every_peer_within_5_s(tmp_path):
     proc = subprocess.Popen([*jax_pccl_cli(), "launch", "-n", "3", PEER, "sleep", str(tmp_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=tempfile.gettempdir(), env={**os.environ, **harness.peer_env()})
+    pids: list[int] = []
     try:
         deadline = time.monotonic() + 60
         while len(list(tmp_path.glob("pid.*"))) < 3:
@@ -80,6 +81,9 @@ def test_sigterm_to_the_launcher_stops_every_peer_within_5_s(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+        for pid in pids:  # a failed check must not leave peers behind (a killed launcher can't)
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
     print(f"every peer gone {stopped_s:.2f} s after SIGTERM")
     assert stopped_s < 5.0
     assert proc.returncode == 128 + signal.SIGTERM, (proc.returncode, err)
