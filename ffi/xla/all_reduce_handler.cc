@@ -17,18 +17,10 @@ namespace {
 
 ffi::Error all_reduce_body(ffi::RemainingArgs& args, ffi::RemainingRets& rets,
                            int64_t comm_handle, int32_t op, int32_t quantization) {
-  std::shared_ptr<Communicator> comm = find_communicator(comm_handle);
-  if (!comm) return precondition("the communicator this compiled function was traced with is closed: re-jit the function with the new Communicator (jitted functions keep the communicator they captured)");
-  if (op < 0 || !reduce_op_valid(static_cast<uint8_t>(op))) {
-    return ffi::Error::InvalidArgument("PcclError: invalid reduce op");
-  }
-  if (quantization < 0 || !quantization_valid(static_cast<uint8_t>(quantization))) {
-    return ffi::Error::InvalidArgument("PcclError: invalid quantization");
-  }
   size_t leaves = args.size();
-  if (rets.size() != leaves + 1) {
-    return ffi::Error::InvalidArgument("PcclError: result count does not match operands");
-  }
+  std::shared_ptr<Communicator> comm;
+  ffi::Error checked = check_all_reduce_call(comm_handle, op, quantization, leaves, rets.size(), &comm);
+  if (checked.failure()) return checked;
   int world = comm->group_world_size();
   // Every leaf at once, in place: XLA keeps the buffers alive for this call,
   // and the communicator waits for all of them before it returns.
@@ -40,13 +32,9 @@ ffi::Error all_reduce_body(ffi::RemainingArgs& args, ffi::RemainingRets& rets,
     if (!in.has_value() || !out.has_value()) {
       return ffi::Error::InvalidArgument("PcclError: bad buffer");
     }
-    std::optional<DType> dtype = to_engine_dtype(in->element_type());
-    if (!dtype) return ffi::Error::InvalidArgument("PcclError: unsupported dtype");
-    // Quantization is a per-call choice, applied to the floating leaves only.
-    auto q = static_cast<Quantization>(quantization);
-    if (!quantization_applies(q, *dtype)) q = Quantization::kNone;
-    calls[i] = AllReduceCall{in->untyped_data(), (*out)->untyped_data(), in->element_count(),
-                             *dtype, static_cast<ReduceOp>(op), describe_leaf(*in, i, leaves), q};
+    ffi::Error leaf = all_reduce_leaf(*in, in->untyped_data(), (*out)->untyped_data(), i, leaves,
+                                      op, quantization, &calls[i]);
+    if (leaf.failure()) return leaf;
   }
   if (!calls.empty()) world = comm->all_reduce_concurrently(calls);
   auto ws = rets.get<ffi::AnyBuffer>(leaves);

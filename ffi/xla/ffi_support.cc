@@ -1,6 +1,10 @@
 #include "xla/ffi_support.h"
 
+#include <optional>
 #include <string>
+
+#include "collectives/quantization.h"
+#include "xla/comm_registry.h"
 
 namespace ffi = xla::ffi;
 
@@ -66,6 +70,36 @@ LeafDescriptor describe_leaf(const ffi::AnyBuffer& buffer, size_t index, size_t 
   leaf.leaf_index = static_cast<uint32_t>(index);
   leaf.leaf_count = static_cast<uint32_t>(count);
   return leaf;
+}
+
+xla::ffi::Error check_all_reduce_call(int64_t comm_handle, int32_t op, int32_t quantization,
+                                      size_t operands, size_t results,
+                                      std::shared_ptr<Communicator>* comm) {
+  *comm = find_communicator(comm_handle);
+  if (!*comm) return precondition("the communicator this compiled function was traced with is closed: re-jit the function with the new Communicator (jitted functions keep the communicator they captured)");
+  if (op < 0 || !reduce_op_valid(static_cast<uint8_t>(op))) {
+    return xla::ffi::Error::InvalidArgument("PcclError: invalid reduce op");
+  }
+  if (quantization < 0 || !quantization_valid(static_cast<uint8_t>(quantization))) {
+    return xla::ffi::Error::InvalidArgument("PcclError: invalid quantization");
+  }
+  if (results != operands + 1) {
+    return xla::ffi::Error::InvalidArgument("PcclError: result count does not match operands");
+  }
+  return xla::ffi::Error::Success();
+}
+
+xla::ffi::Error all_reduce_leaf(const xla::ffi::AnyBuffer& in, void* in_data, void* out_data,
+                                size_t index, size_t count, int32_t op, int32_t quantization,
+                                AllReduceCall* call) {
+  std::optional<DType> dtype = to_engine_dtype(in.element_type());
+  if (!dtype) return xla::ffi::Error::InvalidArgument("PcclError: unsupported dtype");
+  // Quantization is a per-call choice, applied to the floating leaves only.
+  auto q = static_cast<Quantization>(quantization);
+  if (!quantization_applies(q, *dtype)) q = Quantization::kNone;
+  *call = AllReduceCall{in_data, out_data, in.element_count(), *dtype, static_cast<ReduceOp>(op),
+                        describe_leaf(in, index, count), q};
+  return xla::ffi::Error::Success();
 }
 
 }  // namespace pccl

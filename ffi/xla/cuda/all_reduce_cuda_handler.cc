@@ -29,18 +29,10 @@ void check_cuda(cudaError_t err, const char* what) {
 ffi::Error all_reduce_cuda_body(cudaStream_t stream, ffi::RemainingArgs& args,
                                 ffi::RemainingRets& rets, int64_t comm_handle, int32_t op,
                                 int32_t quantization) {
-  std::shared_ptr<Communicator> comm = find_communicator(comm_handle);
-  if (!comm) return precondition("the communicator this compiled function was traced with is closed: re-jit the function with the new Communicator (jitted functions keep the communicator they captured)");
-  if (op < 0 || !reduce_op_valid(static_cast<uint8_t>(op))) {
-    return ffi::Error::InvalidArgument("PcclError: invalid reduce op");
-  }
-  if (quantization < 0 || !quantization_valid(static_cast<uint8_t>(quantization))) {
-    return ffi::Error::InvalidArgument("PcclError: invalid quantization");
-  }
   size_t leaves = args.size();
-  if (rets.size() != leaves + 1) {
-    return ffi::Error::InvalidArgument("PcclError: result count does not match operands");
-  }
+  std::shared_ptr<Communicator> comm;
+  ffi::Error checked = check_all_reduce_call(comm_handle, op, quantization, leaves, rets.size(), &comm);
+  if (checked.failure()) return checked;
   // Device -> host, every leaf, on XLA's stream (after what produced them).
   std::vector<StagedBuffer> host;
   std::vector<AllReduceCall> calls(leaves);
@@ -51,17 +43,14 @@ ffi::Error all_reduce_cuda_body(cudaStream_t stream, ffi::RemainingArgs& args,
     if (!in.has_value() || !out.has_value()) {
       return ffi::Error::InvalidArgument("PcclError: bad buffer");
     }
-    std::optional<DType> dtype = to_engine_dtype(in->element_type());
-    if (!dtype) return ffi::Error::InvalidArgument("PcclError: unsupported dtype");
     size_t bytes = in->size_bytes();
     host.emplace_back(staging(), bytes);
+    ffi::Error leaf = all_reduce_leaf(*in, host.back().data(), host.back().data(), i, leaves, op,
+                                      quantization, &calls[i]);
+    if (leaf.failure()) return leaf;
     check_cuda(cudaMemcpyAsync(host.back().data(), in->untyped_data(), bytes,
                                cudaMemcpyDeviceToHost, stream),
                "copying an all_reduce operand to the host");
-    auto q = static_cast<Quantization>(quantization);
-    if (!quantization_applies(q, *dtype)) q = Quantization::kNone;
-    calls[i] = AllReduceCall{host.back().data(), host.back().data(), in->element_count(), *dtype,
-                             static_cast<ReduceOp>(op), describe_leaf(*in, i, leaves), q};
   }
   check_cuda(cudaStreamSynchronize(stream), "waiting for the operands' copies");
   // The ring, on host memory, exactly as the CPU handler runs it.
