@@ -151,6 +151,13 @@ def _probe_connections(text: str) -> int:
     return value
 
 
+def _http_port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError("must be a TCP port, 0 to 65535 (0: a free one)")
+    return value
+
+
 def _positive_seconds(text: str) -> float:
     value = float(text)
     if not value > 1.0:
@@ -192,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="optimize_topology(): how long each link probe sends (default 1.0)")
     m.add_argument("--probe-connections", type=_probe_connections, default=4, metavar="K",
                    help="optimize_topology(): TCP connections per link probe (default 4)")
-    m.add_argument("--http-port", type=int, default=None, metavar="P",
+    m.add_argument("--http-port", type=_http_port, default=None, metavar="P",
                    help="also serve /status.json, /metrics (Prometheus) and / (live page) on "
                         "this port (0: a free one, printed); default: no HTTP")
     m.add_argument("--http-host", default="127.0.0.1", metavar="HOST",

@@ -185,6 +185,8 @@ def test_console_script_master_listens_and_exits_0_on_sigterm():
     (["master", "--probe-connections", "33"], "--probe-connections"),
     (["master", "--probe-seconds", "0"], "--probe-seconds"),
     (["master", "--probe-seconds", "61"], "--probe-seconds"),
+    (["master", "--http-port", "99999"], "--http-port"),  # was a traceback (OverflowError)
+    (["status", "--master", "127.0.0.1:1", "--timeout", "x"], "--timeout"),
 ])
 def test_console_script_usage_errors_are_one_line(args, names):
     """API.md: errors are one line on stderr, exit 2 (argparse printed its
