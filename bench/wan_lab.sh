@@ -340,6 +340,11 @@ cmd_up() {
             x ip -n "$h" link set dev eth0 gso_max_segs 1
         fi
         [ -z "$cc" ] || set_cc "$h" "$cc"
+        # Every connection starts from scratch: a host that remembers a path's
+        # ssthresh and RTT from an earlier connection (tcp_metrics) opens the
+        # next one in congestion avoidance, and a benchmark that compares ring
+        # orders one after the other would compare the hosts' memories.
+        x ip netns exec "$h" sysctl -qw net.ipv4.tcp_no_metrics_save=1
         x ip -n "$ROUTER" link add "u$i" type ifb
         x ip -n "$ROUTER" link set "u$i" up
         x tc -n "$ROUTER" qdisc add dev "h$i" handle ffff: ingress
