@@ -1,11 +1,19 @@
 #!/usr/bin/env python3
-"""All-reduce benchmark: jax_pccl (TCP ring engine via XLA FFI) vs JAX's own
+"""Collectives benchmark: jax_pccl (TCP ring engine via XLA FFI) vs JAX's own
 multi-process CPU collectives (gloo), and the link ceiling: one plain TCP
 stream between two processes on the same loopback.
 
 Usage:
     python bench/allreduce.py --peers 2 --sizes 4K,1M,16M,64M,256M --iters 10 \
+        [--kinds all_reduce,all_gather,broadcast,reduce_scatter] \
         [--only pccl,gloo,tcp] [--connections K] [--donate]
+
+--kinds (default all_reduce) picks the collectives, each timed in the same
+run against JAX's equivalent inside shard_map: psum, all_gather(tiled),
+psum_scatter(tiled), and for broadcast what JAX's multi-process
+broadcast_one_to_all does (lax.pbroadcast has no CPU lowering): a psum of the
+root's values and the others' zeros. jax_pccl's broadcast root is rank 0
+too. The "tcp" row and --donate apply to all_reduce only.
 
 For every implementation and message size (bytes of a float32 array held by
 *each* peer) the driver spawns N worker processes (this same file re-invoked
@@ -16,8 +24,10 @@ iteration is a burst of 50 back-to-back blocking calls, reported per call.
 Every worker reports its per-iteration times; the driver takes the
 per-iteration max over peers and then the median over iterations.
 
-    algbw = bytes / t
-    busbw = algbw * 2 (N - 1) / N          (nccl-tests definition)
+    algbw = bytes / t   (all_gather: the result's bytes, N times the input)
+    busbw = algbw * factor, nccl-tests' definitions: 2 (N - 1) / N for
+            all_reduce, (N - 1) / N for all_gather and reduce_scatter, 1 for
+            broadcast
 
 The "tcp" row is one TCP stream (4 MiB socket buffers, 4 MiB writes, receiver
 reads into a preallocated buffer) moving `bytes` from one process to another:
@@ -93,6 +103,28 @@ def emit(obj) -> None:
 # one by one measures mostly noise.
 BURST_MAX_BYTES = 64 << 10
 BURST_CALLS = 50
+
+KINDS = ("all_reduce", "all_gather", "broadcast", "reduce_scatter")
+
+
+def kind_busbw_factor(kind: str, n: int) -> float:
+    return {"all_reduce": 2 * (n - 1) / n, "all_gather": (n - 1) / n,
+            "reduce_scatter": (n - 1) / n, "broadcast": 1.0}[kind]
+
+
+def algbw_bytes(kind: str, size: int, n: int) -> int:
+    """The bytes algbw counts for `size` bytes of input per peer."""
+    return size * n if kind == "all_gather" else size
+
+
+def expected_values(kind: str, n: int) -> tuple:
+    """Inputs are full(rank + 1): (first element, last element) of every peer's result."""
+    if kind == "all_gather":
+        return 1.0, float(n)
+    if kind == "broadcast":
+        return 1.0, 1.0
+    total = n * (n + 1) / 2
+    return total, total
 
 
 def time_sizes(run_allreduce, barrier, make_input, check, sizes, warmup, iters, log,
@@ -188,10 +220,22 @@ def worker_gloo(a) -> None:
         return jax.make_array_from_single_device_arrays(
             (n * local.shape[0],), sharding, [shard])
 
-    psum_fn = jax.shard_map(lambda v: jax.lax.psum(v, "x"), mesh=mesh,
-                            in_specs=P("x"), out_specs=P("x"))
+    def sharded(fn):
+        return jax.shard_map(fn, mesh=mesh, in_specs=P("x"), out_specs=P("x"))
+
+    psum_fn = sharded(lambda v: jax.lax.psum(v, "x"))
+    kind_fn = sharded({
+        "all_reduce": lambda v: jax.lax.psum(v, "x"),
+        "all_gather": lambda v: jax.lax.all_gather(v, "x", tiled=True),
+        # lax.pbroadcast has no CPU lowering; JAX's multi-process broadcast
+        # (multihost_utils.broadcast_one_to_all) is a psum of the root's
+        # values and everyone else's zeros: that is what we time.
+        "broadcast": lambda v: jax.lax.psum(
+            jax.numpy.where(jax.lax.axis_index("x") == 0, v, jax.numpy.zeros_like(v)), "x"),
+        "reduce_scatter": lambda v: jax.lax.psum_scatter(v, "x", tiled=True),
+    }[a.kind])
     psum = jax.jit(psum_fn)
-    timed = jax.jit(psum_fn, donate_argnums=0) if a.donate else psum
+    timed = jax.jit(kind_fn, donate_argnums=0) if a.donate else jax.jit(kind_fn)
 
     tiny = global_array(np.ones((1,), np.float32))
 
@@ -201,12 +245,12 @@ def worker_gloo(a) -> None:
     def make_input(count):
         return global_array(np.full((count,), float(rank + 1), np.float32))
 
-    expect = n * (n + 1) / 2
+    first, last = expected_values(a.kind, n)
 
     def check(y):
-        loc = np.asarray(y.addressable_shards[0].data[:8])
-        if not np.allclose(loc, expect):
-            raise SystemExit(f"gloo wrong result: {loc} != {expect}")
+        loc = np.asarray(y.addressable_shards[0].data)
+        if not (np.allclose(loc[0], first) and np.allclose(loc[-1], last)):
+            raise SystemExit(f"gloo {a.kind}: wrong result {loc[0]}..{loc[-1]}, expected {first}..{last}")
 
     res = time_sizes(timed, barrier, make_input, check, a.sizes, a.warmup, a.iters, log,
                      donate=a.donate)
@@ -238,9 +282,15 @@ def worker_pccl(a) -> None:
         return ws() if callable(ws) else ws
 
     f = jax.jit(lambda v: pccl.all_reduce(v, comm, op="sum"))
+    kind_fn = {
+        "all_reduce": f,
+        "all_gather": jax.jit(lambda v: pccl.all_gather(v, comm, world_size=n)),
+        "broadcast": jax.jit(lambda v: pccl.broadcast(v, comm, root=0)),
+        "reduce_scatter": jax.jit(lambda v: pccl.reduce_scatter(v, comm, world_size=n)),
+    }[a.kind]
     # Donated: the result reuses the input's buffer (in-place engine path).
     timed = (jax.jit(lambda v: pccl.all_reduce(v, comm, op="sum", donate=True), donate_argnums=0)
-             if a.donate else f)
+             if a.donate else kind_fn)
     tiny = jnp.ones((1,), jnp.float32)
 
     # Early engine builds refreshed their (group-consistent) "peers pending"
@@ -262,15 +312,17 @@ def worker_pccl(a) -> None:
     def barrier():
         f(tiny).block_until_ready()
 
-    def make_input(count):
-        return jnp.full((count,), float(idx + 1), jnp.float32)
+    rank = comm.rank  # broadcast's root and the gather's rows are by rank
 
-    expect = n * (n + 1) / 2
+    def make_input(count):
+        return jnp.full((count,), float(rank + 1), jnp.float32)
+
+    first, last = expected_values(a.kind, n)
 
     def check(y):
-        loc = np.asarray(y[:8])
-        if not np.allclose(loc, expect):
-            raise SystemExit(f"pccl wrong result: {loc} != {expect}")
+        loc = np.asarray(y).reshape(-1)
+        if not (np.allclose(loc[0], first) and np.allclose(loc[-1], last)):
+            raise SystemExit(f"pccl {a.kind}: wrong result {loc[0]}..{loc[-1]}, expected {first}..{last}")
 
     res = time_sizes(timed, barrier, make_input, check, a.sizes, a.warmup, a.iters, log,
                      donate=a.donate)
@@ -358,7 +410,7 @@ def run_workers(impl: str, addr: str, a, timeout: float):
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", impl,
                "--rank", str(i), "--nprocs", str(nworkers), "--addr", addr,
                "--sizes", sizes_arg, "--iters", str(a.iters), "--warmup", str(a.warmup),
-               "--join-timeout", str(a.join_timeout)]
+               "--join-timeout", str(a.join_timeout), "--kind", a.kind]
         if a.connections is not None:
             cmd += ["--connections", str(a.connections)]
         if a.donate:
@@ -423,18 +475,18 @@ def run_workers(impl: str, addr: str, a, timeout: float):
     return results, error
 
 
-def summarize(impl, results, n, sizes):
+def summarize(impl, results, n, sizes, kind="all_reduce"):
     rows = []
     reporters = 1 if impl == "tcp" else n
-    factor = 1.0 if impl == "tcp" else busbw_factor(n)  # one stream: busbw = bytes/t
+    factor = 1.0 if impl == "tcp" else kind_busbw_factor(kind, n)  # one stream: busbw = bytes/t
     for s in sizes:
         per_rank = [r["times"][str(s)] for r in results if str(s) in r["times"]]
         if len(per_rank) != reporters:
             continue
         per_iter_max = [max(ts) for ts in zip(*per_rank)]
         t = statistics.median(per_iter_max)
-        algbw = s / t / 1e9
-        rows.append({"impl": impl, "peers": n, "bytes": s, "size": fmt_size(s),
+        algbw = (s if impl == "tcp" else algbw_bytes(kind, s, n)) / t / 1e9
+        rows.append({"impl": impl, "kind": kind, "peers": n, "bytes": s, "size": fmt_size(s),
                      "iters": len(per_iter_max), "median_s": t,
                      "min_s": min(per_iter_max),
                      "algbw_GBps": algbw, "busbw_GBps": algbw * factor})
@@ -453,7 +505,7 @@ def run_impl(impl, a):
         except Exception as e:
             return [], f"jax_pccl unavailable: {e!r}"
     try:
-        print(f"[driver] {impl}: {a.peers} peers, addr {addr}", file=sys.stderr, flush=True)
+        print(f"[driver] {a.kind} {impl}: {a.peers} peers, addr {addr}", file=sys.stderr, flush=True)
         t0 = time.monotonic()
         results, err = run_workers(impl, addr, a, a.timeout)
         print(f"[driver] {impl}: done in {time.monotonic() - t0:.1f}s"
@@ -470,7 +522,7 @@ def run_impl(impl, a):
                     break
     if err:
         return [], err
-    return summarize(impl, results, a.peers, a.sizes), None
+    return summarize(impl, results, a.peers, a.sizes, a.kind), None
 
 
 def main():
@@ -479,6 +531,8 @@ def main():
     ap.add_argument("--sizes", type=lambda s: [parse_size(t) for t in s.split(",") if t],
                     default=[parse_size(t) for t in "4K,1M,64M,256M".split(",")],
                     help="comma list, suffix K/M/G = KiB/MiB/GiB (default 4K,1M,64M,256M)")
+    ap.add_argument("--kinds", type=lambda s: [t for t in s.split(",") if t],
+                    default=["all_reduce"], help=f"comma list of {','.join(KINDS)}")
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--only", type=lambda s: [t for t in s.split(",") if t],
@@ -486,12 +540,13 @@ def main():
     ap.add_argument("--connections", type=int, default=None,
                     help="jax_pccl connections per ring hop (default: the library's)")
     ap.add_argument("--donate", action="store_true",
-                    help="jax_pccl and gloo alike: each call donates its input and the result "
-                         "feeds the next call (in place, no fresh output buffer per call)")
+                    help="all_reduce, jax_pccl and gloo alike: each call donates its input and "
+                         "the result feeds the next call (in place, no fresh output buffer per call)")
     ap.add_argument("--timeout", type=float, default=None,
                     help="hard timeout per implementation run in s (default: scaled with sizes)")
     ap.add_argument("--join-timeout", type=float, default=60.0, help=argparse.SUPPRESS)
     ap.add_argument("--worker", choices=["pccl", "gloo", "tcp"], help=argparse.SUPPRESS)
+    ap.add_argument("--kind", default="all_reduce", choices=KINDS, help=argparse.SUPPRESS)
     ap.add_argument("--rank", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--nprocs", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--addr", help=argparse.SUPPRESS)
@@ -503,41 +558,70 @@ def main():
 
     if a.peers < 1:
         ap.error("--peers must be >= 1")
+    if set(a.kinds) - set(KINDS):
+        ap.error(f"--kinds: unknown kind in {a.kinds} (known: {', '.join(KINDS)})")
+    if a.donate and a.kinds != ["all_reduce"]:
+        ap.error("--donate applies to all_reduce only")
+    bad = [s for s in a.sizes if "reduce_scatter" in a.kinds and s % (4 * a.peers)]
+    if bad:
+        ap.error(f"reduce_scatter: sizes {[fmt_size(s) for s in bad]} do not split over {a.peers} peers")
     if a.timeout is None:
         # Generous: assume >= ~20 MB/s effective, plus startup.
-        total = sum(a.sizes) * (a.iters + a.warmup)
+        total = sum(a.sizes) * (a.iters + a.warmup) * (a.peers if "all_gather" in a.kinds else 1)
         a.timeout = 120.0 + total / 20e6
     impls = a.only or ["pccl", "gloo", "tcp"]
     if set(impls) - {"pccl", "gloo", "tcp"}:
         ap.error(f"--only: unknown implementation in {impls}")
 
     print(f"[driver] load average (1, 5, 15 min) at the start: {os.getloadavg()}", file=sys.stderr)
-    rows, errors = [], {}
-    for impl in impls:
-        r, err = run_impl(impl, a)
-        rows += r
-        if err:
-            errors[impl] = err
+    rows, ratios, errors = [], [], {}
+    for kind in a.kinds:
+        a.kind = kind
+        kind_rows = []
+        for impl in impls:
+            if impl == "tcp" and kind != "all_reduce":
+                continue  # one stream is the all-reduce's ceiling only
+            r, err = run_impl(impl, a)
+            kind_rows += r
+            if err:
+                errors[f"{kind} {impl}"] = err
+        print_kind(kind, a, kind_rows)
+        rows += kind_rows
+        ratios += kind_ratios(kind, a, kind_rows)
+    for what, err in errors.items():
+        print(f"{what}: FAILED: {err}")
+    print(f"\nload average (1, 5, 15 min) at the end: {os.getloadavg()}")
 
+    print()
+    for r in rows + ratios:
+        print(json.dumps(r))
+    for what, err in errors.items():
+        print(json.dumps({"impl": what, "peers": a.peers, "error": err}))
+    sys.exit(1 if errors else 0)
+
+
+def print_kind(kind, a, rows) -> None:
     n = a.peers
-    print(f"\nall_reduce(sum, float32), {n} peers on {LOCALHOST}, "
+    what = {"all_reduce": "all_reduce(sum", "reduce_scatter": "reduce_scatter(sum",
+            "all_gather": "all_gather(", "broadcast": "broadcast(root 0"}[kind]
+    print(f"\n{what}, float32), {n} peers on {LOCALHOST}, size = bytes of input per peer, "
           f"{a.iters} iters (+{a.warmup} warm-up), time = median over iters of max over peers; "
-          f"busbw = algbw * 2(N-1)/N = algbw * {busbw_factor(n):.3f}")
+          f"busbw = algbw * {kind_busbw_factor(kind, n):.3f}")
     hdr = f"{'impl':<6}{'size':>8}{'median ms':>12}{'min ms':>10}{'algbw GB/s':>12}{'busbw GB/s':>12}"
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
         print(f"{r['impl']:<6}{r['size']:>8}{r['median_s'] * 1e3:>12.3f}{r['min_s'] * 1e3:>10.3f}"
               f"{r['algbw_GBps']:>12.4f}{r['busbw_GBps']:>12.4f}")
-    for impl, err in errors.items():
-        print(f"{impl}: FAILED: {err}")
 
+
+def kind_ratios(kind, a, rows) -> list:
     ratios = []
     by = {(r["impl"], r["bytes"]): r for r in rows}
     for s in a.sizes:
         p, g, t = by.get(("pccl", s)), by.get(("gloo", s)), by.get(("tcp", s))
         if p and (g or t):
-            r = {"impl": "ratios", "peers": n, "bytes": s, "size": fmt_size(s)}
+            r = {"impl": "ratios", "kind": kind, "peers": a.peers, "bytes": s, "size": fmt_size(s)}
             if g:
                 r["busbw_pccl_over_gloo"] = p["busbw_GBps"] / g["busbw_GBps"]
                 r["latency_pccl_over_gloo"] = p["median_s"] / g["median_s"]
@@ -547,23 +631,16 @@ def main():
                 r["busbw_gloo_over_tcp"] = g["busbw_GBps"] / t["busbw_GBps"]
             ratios.append(r)
     if ratios:
-        print("\nratios, same run (busbw ratio > 1: pccl faster; latency ratio < 1: pccl faster;"
-              " tcp = one plain TCP stream)")
+        print(f"\n{kind} ratios, same run (busbw ratio > 1: pccl faster; latency ratio < 1: pccl"
+              " faster; tcp = one plain TCP stream)")
         print(f"{'size':>8}{'pccl/gloo busbw':>17}{'pccl/gloo latency':>19}"
               f"{'pccl/tcp busbw':>16}{'gloo/tcp busbw':>16}")
-        fmt = lambda r, k: f"{r[k]:.3f}" if k in r else "-"
+        fmt = lambda r, k: f"{r[k]:.3f}" if k in r else "-"  # noqa: E731
         for r in ratios:
             print(f"{r['size']:>8}{fmt(r, 'busbw_pccl_over_gloo'):>17}"
                   f"{fmt(r, 'latency_pccl_over_gloo'):>19}{fmt(r, 'busbw_pccl_over_tcp'):>16}"
                   f"{fmt(r, 'busbw_gloo_over_tcp'):>16}")
-    print(f"\nload average (1, 5, 15 min) at the end: {os.getloadavg()}")
-
-    print()
-    for r in rows + ratios:
-        print(json.dumps(r))
-    for impl, err in errors.items():
-        print(json.dumps({"impl": impl, "peers": n, "error": err}))
-    sys.exit(1 if errors else 0)
+    return ratios
 
 
 if __name__ == "__main__":

@@ -41,7 +41,10 @@ from .errors import (
     is_peer_failure,
 )
 from .master import Master
+from .ops.all_gather import all_gather
 from .ops.all_reduce import AllReduceInfo, all_reduce
+from .ops.broadcast import broadcast
+from .ops.reduce_scatter import reduce_scatter
 from .ops.all_reduce_async import AllReduceHandle, all_reduce_start, all_reduce_wait
 from .retry import retry_on_peer_failure
 from .shared_state import SyncInfo, content_hash
@@ -65,11 +68,14 @@ __all__ = [
     "PeerFailureError",
     "ProtocolError",
     "QuorumError",
+    "all_gather",
     "all_reduce",
     "all_reduce_start",
+    "broadcast",
     "all_reduce_wait",
     "is_peer_failure",
     "master_status",
+    "reduce_scatter",
     "SyncInfo",
     "content_hash",
     "retry_on_peer_failure",

@@ -22,12 +22,12 @@ def op_code(op) -> int:
     return REDUCE_OPS[op]
 
 
-def check_dtypes(leaves) -> None:
+def check_dtypes(leaves, what: str = "all_reduce") -> None:
     for i, leaf in enumerate(leaves):
         name = np.dtype(leaf.dtype).name
         if name not in SUPPORTED_DTYPES:
             raise TypeError(
-                f"x (leaf {i}) has dtype {name}, which all_reduce does not support; "
+                f"x (leaf {i}) has dtype {name}, which {what} does not support; "
                 f"supported: {', '.join(sorted(SUPPORTED_DTYPES))}"
             )
 
@@ -57,18 +57,23 @@ def check_communicator(comm) -> int:
     return comm._handle
 
 
+def leaves_of(x):
+    """The leaves of pytree ``x`` as jax arrays (tracers kept as they are), and its treedef."""
+    import jax
+    import jax.numpy as jnp
+
+    leaves, treedef = jax.tree_util.tree_flatten(x)
+    return [v if isinstance(v, jax.core.Tracer) else jnp.asarray(v) for v in leaves], treedef
+
+
 def prepare_collective(x, comm, op, quantization):
     """Everything a collective checks before touching the network.
 
     Returns (leaves, treedef, comm handle, op code, quantization code); leaves
     are jax arrays (tracers are kept as they are).
     """
-    import jax
-    import jax.numpy as jnp
-
     code = op_code(op)
     handle = check_communicator(comm)
-    leaves, treedef = jax.tree_util.tree_flatten(x)
-    leaves = [v if isinstance(v, jax.core.Tracer) else jnp.asarray(v) for v in leaves]
+    leaves, treedef = leaves_of(x)
     check_dtypes(leaves)
     return leaves, treedef, handle, code, quantization_code(quantization, leaves)

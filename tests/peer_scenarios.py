@@ -35,6 +35,7 @@ import cases  # noqa: E402
 import concurrency_scenarios  # noqa: E402
 import continuation_scenarios  # noqa: E402
 import handler_edge_scenarios  # noqa: E402
+import kinds_scenarios  # noqa: E402
 import membership_scenarios  # noqa: E402
 import native_builds  # noqa: E402
 import state_scenarios  # noqa: E402
@@ -582,6 +583,7 @@ SCENARIOS.update(continuation_scenarios.SCENARIOS)
 SCENARIOS.update(handler_edge_scenarios.SCENARIOS)
 SCENARIOS.update(membership_scenarios.SCENARIOS)
 SCENARIOS.update(topology_scenarios.SCENARIOS)
+SCENARIOS.update(kinds_scenarios.SCENARIOS)
 
 
 class Ctx:

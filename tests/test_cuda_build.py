@@ -71,12 +71,12 @@ def test_the_cuda_handler_compiles(tmp_path):
     built = subprocess.run([cmake, "--build", str(build), "--target", "pccl_cuda_handler"],
                            capture_output=True, text=True, timeout=900)
     assert built.returncode == 0, built.stdout[-4000:] + built.stderr[-2000:]
-    objects = list(build.rglob("all_reduce_cuda_handler.cc.o"))
+    objects = list(build.rglob("collective_cuda_handler.cc.o"))
     assert len(objects) == 1, objects
     symbols = subprocess.run(["nm", "-C", "--defined-only", str(objects[0])], capture_output=True,
                              text=True).stdout
     # The handler symbol (extern "C", what jax.ffi.register_ffi_target takes), defined.
-    assert re.search(r"^[0-9a-f]+ T AllReduceCudaHandler$", symbols, re.M), symbols[-2000:]
+    assert re.search(r"^[0-9a-f]+ T CollectiveCudaHandler$", symbols, re.M), symbols[-2000:]
 
 
 def test_a_cpu_only_build_says_how_to_get_the_cuda_handler():

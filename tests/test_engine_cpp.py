@@ -30,7 +30,8 @@ import native_builds
 
 SUITES = ["test_reduce_kernels", "test_wire", "test_engine", "test_handshake", "test_quantization",
           "test_shared_state", "test_shared_state_sync", "test_ring_acceptor", "test_concurrency",
-          "test_socket_tuning", "test_ring_lanes", "test_master_claims", "test_state_fetcher",
+          "test_socket_tuning", "test_ring_lanes", "test_ring_kinds", "test_collective_kinds",
+          "test_master_claims", "test_state_fetcher",
           "test_ring_solver", "test_link_planning", "test_master_optimize",
           "test_completion_executor"]  # ffi/xla's Python-free part (see CMakeLists.txt)
 # Checks each suite must report having passed: a suite that silently stops
@@ -41,7 +42,8 @@ MIN_CHECKS = {
     "test_reduce_kernels": 124, "test_wire": 156, "test_engine": 235, "test_handshake": 4315,
     "test_quantization": 391, "test_shared_state": 115, "test_shared_state_sync": 33,
     "test_ring_acceptor": 16, "test_concurrency": 175, "test_socket_tuning": 11,
-    "test_ring_lanes": 37, "test_master_claims": 22, "test_state_fetcher": 13,
+    "test_ring_lanes": 37, "test_ring_kinds": 416, "test_collective_kinds": 75,
+    "test_master_claims": 22, "test_state_fetcher": 13,
     "test_completion_executor": 37, "fuzz_parsers": 12,
     "test_ring_solver": 77,  # 78 in a release build (its 16-peer exact case is skipped sanitized)
     "test_link_planning": 111, "test_master_optimize": 199,
@@ -49,6 +51,7 @@ MIN_CHECKS = {
 # Under TSan, the suites with threads of their own (the others check parsers,
 # kernels and codecs on one thread, which ASan covers; CI time is short).
 TSAN_SUITES = ["test_engine", "test_concurrency", "test_ring_acceptor", "test_ring_lanes",
+               "test_ring_kinds", "test_collective_kinds",
                "test_shared_state_sync", "test_master_claims", "test_state_fetcher",
                "test_completion_executor"]
 FUZZ_SECONDS_PER_PARSER = 2

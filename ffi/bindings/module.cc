@@ -22,11 +22,11 @@
 #include "peer/communicator.h"
 #include "protocol/shared_state_messages.h"
 #include "xla/all_reduce_async_handler.h"
-#include "xla/all_reduce_handler.h"
+#include "xla/collective_handler.h"
 #include "xla/comm_registry.h"
 #include "xla/handler_faults.h"
 #if defined(PCCL_WITH_CUDA)
-#include "xla/cuda/all_reduce_cuda_handler.h"
+#include "xla/cuda/collective_cuda_handler.h"
 #endif
 
 namespace nb = nanobind;
@@ -209,7 +209,8 @@ NB_MODULE(_pccl, m) {
 
   // The engine's codes, by name: the one source Python derives its tables
   // from (the values travel on the wire, so they are the engine's to fix).
-  nb::dict dtypes, ops, formats, strategies;
+  nb::dict dtypes, ops, formats, strategies, kinds;
+  for (const CollectiveKindInfo& k : collective_kinds()) kinds[k.name] = static_cast<int>(k.kind);
   for (int i = 0; i < kNumDTypes; ++i) dtypes[dtype_name(static_cast<DType>(i))] = i;
   for (int i = 0; i < kNumReduceOps; ++i) ops[reduce_op_name(static_cast<ReduceOp>(i))] = i;
   for (int i = 0; i < kNumQuantizations; ++i) {
@@ -220,6 +221,7 @@ NB_MODULE(_pccl, m) {
   }
   m.attr("DTYPES") = dtypes;
   m.attr("REDUCE_OPS") = ops;
+  m.attr("COLLECTIVE_KINDS") = kinds;
   m.attr("QUANTIZATIONS") = formats;
   m.attr("SYNC_STRATEGIES") = strategies;
   m.attr("PROTOCOL_VERSION") = kProtocolVersion;
@@ -308,16 +310,16 @@ NB_MODULE(_pccl, m) {
   m.def("ffi_targets_cuda", []() {
     nb::dict targets;
 #if defined(PCCL_WITH_CUDA)
-    targets["jax_pccl_all_reduce"] =
-        nb::capsule(reinterpret_cast<void*>(&AllReduceCudaHandler), "xla._CUSTOM_CALL_TARGET");
+    targets["jax_pccl_collective"] =
+        nb::capsule(reinterpret_cast<void*>(&CollectiveCudaHandler), "xla._CUSTOM_CALL_TARGET");
 #endif
     return targets;
   });
 
   m.def("ffi_targets", []() {
     nb::dict targets;
-    targets["jax_pccl_all_reduce"] =
-        nb::capsule(reinterpret_cast<void*>(&AllReduceCpuHandler), "xla._CUSTOM_CALL_TARGET");
+    targets["jax_pccl_collective"] =
+        nb::capsule(reinterpret_cast<void*>(&CollectiveCpuHandler), "xla._CUSTOM_CALL_TARGET");
     targets["jax_pccl_all_reduce_start"] =
         nb::capsule(reinterpret_cast<void*>(&AllReduceStartCpuHandler), "xla._CUSTOM_CALL_TARGET");
     targets["jax_pccl_all_reduce_wait_bind"] = nb::capsule(

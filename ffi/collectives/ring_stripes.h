@@ -1,6 +1,6 @@
 // How one ring hop's data is spread over its K TCP connections ("lanes").
 //
-// Every item (one segment at one step, see ring_schedule.h) is cut into
+// Every item (one segment at one step, see ring_schedule.h's RingPlan) is cut into
 // chunks of a fixed number of elements; chunk c of every item travels on lane
 // c % K. Each lane therefore carries a fixed subsequence in (step, chunk)
 // order, which both ends derive from the collective's shape alone: no chunk
@@ -26,10 +26,12 @@ namespace pccl {
 // It depends only on the collective's shape: both ends of every hop cut
 // alike whatever their lane counts, and a chunk received at step k is the
 // chunk sent at step k+1.
-inline size_t stripe_chunk_elems(size_t count, int size, size_t esize, size_t max_chunk_bytes) {
+inline size_t stripe_chunk_elems(size_t count, int segments, size_t esize,
+                                 size_t max_chunk_bytes) {
   constexpr size_t kMinChunkBytes = 256 << 10;
   constexpr size_t kChunksPerSegment = 32;
-  size_t segment_bytes = (count + static_cast<size_t>(size) - 1) / static_cast<size_t>(size) * esize;
+  size_t n = static_cast<size_t>(segments);
+  size_t segment_bytes = (count + n - 1) / n * esize;
   size_t bytes = std::clamp(segment_bytes / kChunksPerSegment, kMinChunkBytes,
                             std::max(kMinChunkBytes, max_chunk_bytes));
   return std::max<size_t>(1, bytes / esize);
@@ -44,20 +46,25 @@ struct LanePosition {
 
 class StripeLayout {
  public:
+  StripeLayout(size_t count, const RingPlan& plan, size_t chunk_elems)
+      : count_(count), plan_(plan), chunk_elems_(std::max<size_t>(1, chunk_elems)) {}
+  // An all-reduce's layout.
   StripeLayout(size_t count, int rank, int size, size_t chunk_elems)
-      : count_(count), rank_(rank), size_(size), chunk_elems_(std::max<size_t>(1, chunk_elems)) {}
+      : StripeLayout(count, RingPlan{RingPattern::kAllReduce, rank, size, 0}, chunk_elems) {}
 
-  int steps() const { return 2 * (size_ - 1); }
-  int send_segment(int step) const { return ring_schedule::send_segment(rank_, size_, step); }
-  int recv_segment(int step) const { return ring_schedule::recv_segment(rank_, size_, step); }
+  int steps() const { return plan_.steps(); }
+  int send_segment(int step) const { return plan_.send_segment(step); }
+  int recv_segment(int step) const { return plan_.recv_segment(step); }
 
+  // Segment -1 (nothing at that step) has no chunks.
   size_t chunks_of(int segment) const {
-    Segment s = ring_segment(count_, size_, segment);
+    if (segment < 0) return 0;
+    Segment s = ring_segment(count_, plan_.segments(), segment);
     return (s.end - s.begin + chunk_elems_ - 1) / chunk_elems_;
   }
   // The elements [begin, end) of the whole buffer that chunk c of a segment covers.
   Segment chunk(int segment, size_t c) const {
-    Segment s = ring_segment(count_, size_, segment);
+    Segment s = ring_segment(count_, plan_.segments(), segment);
     size_t begin = s.begin + c * chunk_elems_;
     return {begin, std::min(s.end, begin + chunk_elems_)};
   }
@@ -71,7 +78,7 @@ class StripeLayout {
   }
 
  private:
-  // Skips items too short to have chunk `lane` (uneven or empty segments).
+  // Skips items too short to have chunk `lane` (uneven, empty or absent segments).
   LanePosition settle(LanePosition p, size_t lane, bool sending) const {
     while (p.step < steps()) {
       int seg = sending ? send_segment(p.step) : recv_segment(p.step);
@@ -82,9 +89,8 @@ class StripeLayout {
     return p;
   }
 
-  size_t count_;
-  int rank_;
-  int size_;
+  size_t count_;  // elements of the whole buffer the segments cut
+  RingPlan plan_;
   size_t chunk_elems_;
 };
 

@@ -50,31 +50,32 @@ void AsyncCollectives::release(Buffer b) {
   }
 }
 
-uint64_t AsyncCollectives::start(int slot, const void* in, size_t bytes, Work work) {
+uint64_t AsyncCollectives::start(int slot, const void* in, size_t in_bytes, size_t out_bytes,
+                                 Work work) {
   auto job = std::make_shared<Job>();
-  job->bytes = bytes;
+  job->out_bytes = out_bytes;
   job->work = std::move(work);
   job->slot = slot;
   job->staged = true;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (closed_) throw Cancelled("communicator closed");
-    job->in_stage = acquire(bytes);
-    job->out_stage = acquire(bytes);
+    job->in_stage = acquire(in_bytes);
+    job->out_stage = acquire(out_bytes);
   }
   job->in = job->in_stage.data.get();
   job->out = job->out_stage.data.get();
-  if (bytes > 0) std::memcpy(job->in_stage.data.get(), in, bytes);
+  if (in_bytes > 0) std::memcpy(job->in_stage.data.get(), in, in_bytes);
   std::lock_guard<std::mutex> lock(mu_);
   return enqueue(std::move(job));
 }
 
-uint64_t AsyncCollectives::start_in_place(int slot, const void* in, void* out, size_t bytes,
+uint64_t AsyncCollectives::start_in_place(int slot, const void* in, void* out, size_t out_bytes,
                                           Work work) {
   auto job = std::make_shared<Job>();
   job->in = in;
   job->out = out;
-  job->bytes = bytes;
+  job->out_bytes = out_bytes;
   job->work = std::move(work);
   job->slot = slot;
   std::lock_guard<std::mutex> lock(mu_);
@@ -196,9 +197,10 @@ int AsyncCollectives::collect(Job& job, void* out, size_t bytes) {
     give_back();
     std::rethrow_exception(job.error);
   }
-  if (bytes != job.bytes) {
+  if (bytes != job.out_bytes) {
     give_back();
-    throw PcclError("all_reduce_wait: result size mismatch");
+    throw PcclError("wait: the result has " + std::to_string(job.out_bytes) + " bytes, the buffer " +
+                    std::to_string(bytes));
   }
   if (job.staged && bytes > 0) {
     ring_io::advise_huge_pages(out, bytes);  // XLA's result buffer is usually fresh

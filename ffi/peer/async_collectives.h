@@ -39,15 +39,16 @@ class AsyncCollectives {
   AsyncCollectives(const AsyncCollectives&) = delete;
   AsyncCollectives& operator=(const AsyncCollectives&) = delete;
 
-  // Queues `work` on `slot` with a copy of `bytes` of input; wait() copies
-  // the result out. Throws Cancelled once closed.
-  uint64_t start(int slot, const void* in, size_t bytes, Work work);
+  // Queues `work` on `slot` with a copy of `in_bytes` of input; wait()
+  // copies the `out_bytes` of result out (an all-gather's result is larger
+  // than its input, a reduce-scatter's smaller). Throws Cancelled once closed.
+  uint64_t start(int slot, const void* in, size_t in_bytes, size_t out_bytes, Work work);
   // Queues `work` on `slot` over the caller's own buffers, which must stay
-  // valid until wait(ticket) returns.
-  uint64_t start_in_place(int slot, const void* in, void* out, size_t bytes, Work work);
+  // valid until wait(ticket) returns; `out` holds `out_bytes`.
+  uint64_t start_in_place(int slot, const void* in, void* out, size_t out_bytes, Work work);
   // Blocks until the ticket's collective ended; copies `bytes` of result
   // (staged ones). Throws the collective's error, or PcclError for an unknown
-  // ticket or another size.
+  // ticket or another result size.
   int wait(uint64_t ticket, void* out, size_t bytes, const Deadline& deadline);
   // wait() without blocking: `then(world, error)` runs exactly once, after the
   // result is in `out` (or with the error wait() would throw): at once on
@@ -96,7 +97,7 @@ class AsyncCollectives {
     Buffer in_stage, out_stage;  // empty unless staged
     const void* in = nullptr;
     void* out = nullptr;
-    size_t bytes = 0;
+    size_t out_bytes = 0;  // of the result
     Work work;
     int slot = 0;
     bool staged = false;

@@ -17,11 +17,29 @@ namespace {
 
 constexpr uint32_t kMaxHeaderFrame = 512;
 
+// The name of a header's kind; a hostile or newer peer may send any byte.
+const char* kind_name(uint8_t raw) {
+  switch (static_cast<CollectiveKind>(raw)) {
+    case CollectiveKind::kTopologyCheck: return "update_topology";
+    case CollectiveKind::kAllReduce:
+    case CollectiveKind::kAllGather:
+    case CollectiveKind::kBroadcast:
+    case CollectiveKind::kReduceScatter:
+      return collective_kind(static_cast<CollectiveKind>(raw)).name;
+  }
+  return "an unknown collective";
+}
+
 std::string describe(const CollectiveHeader& h) {
   if (h.kind == static_cast<uint8_t>(CollectiveKind::kTopologyCheck)) return "update_topology()";
   std::ostringstream os;
-  os << "op=" << reduce_op_name(static_cast<ReduceOp>(h.op))
-     << " dtype=" << dtype_name(static_cast<DType>(h.dtype)) << " shape=(";
+  os << kind_name(h.kind) << "(";
+  if (h.kind == static_cast<uint8_t>(CollectiveKind::kAllReduce) ||
+      h.kind == static_cast<uint8_t>(CollectiveKind::kReduceScatter)) {
+    os << "op=" << reduce_op_name(static_cast<ReduceOp>(h.op)) << " ";
+  }
+  if (h.kind == static_cast<uint8_t>(CollectiveKind::kBroadcast)) os << "root=" << h.root << " ";
+  os << "dtype=" << dtype_name(static_cast<DType>(h.dtype)) << " shape=(";
   for (size_t i = 0; i < h.dims.size(); ++i) os << (i ? "," : "") << h.dims[i];
   if (h.dims.size() == 1) os << ",";
   os << ")";
@@ -29,6 +47,8 @@ std::string describe(const CollectiveHeader& h) {
     os << " quantization=" << quantization_name(static_cast<Quantization>(h.quantization));
   }
   if (h.leaf_count > 1) os << " leaf=" << h.leaf_index << "/" << h.leaf_count;
+  if (h.world != 0) os << " world=" << h.world;
+  os << ")";
   return os.str();
 }
 
@@ -37,10 +57,12 @@ std::string differing_fields(const CollectiveHeader& a, const CollectiveHeader& 
   std::vector<std::string> diffs;
   if (a.kind != b.kind) return "operation";
   if (a.op != b.op) diffs.push_back("op");
+  if (a.root != b.root) diffs.push_back("root");
   if (a.dtype != b.dtype) diffs.push_back("dtype");
   if (a.count != b.count || a.dims != b.dims) diffs.push_back("shape");
   if (a.quantization != b.quantization) diffs.push_back("quantization");
   if (a.leaf_count != b.leaf_count || a.leaf_index != b.leaf_index) diffs.push_back("pytree structure");
+  if (a.world != b.world) diffs.push_back("group size traced for (world)");
   std::string out;
   for (const auto& d : diffs) out += (out.empty() ? "" : ", ") + d;
   return out;
@@ -406,7 +428,8 @@ void Communicator::check_agreement(const std::vector<CollectiveHeader>& all,
     }
     std::string diff = differing_fields(h, mine);
     if (!diff.empty()) {
-      throw Mismatch("all_reduce arguments differ between peers (" + diff + "): peer " +
+      const char* what = h.kind == mine.kind ? kind_name(mine.kind) : "collective";
+      throw Mismatch(std::string(what) + " arguments differ between peers (" + diff + "): peer " +
                      std::to_string(h.peer_id) + " (rank " + std::to_string(i) + ") called " +
                      describe(h) + ", this peer (rank " + std::to_string(rank_) + ") called " +
                      describe(mine));
@@ -453,12 +476,12 @@ Communicator::Placement Communicator::place(int slot) {
   return at;
 }
 
-void Communicator::reduce_inline(const void* in, void* out, size_t count, DType dtype,
-                                 ReduceOp op, std::vector<std::vector<uint8_t>>& inputs,
+void Communicator::finish_inline(const CollectiveCall& call, const void* in, void* out,
+                                 std::vector<std::vector<uint8_t>>& inputs,
                                  RingTraffic& traffic) const {
-  size_t bytes = count * dtype_size(dtype);
-  // In place, the output is written from rank 0's input on: keep our own
-  // input aside first (at most kMaxInlineCollectiveData bytes).
+  size_t bytes = call.count * dtype_size(call.dtype);
+  // In place, the output may be written before our own input is read:
+  // keep it aside first (at most kMaxInlineCollectiveData bytes).
   std::vector<uint8_t> own;
   if (in == out) own.assign(static_cast<const uint8_t*>(in), static_cast<const uint8_t*>(in) + bytes);
   std::vector<const uint8_t*> ordered(inputs.size());
@@ -469,13 +492,13 @@ void Communicator::reduce_inline(const void* in, void* out, size_t count, DType 
     }
     // The headers agreed, so every peer attached exactly its input.
     if (inputs[i].size() != bytes) {
-      throw ProtocolViolation("inline all_reduce: rank " + std::to_string(i) + " attached " +
-                              std::to_string(inputs[i].size()) + " bytes, expected " +
-                              std::to_string(bytes));
+      throw ProtocolViolation(std::string("inline ") + collective_kind(call.kind).name + ": rank " +
+                              std::to_string(i) + " attached " + std::to_string(inputs[i].size()) +
+                              " bytes, expected " + std::to_string(bytes));
     }
     ordered[i] = inputs[i].data();
   }
-  reduce_in_rank_order(ordered, out, count, dtype, op);
+  collective_kind(call.kind).finish_inline(call, rank_, ordered, out);
   // Each peer's frame passes every other peer's right link once.
   size_t peers = inputs.size();
   traffic.bytes_sent = (peers - 1) * bytes;
@@ -484,7 +507,7 @@ void Communicator::reduce_inline(const void* in, void* out, size_t count, DType 
 
 namespace {
 
-size_t bytes_of(const AllReduceCall& call) { return call.count * dtype_size(call.dtype); }
+size_t bytes_of(const CollectiveCall& call) { return call.count * dtype_size(call.dtype); }
 
 // How much an error says about what went wrong: a mismatch or a failure
 // names its cause; "a previous collective failed" is only a consequence.
@@ -505,10 +528,22 @@ int telling(const std::exception_ptr& error) {
 
 }  // namespace
 
+void Communicator::check_call(const CollectiveCall& call) {
+  const CollectiveKindInfo& kind = collective_kind(call.kind);
+  if (kind.sized_by_world && call.world == 0) {
+    throw PcclError(std::string(kind.name) +
+                    ": the group size the output is sized for (world) is required");
+  }
+}
+
 int Communicator::all_reduce(const void* in, void* out, size_t count, DType dtype, ReduceOp op,
                              const LeafDescriptor& leaf, Quantization quantization) {
+  return run(all_reduce_call(in, out, count, dtype, op, leaf, quantization));
+}
+
+int Communicator::run(const CollectiveCall& call) {
   require_accepted();
-  AllReduceCall call{in, out, count, dtype, op, leaf, quantization};
+  check_call(call);
   Placement at;
   AsyncCollectives::Claim claim;
   {
@@ -517,17 +552,15 @@ int Communicator::all_reduce(const void* in, void* out, size_t count, DType dtyp
     claim = async_.claim(at.slot);
   }
   // Runs here, once its slot ran what was started on it before: program order.
-  return async_.run_claimed(claim, in, out, [&](const void* src, void* dst) {
-    return run_all_reduce(at, call, src, dst);
+  return async_.run_claimed(claim, call.in, call.out, [&](const void* src, void* dst) {
+    return run_placed(at, call, src, dst);
   });
 }
 
-int Communicator::all_reduce_concurrently(const std::vector<AllReduceCall>& calls) {
-  if (calls.size() == 1) {
-    const AllReduceCall& c = calls[0];
-    return all_reduce(c.in, c.out, c.count, c.dtype, c.op, c.leaf, c.quantization);
-  }
+int Communicator::run_all(const std::vector<CollectiveCall>& calls) {
+  if (calls.size() == 1) return run(calls[0]);
   require_accepted();
+  for (const CollectiveCall& call : calls) check_call(call);
   std::exception_ptr error;
   auto keep = [&](std::exception_ptr e) {
     if (!error || telling(e) > telling(error)) error = e;
@@ -542,10 +575,10 @@ int Communicator::all_reduce_concurrently(const std::vector<AllReduceCall>& call
   // Every claim is run and every start waited for, even after a failure: a
   // claim not run would hold up its slot, and the starts use our buffers.
   for (const Batch::Here& h : batch.here) {
-    const AllReduceCall& call = calls[h.call];
+    const CollectiveCall& call = calls[h.call];
     try {
       world = async_.run_claimed(h.claim, call.in, call.out, [&](const void* in, void* out) {
-        return run_all_reduce(h.at, call, in, out);
+        return run_placed(h.at, call, in, out);
       });
     } catch (...) {
       keep(std::current_exception());
@@ -556,7 +589,7 @@ int Communicator::all_reduce_concurrently(const std::vector<AllReduceCall>& call
       // Unbounded here, bounded by the collective: its ring waits end after
       // the stall timeout (or at once on a drop notice, master loss or
       // close()), and it must end before its buffers (ours) may go.
-      world = async_.wait(ticket, calls[i].out, bytes_of(calls[i]), Deadline::never());
+      world = async_.wait(ticket, calls[i].out, output_bytes(calls[i]), Deadline::never());
     } catch (...) {
       keep(std::current_exception());
     }
@@ -565,11 +598,11 @@ int Communicator::all_reduce_concurrently(const std::vector<AllReduceCall>& call
   return world;
 }
 
-void Communicator::submit(const std::vector<AllReduceCall>& calls, Batch& batch) {
+void Communicator::submit(const std::vector<CollectiveCall>& calls, Batch& batch) {
   std::lock_guard<std::mutex> lock(submit_mu_);
   int here = -1;
   for (size_t i = 0; i < calls.size(); ++i) {
-    const AllReduceCall& call = calls[i];
+    const CollectiveCall& call = calls[i];
     Placement at = place(slots_.pick(bytes_of(call)));
     if (here < 0) here = at.slot;
     if (at.slot == here) {
@@ -577,23 +610,26 @@ void Communicator::submit(const std::vector<AllReduceCall>& calls, Batch& batch)
       continue;
     }
     batch.queued.emplace_back(
-        i, async_.start_in_place(at.slot, call.in, call.out, bytes_of(call),
+        i, async_.start_in_place(at.slot, call.in, call.out, output_bytes(call),
                                  [this, at, call](const void* in, void* out) {
-                                   return run_all_reduce(at, call, in, out);
+                                   return run_placed(at, call, in, out);
                                  }));
   }
 }
 
-uint64_t Communicator::start_all_reduce(const void* in, size_t count, DType dtype, ReduceOp op,
-                                        const LeafDescriptor& leaf, Quantization quantization) {
+uint64_t Communicator::start(const CollectiveCall& call_in) {
   require_accepted();
-  AllReduceCall call{nullptr, nullptr, count, dtype, op, leaf, quantization};
+  check_call(call_in);
+  CollectiveCall call = call_in;
+  call.in = nullptr;  // the engine thread gets the staged copies
+  call.out = nullptr;
   std::lock_guard<std::mutex> lock(submit_mu_);
   Placement at = place(slots_.pick(bytes_of(call)));
   try {
-    return async_.start(at.slot, in, bytes_of(call), [this, at, call](const void* src, void* dst) {
-      return run_all_reduce(at, call, src, dst);
-    });
+    return async_.start(at.slot, call_in.in, bytes_of(call), output_bytes(call),
+                        [this, at, call](const void* src, void* dst) {
+                          return run_placed(at, call, src, dst);
+                        });
   } catch (const PcclError& e) {
     // Its seq is spent and nothing runs it: the ring's order is off for
     // good. Breaking it lets update_topology() discard the leaves of this
@@ -603,19 +639,19 @@ uint64_t Communicator::start_all_reduce(const void* in, size_t count, DType dtyp
   }
 }
 
-void Communicator::wait_all_reduce_then(uint64_t ticket, void* out, size_t bytes,
-                                        AsyncCollectives::Then then) {
+void Communicator::wait_then(uint64_t ticket, void* out, size_t bytes,
+                             AsyncCollectives::Then then) {
   async_.wait_then(ticket, out, bytes, std::move(then));
 }
 
-int Communicator::wait_all_reduce(uint64_t ticket, void* out, size_t bytes) {
+int Communicator::wait(uint64_t ticket, void* out, size_t bytes) {
   // No deadline of its own is needed: every queued collective is bounded by
   // the stall timeout and heartbeats, and close() fails the rest, so it ends.
   return async_.wait(ticket, out, bytes, Deadline::never());
 }
 
-int Communicator::run_all_reduce(const Placement& at, const AllReduceCall& call, const void* in,
-                                 void* out) {
+int Communicator::run_placed(const Placement& at, const CollectiveCall& call, const void* in,
+                             void* out) {
   std::shared_lock<std::shared_mutex> lock(op_mu_);
   require_accepted();
   check_master();
@@ -634,41 +670,44 @@ int Communicator::run_all_reduce(const Placement& at, const AllReduceCall& call,
   if (at.epoch != epoch_) {
     throw PcclError("the ring changed (update_topology) after this collective was started");
   }
-  const size_t count = call.count;
-  const DType dtype = call.dtype;
-  const ReduceOp op = call.op;
-  const Quantization quantization = call.quantization;
-  if (quantization != Quantization::kNone && !quantization_applies(quantization, dtype)) {
-    throw PcclError(std::string("quantization ") + quantization_name(quantization) +
-                    " does not apply to dtype " + dtype_name(dtype));
-  }
+  const CollectiveKindInfo& kind = collective_kind(call.kind);
   int n = static_cast<int>(ring_.size());
-  CollectiveHeader mine = make_header(CollectiveKind::kAllReduce, at);
-  mine.count = count;
-  mine.dtype = static_cast<uint8_t>(dtype);
-  mine.op = static_cast<uint8_t>(op);
+  CollectiveHeader mine = make_header(call.kind, at);
+  mine.count = call.count;
+  mine.dtype = static_cast<uint8_t>(call.dtype);
+  mine.op = kind.reduces ? static_cast<uint8_t>(call.op) : 0;
+  mine.root = kind.rooted ? call.root : 0;
+  mine.world = call.world;
   mine.leaf_index = call.leaf.leaf_index;
   mine.leaf_count = call.leaf.leaf_count;
   mine.dims = call.leaf.dims;
-  mine.quantization = static_cast<uint8_t>(quantization);
+  mine.quantization = static_cast<uint8_t>(call.quantization);
   RingTraffic traffic;
+  // Errors every peer raises alike, before any data moves (the agreed
+  // arguments do not fit the group): the ring stays consistent.
+  bool consistent = false;
   try {
-    size_t bytes = count * dtype_size(dtype);
-    if (use_inline_all_reduce(bytes, n, quantization)) {
-      std::vector<std::vector<uint8_t>> inputs;
+    size_t bytes = bytes_of(call);
+    bool inline_path = use_inline_all_reduce(bytes, n, call.quantization);
+    std::vector<std::vector<uint8_t>> inputs;
+    if (inline_path) {
       agree(mine, at.slot, in, bytes, &inputs);
-      reduce_inline(in, out, count, dtype, op, inputs, traffic);
     } else {
       agree(mine, at.slot);
+    }
+    consistent = true;
+    check_group(call, n);
+    kind.check(call, n);
+    consistent = false;
+    if (inline_path) {
+      finish_inline(call, in, out, inputs, traffic);
+    } else {
       RingPeers peers = slot_peers(at.slot);
       RingOptions options;
       options.stall_timeout_s = config_.timeout_s;
       options.cancel = &interrupt_;
       options.closing = &cancel_;
-      traffic = quantization == Quantization::kNone
-                    ? ring_all_reduce(peers, options, in, out, count, dtype, op)
-                    : ring_all_reduce_quantized(peers, options, in, out, count, dtype, op,
-                                                quantization);
+      traffic = kind.ring(peers, options, call, in, out);
     }
   } catch (const PcclError& e) {
     {
@@ -677,7 +716,7 @@ int Communicator::run_all_reduce(const Placement& at, const AllReduceCall& call,
     }
     // A mismatch is detected identically by everyone before data moves: the
     // ring stays consistent. Anything else leaves the links in an unknown state.
-    if (e.kind() != ErrorKind::kMismatch) mark_broken(e.kind());
+    if (e.kind() != ErrorKind::kMismatch && !consistent) mark_broken(e.kind());
     rethrow_typed(e);
   }
   std::lock_guard<std::mutex> s(stats_mu_);
@@ -685,6 +724,15 @@ int Communicator::run_all_reduce(const Placement& at, const AllReduceCall& call,
   stats_.bytes_sent += traffic.bytes_sent;
   stats_.bytes_received += traffic.bytes_received;
   return n;
+}
+
+void Communicator::check_group(const CollectiveCall& call, int n) const {
+  if (call.world != 0 && call.world != static_cast<uint32_t>(n)) {
+    throw Mismatch(std::string(collective_kind(call.kind).name) + ": the output was sized for " +
+                   std::to_string(call.world) + " peers, the group has " + std::to_string(n) +
+                   " now: trace the function again (the group size is baked into a jitted "
+                   "program's output shape)");
+  }
 }
 
 SyncOutcome Communicator::sync_shared_state(const std::vector<SharedStateLeaf>& leaves,

@@ -17,6 +17,7 @@
 #include "collectives/ring_allreduce.h"
 #include "common/errors.h"
 #include "peer/async_collectives.h"
+#include "peer/collective_kinds.h"
 #include "peer/collective_slots.h"
 #include "peer/link_prober.h"
 #include "peer/master_link.h"
@@ -53,25 +54,6 @@ struct CommunicatorConfig {
   // peer/collective_slots.h). 1: one at a time, in start order. Every peer
   // of a group must use the same value (checked when ring links open).
   int concurrency = 1;
-};
-
-// Shape information carried in the collective header, so that peers can
-// name exactly what differs when they disagree.
-struct LeafDescriptor {
-  std::vector<int64_t> dims;
-  uint32_t leaf_index = 0;
-  uint32_t leaf_count = 1;
-};
-
-// One all-reduce of a batch (all_reduce_concurrently): the caller's buffers.
-struct AllReduceCall {
-  const void* in = nullptr;
-  void* out = nullptr;
-  size_t count = 0;
-  DType dtype = DType::kFloat32;
-  ReduceOp op = ReduceOp::kSum;
-  LeafDescriptor leaf;
-  Quantization quantization = Quantization::kNone;  // floating dtypes only
 };
 
 // The error for a topology operation refused because started all-reduces
@@ -126,8 +108,11 @@ class Communicator {
   uint64_t peer_id() const { return peer_id_; }
   bool connected() const { return connected_.load(); }
 
-  // Returns the number of peers that took part. `quantization` applies to
-  // floating dtypes only (the wire format; results stay in `dtype`).
+  // Runs one collective (peer/collective_kinds.h) over the caller's buffers
+  // and returns the number of peers that took part.
+  int run(const CollectiveCall& call);
+  // An all-reduce; `quantization` applies to floating dtypes only (the wire
+  // format; results stay in `dtype`).
   int all_reduce(const void* in, void* out, size_t count, DType dtype, ReduceOp op,
                  const LeafDescriptor& leaf, Quantization quantization = Quantization::kNone);
 
@@ -135,16 +120,15 @@ class Communicator {
   // all of them and rethrows the most telling error: a mismatch or a peer
   // failure rather than the failures it caused. No copies: the buffers must
   // merely stay valid until it returns. The leaves of a pytree.
-  int all_reduce_concurrently(const std::vector<AllReduceCall>& calls);
+  int run_all(const std::vector<CollectiveCall>& calls);
 
-  // all_reduce_start / all_reduce_wait: the collective runs on an engine
-  // thread of its slot; see async_collectives.h. The input is copied.
-  uint64_t start_all_reduce(const void* in, size_t count, DType dtype, ReduceOp op,
-                            const LeafDescriptor& leaf, Quantization quantization);
-  int wait_all_reduce(uint64_t ticket, void* out, size_t bytes);
-  // wait_all_reduce without blocking the caller (see AsyncCollectives::wait_then).
-  void wait_all_reduce_then(uint64_t ticket, void* out, size_t bytes,
-                            AsyncCollectives::Then then);
+  // start / wait: the collective runs on an engine thread of its slot; see
+  // async_collectives.h. The input (call.in) is copied; call.out is unused:
+  // the result goes where the wait says, output_bytes(call) of it.
+  uint64_t start(const CollectiveCall& call);
+  int wait(uint64_t ticket, void* out, size_t bytes);
+  // wait() without blocking the caller (see AsyncCollectives::wait_then).
+  void wait_then(uint64_t ticket, void* out, size_t bytes, AsyncCollectives::Then then);
   // Tests only: see AsyncCollectives::set_next_ticket_for_testing.
   void set_next_ticket_for_testing(uint64_t next) { async_.set_next_ticket_for_testing(next); }
 
@@ -167,7 +151,7 @@ class Communicator {
     int slot = 0;
   };
   Placement place(int slot);  // the next seq, on `slot`; submit_mu_ held
-  // all_reduce_concurrently's calls: those on the first one's slot run on
+  // run_all's calls: those on the first one's slot run on
   // the calling thread (a third fewer hand-overs between threads, which cost
   // small leaves more than their round trips on busy cores), the others on
   // their slots' threads.
@@ -181,10 +165,15 @@ class Communicator {
     std::vector<std::pair<size_t, uint64_t>> queued;  // (call, ticket)
   };
   // Places and queues every call, in order. On a throw, `batch` holds what was queued.
-  void submit(const std::vector<AllReduceCall>& calls, Batch& batch);
+  void submit(const std::vector<CollectiveCall>& calls, Batch& batch);
   void register_and_wait(double admit_timeout_s);
+  // Refuses a call whose arguments cannot describe a collective (before it
+  // is placed: nothing of it reaches the ring).
+  static void check_call(const CollectiveCall& call);
+  // Throws Mismatch when the group is not the size the call was sized for.
+  void check_group(const CollectiveCall& call, int n) const;
   // Runs `call` (over in/out) as placed; the engine threads and callers run these.
-  int run_all_reduce(const Placement& at, const AllReduceCall& call, const void* in, void* out);
+  int run_placed(const Placement& at, const CollectiveCall& call, const void* in, void* out);
   bool master_restarted() const { return master_.registrations() != registrations_seen_; }
   void rejoin();  // after a master restart: wait to be re-admitted
   void require_accepted() const;
@@ -212,8 +201,8 @@ class Communicator {
   void note_pending(uint64_t seq, bool pending);
   // Slot `slot`'s connections of each side of our hop.
   RingPeers slot_peers(int slot) const;
-  // The inline path: inputs arrived with the headers; reduce them here.
-  void reduce_inline(const void* in, void* out, size_t count, DType dtype, ReduceOp op,
+  // The inline path: inputs arrived with the headers; the kind finishes here.
+  void finish_inline(const CollectiveCall& call, const void* in, void* out,
                      std::vector<std::vector<uint8_t>>& inputs, RingTraffic& traffic) const;
   void check_agreement(const std::vector<CollectiveHeader>& all, const CollectiveHeader& mine);
   // The links are in an unknown state after an error of `kind`: the next

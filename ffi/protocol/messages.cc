@@ -190,6 +190,7 @@ std::vector<uint8_t> CollectiveHeader::encode() const {
   WireWriter w;
   w.u8(kind).u64(seq).u64(epoch).u64(peer_id).u64(count);
   w.u8(dtype).u8(op).u8(quantization).u8(pending).u32(leaf_index).u32(leaf_count);
+  w.u32(root).u32(world);
   w.u8(static_cast<uint8_t>(dims.size()));
   for (int64_t d : dims) w.i64(d);
   return w.take();
@@ -208,6 +209,8 @@ CollectiveHeader CollectiveHeader::decode(const std::vector<uint8_t>& b) {
   h.pending = r.u8();
   h.leaf_index = r.u32();
   h.leaf_count = r.u32();
+  h.root = r.u32();
+  h.world = r.u32();
   uint8_t ndim = r.u8();
   if (ndim > kMaxDims) throw ProtocolViolation("too many dimensions in collective header");
   h.dims.resize(ndim);

@@ -181,7 +181,10 @@ struct PeerHelloMsg {
 // What one peer is about to reduce. Every peer all-gathers these before any
 // data moves, so a mismatch is reported identically everywhere, and the
 // pending flags are OR-ed into an answer all peers share.
-enum class CollectiveKind : uint8_t { kAllReduce = 0, kTopologyCheck = 1 };
+// The kinds of data collective are described in peer/collective_kinds.h.
+enum class CollectiveKind : uint8_t {
+  kAllReduce = 0, kTopologyCheck = 1, kAllGather = 2, kBroadcast = 3, kReduceScatter = 4,
+};
 
 struct CollectiveHeader {
   uint8_t kind = 0;  // CollectiveKind
@@ -195,6 +198,8 @@ struct CollectiveHeader {
   uint8_t pending = 0;
   uint32_t leaf_index = 0;
   uint32_t leaf_count = 1;
+  uint32_t root = 0;   // broadcast: the rank whose input everyone gets
+  uint32_t world = 0;  // the group size the caller's output is sized for (0: any)
   std::vector<int64_t> dims;
   std::vector<uint8_t> encode() const;
   static CollectiveHeader decode(const std::vector<uint8_t>& b);

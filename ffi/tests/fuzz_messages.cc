@@ -59,6 +59,9 @@ std::vector<Bytes> seeds() {
   pccl::CollectiveHeader coll;
   coll.seq = 5;
   coll.count = 1024;
+  coll.kind = 3;
+  coll.root = 2;
+  coll.world = 4;
   coll.dims = {32, 32};
   return {
       tagged(0, hello.encode()),

@@ -20,6 +20,12 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
+// An all-reduce started on `c` (the input is copied).
+uint64_t start_all_reduce(Communicator& c, const void* in, size_t count, DType dtype, ReduceOp op,
+                          const LeafDescriptor& leaf, Quantization quantization) {
+  return c.start(all_reduce_call(in, nullptr, count, dtype, op, leaf, quantization));
+}
+
 constexpr int kPeers = 3;
 
 double seconds_since(Clock::time_point t0) {
@@ -58,21 +64,21 @@ void test_mixed_sizes_started_together_are_exact_and_identical() {
     std::vector<uint64_t> tickets;
     for (size_t j = 0; j < jobs; ++j) {
       std::vector<float> in = input_of(kMixedCounts[j], static_cast<int>(j), r);
-      tickets.push_back(c.start_all_reduce(in.data(), in.size(), DType::kFloat32, ReduceOp::kSum,
+      tickets.push_back(start_all_reduce(c, in.data(), in.size(), DType::kFloat32, ReduceOp::kSum,
                                            {}, Quantization::kNone));
     }
     // Not exact in bfloat16: the peers must still end with the same bits.
     std::vector<uint16_t> bin(40000), bout(bin.size());
     for (size_t i = 0; i < bin.size(); ++i) bin[i] = static_cast<uint16_t>(0x3F80 + (i * 13 + r) % 97);
-    uint64_t avg = c.start_all_reduce(bin.data(), bin.size(), DType::kBFloat16, ReduceOp::kAvg, {},
+    uint64_t avg = start_all_reduce(c, bin.data(), bin.size(), DType::kBFloat16, ReduceOp::kAvg, {},
                                       Quantization::kNone);
     results[r].resize(jobs);
     for (size_t j = 0; j < jobs; ++j) {
       results[r][j].resize(kMixedCounts[j]);
-      CHECK_EQ(c.wait_all_reduce(tickets[j], results[r][j].data(), kMixedCounts[j] * 4), kPeers);
+      CHECK_EQ(c.wait(tickets[j], results[r][j].data(), kMixedCounts[j] * 4), kPeers);
       CHECK_EQ(mismatches(results[r][j], static_cast<int>(j)), size_t(0));
     }
-    c.wait_all_reduce(avg, bout.data(), bout.size() * 2);
+    c.wait(avg, bout.data(), bout.size() * 2);
     averages[r] = bout;
     CHECK_EQ(c.stats().collectives_done, uint64_t(jobs + 1));
   }, 10.0, "", {}, kConcurrentSlots);
@@ -84,20 +90,20 @@ void test_mixed_sizes_started_together_are_exact_and_identical() {
 }
 
 // The leaves of a pytree (what the XLA handler does): in place, all at once.
-void test_all_reduce_concurrently_reduces_every_leaf_in_place() {
+void test_run_all_reduces_every_leaf_in_place() {
   Master master(MasterConfig{});
   master.start();
   with_ring(master, kPeers, [&](int, Communicator& c) {
     const int leaves = 40;
     std::vector<std::vector<float>> ins, outs;
-    std::vector<AllReduceCall> calls;
+    std::vector<CollectiveCall> calls;
     for (int j = 0; j < leaves; ++j) {
       size_t count = j % 10 == 9 ? (1u << 19) : j % 3 == 0 ? 25600 : 1024;
       ins.push_back(input_of(count, j, c.rank()));
       outs.emplace_back(count, -1.0f);
     }
     for (int j = 0; j < leaves; ++j) {
-      AllReduceCall call;
+      CollectiveCall call;
       call.in = ins[j].data();
       call.out = outs[j].data();
       call.count = ins[j].size();
@@ -105,7 +111,7 @@ void test_all_reduce_concurrently_reduces_every_leaf_in_place() {
       call.leaf.leaf_count = leaves;
       calls.push_back(call);
     }
-    CHECK_EQ(c.all_reduce_concurrently(calls), kPeers);
+    CHECK_EQ(c.run_all(calls), kPeers);
     size_t bad = 0;
     for (int j = 0; j < leaves; ++j) bad += mismatches(outs[j], j);
     CHECK_EQ(bad, size_t(0));
@@ -113,7 +119,7 @@ void test_all_reduce_concurrently_reduces_every_leaf_in_place() {
   master.stop();
 }
 
-// The XLA wait handler does not block: wait_all_reduce_then() hands the
+// The XLA wait handler does not block: wait_then() hands the
 // result over on the engine thread that ends the collective (or at once).
 void test_wait_then_hands_results_over_without_blocking() {
   Master master(MasterConfig{});
@@ -126,9 +132,9 @@ void test_wait_then_hands_results_over_without_blocking() {
       for (size_t j = 0; j < counts.size(); ++j) {
         std::vector<float> in = input_of(counts[j], static_cast<int>(j), c.rank());
         outs.emplace_back(counts[j], -1.0f);
-        uint64_t ticket = c.start_all_reduce(in.data(), in.size(), DType::kFloat32,
+        uint64_t ticket = start_all_reduce(c, in.data(), in.size(), DType::kFloat32,
                                              ReduceOp::kSum, {}, Quantization::kNone);
-        c.wait_all_reduce_then(ticket, outs[j].data(), counts[j] * 4,
+        c.wait_then(ticket, outs[j].data(), counts[j] * 4,
                                [&, j](int world, std::exception_ptr error) {
                                  if (error) ended[j].set_exception(error);
                                  else ended[j].set_value(world);
@@ -142,7 +148,7 @@ void test_wait_then_hands_results_over_without_blocking() {
         bad += mismatches(outs[j], static_cast<int>(j));
       }
       CHECK_EQ(bad, size_t(0));
-      CHECK(throws_kind([&] { c.wait_all_reduce_then(987654, nullptr, 0, nullptr); },
+      CHECK(throws_kind([&] { c.wait_then(987654, nullptr, 0, nullptr); },
                         ErrorKind::kGeneric));
     }, 10.0, "", {}, concurrency);
   }
@@ -160,13 +166,13 @@ void test_small_collective_overtakes_a_large_one() {
     std::vector<float> big(16u << 20, 1.0f), big_out(big.size());  // 64 MiB
     std::vector<float> small(1024, 2.0f), small_out(small.size());  // 4 KiB
     uint64_t done_before = c.stats().collectives_done;
-    uint64_t large = c.start_all_reduce(big.data(), big.size(), DType::kFloat32, ReduceOp::kSum,
+    uint64_t large = start_all_reduce(c, big.data(), big.size(), DType::kFloat32, ReduceOp::kSum,
                                         {}, Quantization::kNone);
-    uint64_t quick = c.start_all_reduce(small.data(), small.size(), DType::kFloat32,
+    uint64_t quick = start_all_reduce(c, small.data(), small.size(), DType::kFloat32,
                                         ReduceOp::kSum, {}, Quantization::kNone);
-    c.wait_all_reduce(quick, small_out.data(), small.size() * 4);
+    c.wait(quick, small_out.data(), small.size() * 4);
     uint64_t done_at_small = c.stats().collectives_done;
-    c.wait_all_reduce(large, big_out.data(), big.size() * 4);
+    c.wait(large, big_out.data(), big.size() * 4);
     CHECK_EQ(done_at_small - done_before, uint64_t(1));
     CHECK_EQ(small_out[0], 6.0f);
     CHECK_EQ(big_out[big.size() - 1], 3.0f);
@@ -185,7 +191,7 @@ void test_peer_leaving_fails_every_collective_in_flight() {
     std::vector<float> big(16u << 20, 1.0f), out(big.size());
     std::vector<float> small(25600, 1.0f);
     c.all_reduce(small.data(), out.data(), 16, DType::kFloat32, ReduceOp::kSum, {});  // all in
-    uint64_t large = c.start_all_reduce(big.data(), big.size(), DType::kFloat32, ReduceOp::kSum,
+    uint64_t large = start_all_reduce(c, big.data(), big.size(), DType::kFloat32, ReduceOp::kSum,
                                         {}, Quantization::kNone);
     if (c.rank() == 1) {
       // 5 ms, not more: on an idle machine the 64 MiB ring completes in about
@@ -196,7 +202,7 @@ void test_peer_leaving_fails_every_collective_in_flight() {
       bool cancelled = false;
       std::string got = "returned normally";
       try {
-        c.wait_all_reduce(large, out.data(), big.size() * 4);
+        c.wait(large, out.data(), big.size() * 4);
       } catch (const PcclError& e) {
         cancelled = e.kind() == ErrorKind::kCancelled;
         got = std::string("kind ") + std::to_string(static_cast<int>(e.kind())) + ": " + e.what();
@@ -207,14 +213,14 @@ void test_peer_leaving_fails_every_collective_in_flight() {
     std::vector<uint64_t> tickets{large};
     for (int j = 0; j < 6; ++j) {
       size_t count = j % 2 ? 25600 : 256;  // ring and inline paths
-      tickets.push_back(c.start_all_reduce(small.data(), count, DType::kFloat32, ReduceOp::kSum,
+      tickets.push_back(start_all_reduce(c, small.data(), count, DType::kFloat32, ReduceOp::kSum,
                                            {}, Quantization::kNone));
     }
     auto t0 = Clock::now();
     int failed = 0, peer_failures = 0;
     for (size_t j = 0; j < tickets.size(); ++j) {
       try {
-        c.wait_all_reduce(tickets[j], out.data(), (j == 0 ? big.size() : j % 2 ? 256 : 25600) * 4);
+        c.wait(tickets[j], out.data(), (j == 0 ? big.size() : j % 2 ? 256 : 25600) * 4);
         // Only the large one can have finished before rank 1 left, exactly.
         CHECK(j == 0 && out[big.size() - 1] == 3.0f);
       } catch (const PcclError& e) {
@@ -228,10 +234,10 @@ void test_peer_leaving_fails_every_collective_in_flight() {
     c.update_topology();
     CHECK_EQ(c.group_world_size(), 2);
     std::vector<float> a(25600, 1.0f), b(2u << 20, 1.0f), a_out(a.size()), b_out(b.size());
-    std::vector<AllReduceCall> calls(2);
+    std::vector<CollectiveCall> calls(2);
     calls[0].in = a.data(), calls[0].out = a_out.data(), calls[0].count = a.size();
     calls[1].in = b.data(), calls[1].out = b_out.data(), calls[1].count = b.size();
-    CHECK_EQ(c.all_reduce_concurrently(calls), 2);
+    CHECK_EQ(c.run_all(calls), 2);
     CHECK_EQ(a_out[a.size() - 1], 2.0f);
     CHECK_EQ(b_out[b.size() - 1], 2.0f);
   }, 10.0, "", {}, kConcurrentSlots);
@@ -247,7 +253,7 @@ void test_mismatch_among_concurrent_collectives_named_everywhere() {
   with_ring(master, kPeers, [&](int, Communicator& c) {
     const int jobs = 4;
     std::vector<std::vector<float>> ins, outs;
-    std::vector<AllReduceCall> calls(jobs);
+    std::vector<CollectiveCall> calls(jobs);
     for (int j = 0; j < jobs; ++j) {
       size_t count = j == 2 && c.rank() == 2 ? 1001 : 1000;
       ins.push_back(input_of(count, j, c.rank()));
@@ -259,7 +265,7 @@ void test_mismatch_among_concurrent_collectives_named_everywhere() {
     }
     std::string message;
     try {
-      c.all_reduce_concurrently(calls);
+      c.run_all(calls);
     } catch (const PcclError& e) {
       CHECK(e.kind() == ErrorKind::kMismatch);
       message = e.what();
@@ -316,7 +322,7 @@ void test_neighbours_with_different_concurrency_are_refused() {
 
 int main() {
   test_mixed_sizes_started_together_are_exact_and_identical();
-  test_all_reduce_concurrently_reduces_every_leaf_in_place();
+  test_run_all_reduces_every_leaf_in_place();
   test_wait_then_hands_results_over_without_blocking();
   test_small_collective_overtakes_a_large_one();
   test_peer_leaving_fails_every_collective_in_flight();

@@ -43,9 +43,13 @@ void test_collective_header_round_trip() {
   h.pending = 1;
   h.leaf_index = 2;
   h.leaf_count = 5;
+  h.root = 70000;
+  h.world = 1024;
   h.dims = {2, -1, 1ll << 33};
   CollectiveHeader g = CollectiveHeader::decode(h.encode());
   CHECK_EQ(g.kind, 1);
+  CHECK_EQ(g.root, 70000u);
+  CHECK_EQ(g.world, 1024u);
   CHECK_EQ(g.seq, 99u);
   CHECK_EQ(g.count, 1ull << 40);
   CHECK(g.dims == h.dims);

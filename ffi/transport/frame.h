@@ -17,8 +17,9 @@ constexpr uint32_t kFrameMagic = 0x4C434350u;  // bytes "PCCL" in little-endian 
 // the concurrency slots byte; COLLECTIVE_INLINE (small all-reduce data
 // attached to the header exchange) exists. v3: SYNC_REQUEST carries the
 // pytree's structure digest after the strategy byte. v4: WELCOME carries the
-// group's epoch.
-constexpr uint16_t kProtocolVersion = 5;
+// group's epoch. v5: PROBE_START carries the probe window. v6: the collective
+// header carries root and world (all-gather, broadcast, reduce-scatter).
+constexpr uint16_t kProtocolVersion = 6;
 constexpr size_t kFrameHeaderSize = 12;
 constexpr uint32_t kMaxControlPayload = 1u << 20;
 

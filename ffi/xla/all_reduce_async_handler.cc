@@ -44,9 +44,14 @@ ffi::Error start_body(ffi::RemainingArgs& args, ffi::Result<ffi::Buffer<ffi::S32
     auto q = static_cast<Quantization>(quantization);
     if (!quantization_applies(q, *dtype)) q = Quantization::kNone;
     maybe_fail_for_testing(HandlerFault::kStart);  // as if staging memory ran out
-    uint64_t ticket = comm->start_all_reduce(in->untyped_data(), in->element_count(), *dtype,
-                                             static_cast<ReduceOp>(op),
-                                             describe_leaf(*in, i, leaves), q);
+    CollectiveCall call;
+    call.in = in->untyped_data();
+    call.count = in->element_count();
+    call.dtype = *dtype;
+    call.op = static_cast<ReduceOp>(op);
+    call.leaf = describe_leaf(*in, i, leaves);
+    call.quantization = q;
+    uint64_t ticket = comm->start(call);
     store_ticket(words + kTicketWords * i, ticket);
   }
   return ffi::Error::Success();
@@ -163,8 +168,7 @@ ffi::Future wait_body(ffi::RemainingRets& rets, int64_t comm_handle, int64_t sit
     try {
       auto out = rets.get<ffi::AnyBuffer>(i);
       if (!out.has_value()) throw PcclError("bad result buffer");
-      comm->wait_all_reduce_then((*tickets)[i], (*out)->untyped_data(), (*out)->size_bytes(),
-                                 leaf_ended);
+      comm->wait_then((*tickets)[i], (*out)->untyped_data(), (*out)->size_bytes(), leaf_ended);
     } catch (...) {
       count_down(*wait, std::current_exception());  // never the last: the hand-over is held
     }

@@ -72,16 +72,23 @@ LeafDescriptor describe_leaf(const ffi::AnyBuffer& buffer, size_t index, size_t 
   return leaf;
 }
 
-xla::ffi::Error check_all_reduce_call(int64_t comm_handle, int32_t op, int32_t quantization,
-                                      size_t operands, size_t results,
-                                      std::shared_ptr<Communicator>* comm) {
-  *comm = find_communicator(comm_handle);
+xla::ffi::Error check_collective_call(const CollectiveAttrs& attrs, size_t operands,
+                                      size_t results, std::shared_ptr<Communicator>* comm) {
+  *comm = find_communicator(attrs.comm);
   if (!*comm) return precondition("the communicator this compiled function was traced with is closed: re-jit the function with the new Communicator (jitted functions keep the communicator they captured)");
-  if (op < 0 || !reduce_op_valid(static_cast<uint8_t>(op))) {
+  auto kind = static_cast<CollectiveKind>(attrs.kind);
+  if (attrs.kind < 0 || attrs.kind > 255 || kind == CollectiveKind::kTopologyCheck ||
+      attrs.kind > static_cast<int32_t>(CollectiveKind::kReduceScatter)) {
+    return xla::ffi::Error::InvalidArgument("PcclError: invalid collective kind");
+  }
+  if (attrs.op < 0 || !reduce_op_valid(static_cast<uint8_t>(attrs.op))) {
     return xla::ffi::Error::InvalidArgument("PcclError: invalid reduce op");
   }
-  if (quantization < 0 || !quantization_valid(static_cast<uint8_t>(quantization))) {
+  if (attrs.quant < 0 || !quantization_valid(static_cast<uint8_t>(attrs.quant))) {
     return xla::ffi::Error::InvalidArgument("PcclError: invalid quantization");
+  }
+  if (attrs.root < 0 || attrs.world < 0) {
+    return xla::ffi::Error::InvalidArgument("PcclError: invalid root or world size");
   }
   if (results != operands + 1) {
     return xla::ffi::Error::InvalidArgument("PcclError: result count does not match operands");
@@ -89,16 +96,38 @@ xla::ffi::Error check_all_reduce_call(int64_t comm_handle, int32_t op, int32_t q
   return xla::ffi::Error::Success();
 }
 
-xla::ffi::Error all_reduce_leaf(const xla::ffi::AnyBuffer& in, void* in_data, void* out_data,
-                                size_t index, size_t count, int32_t op, int32_t quantization,
-                                AllReduceCall* call) {
+xla::ffi::Error write_group_facts(xla::ffi::AnyBuffer facts, int world, int rank) {
+  auto* words = static_cast<int32_t*>(facts.untyped_data());
+  if (facts.size_bytes() == sizeof(int32_t)) {
+    words[0] = world;
+  } else if (facts.size_bytes() == 2 * sizeof(int32_t)) {
+    words[0] = world;
+    words[1] = rank;
+  } else {
+    return xla::ffi::Error::InvalidArgument("PcclError: the world size result has the wrong size");
+  }
+  return xla::ffi::Error::Success();
+}
+
+xla::ffi::Error collective_leaf(const CollectiveAttrs& attrs, const xla::ffi::AnyBuffer& in,
+                                const void* in_data, void* out_data, size_t index, size_t count,
+                                CollectiveCall* call) {
   std::optional<DType> dtype = to_engine_dtype(in.element_type());
   if (!dtype) return xla::ffi::Error::InvalidArgument("PcclError: unsupported dtype");
   // Quantization is a per-call choice, applied to the floating leaves only.
-  auto q = static_cast<Quantization>(quantization);
+  auto q = static_cast<Quantization>(attrs.quant);
   if (!quantization_applies(q, *dtype)) q = Quantization::kNone;
-  *call = AllReduceCall{in_data, out_data, in.element_count(), *dtype, static_cast<ReduceOp>(op),
-                        describe_leaf(in, index, count), q};
+  *call = CollectiveCall{};
+  call->kind = static_cast<CollectiveKind>(attrs.kind);
+  call->in = in_data;
+  call->out = out_data;
+  call->count = in.element_count();
+  call->dtype = *dtype;
+  call->op = static_cast<ReduceOp>(attrs.op);
+  call->root = static_cast<uint32_t>(attrs.root);
+  call->world = static_cast<uint32_t>(attrs.world);
+  call->leaf = describe_leaf(in, index, count);
+  call->quantization = q;
   return xla::ffi::Error::Success();
 }
 

@@ -23,16 +23,28 @@ xla::ffi::Error current_exception_error() noexcept;
 xla::ffi::Error exception_error(std::exception_ptr failure) noexcept;
 LeafDescriptor describe_leaf(const xla::ffi::AnyBuffer& buffer, size_t index, size_t count);
 
-// What every all_reduce handler (CPU, CUDA) checks before it touches a
+// The attributes of a jax_pccl_collective custom call (python: ops/collective.py).
+struct CollectiveAttrs {
+  int64_t comm = 0;    // communicator handle (comm_registry.h)
+  int32_t kind = 0;    // CollectiveKind
+  int32_t op = 0;      // ReduceOp, for the kinds that reduce
+  int32_t root = 0;    // broadcast
+  int32_t world = 0;   // the group size the result shapes were traced for (0: any)
+  int32_t quant = 0;   // Quantization (all_reduce)
+};
+
+// What every collective handler (CPU, CUDA) checks before it touches a
 // buffer: the communicator the function was traced with (set in *comm), the
-// op and the format, one result per operand plus the world size.
-xla::ffi::Error check_all_reduce_call(int64_t comm_handle, int32_t op, int32_t quantization,
-                                      size_t operands, size_t results,
-                                      std::shared_ptr<Communicator>* comm);
-// Leaf i of an all_reduce as the engine's call, reading `in` and writing
+// kind, op, root, world and format, one result per operand plus the world size.
+xla::ffi::Error check_collective_call(const CollectiveAttrs& attrs, size_t operands,
+                                      size_t results, std::shared_ptr<Communicator>* comm);
+// Writes the trailing result of a collective call: int32 world, or int32[2]
+// (world, rank), whichever the caller traced.
+xla::ffi::Error write_group_facts(xla::ffi::AnyBuffer facts, int world, int rank);
+// Leaf i of a collective as the engine's call, reading `in` and writing
 // `out_data` (host memory the engine may use); an error for a bad dtype.
-xla::ffi::Error all_reduce_leaf(const xla::ffi::AnyBuffer& in, void* in_data, void* out_data,
-                                size_t index, size_t count, int32_t op, int32_t quantization,
-                                AllReduceCall* call);
+xla::ffi::Error collective_leaf(const CollectiveAttrs& attrs, const xla::ffi::AnyBuffer& in,
+                                const void* in_data, void* out_data, size_t index, size_t count,
+                                CollectiveCall* call);
 
 }  // namespace pccl

@@ -8,7 +8,7 @@ namespace pccl {
 
 enum class HandlerFault : int {
   kNone = 0,
-  kAllReduce = 1,  // jax_pccl_all_reduce
+  kAllReduce = 1,  // jax_pccl_collective (every kind)
   kStart = 2,      // jax_pccl_all_reduce_start
   kWaitBind = 3,   // jax_pccl_all_reduce_wait_bind
   kWait = 4,       // jax_pccl_all_reduce_wait

@@ -1,4 +1,4 @@
-"""all_reduce: a JAX primitive lowered to the ``jax_pccl_all_reduce`` FFI call.
+"""all_reduce: a JAX primitive lowered to the ``jax_pccl_collective`` FFI call.
 
 - One primitive call reduces a whole pytree (variadic operands), returning the
   reduced leaves plus an int32 scalar: the number of peers that took part.
@@ -18,14 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import _native, _pccl
-from ..errors import error_from_message
+from .. import _native
 from ..validation import REDUCE_OPS, prepare_collective
+from . import collective
 from . import jax_internals as jx
-from .effects import COLLECTIVE_EFFECT, clear_failed_tokens
-from .lowering import effectful_ffi_call, int_attr
-
-FFI_TARGET = "jax_pccl_all_reduce"
+from .effects import COLLECTIVE_EFFECT
 
 
 class AllReduceInfo(NamedTuple):
@@ -54,25 +51,11 @@ all_reduce_p.def_effectful_abstract_eval(_abstract_eval)
 
 
 def _lowering(ctx: jx.LoweringRuleContext, *leaves, comm, op, quant, donate):
-    return effectful_ffi_call(ctx, FFI_TARGET, leaves, {
-        "comm": int_attr(64, comm), "op": int_attr(32, op), "quant": int_attr(32, quant)},
-        in_place=donate)
+    return collective.lower(ctx, leaves, comm=comm, kind="all_reduce", op=op, quant=quant,
+                            donate=donate)
 
 
-jx.register_lowering(all_reduce_p, _lowering, platform="cpu")
-
-
-def _cuda_lowering(ctx: jx.LoweringRuleContext, *leaves, comm, op, quant, donate):
-    if not _pccl.CUDA_BUILT:
-        raise NotImplementedError(
-            "jax_pccl.all_reduce on a CUDA device: this jax_pccl was built without its CUDA "
-            "handler. Rebuild it with `pip install . -C cmake.define.JAX_PCCL_CUDA=ON` (CUDA "
-            "runtime headers and libcudart needed), or put the operand on the CPU "
-            "(jax.device_put(x, jax.devices('cpu')[0])).")
-    return _lowering(ctx, *leaves, comm=comm, op=op, quant=quant, donate=donate)
-
-
-jx.register_lowering(all_reduce_p, _cuda_lowering, platform="cuda")
+collective.register_lowering(all_reduce_p, _lowering, "all_reduce")
 
 
 def _batching_rule(args, dims, *, comm, op, quant, donate):
@@ -105,10 +88,6 @@ def _bwd(comm, op, quant, donate, _residual, cotangents):
 _all_reduce_leaves.defvjp(_fwd, _bwd)
 
 
-def _is_traced(leaves) -> bool:
-    return any(isinstance(x, jax.core.Tracer) for x in leaves)
-
-
 def all_reduce(x, comm, op: str = "sum", *, quantization=None, return_info: bool = False,
                donate: bool = False):
     """Reduces ``x`` (an array or pytree of arrays) over all peers of ``comm``'s group.
@@ -133,7 +112,7 @@ def all_reduce(x, comm, op: str = "sum", *, quantization=None, return_info: bool
         info = AllReduceInfo(world_size=jnp.asarray(comm.group_world_size, jnp.int32))
         return (x, info) if return_info else x
     _native.ensure_ffi_registered()
-    if _is_traced(leaves):
+    if collective.is_traced(leaves):
         outs, world = _all_reduce_leaves(tuple(leaves), handle, code, quant, donate)
     else:
         outs, world = _run_eagerly(tuple(leaves), handle, code, quant, donate)
@@ -144,8 +123,8 @@ def all_reduce(x, comm, op: str = "sum", *, quantization=None, return_info: bool
 def _run_eagerly(leaves, handle, code, quant, donate):
     if donate:
         run = _donating_call(handle, code, quant)
-        return _translate_errors(lambda: run(leaves))
-    return _translate_errors(lambda: _all_reduce_leaves(leaves, handle, code, quant, False))
+        return collective.translate_errors(lambda: run(leaves))
+    return collective.translate_errors(lambda: _all_reduce_leaves(leaves, handle, code, quant, False))
 
 
 @functools.lru_cache(maxsize=64)
@@ -153,15 +132,3 @@ def _donating_call(handle, code, quant):
     """An eager call that consumes its input buffers (one compiled function per setting)."""
     return jax.jit(lambda leaves: _all_reduce_leaves(leaves, handle, code, quant, True),
                    donate_argnums=0)
-
-
-def _translate_errors(run):
-    """Runs an eager collective to completion; raises typed jax_pccl errors."""
-    try:
-        return jax.block_until_ready(run())
-    except jax.errors.JaxRuntimeError as exc:
-        clear_failed_tokens()  # the failure must not poison later eager calls
-        typed = error_from_message(str(exc))
-        if typed is None:
-            raise
-        raise typed from None

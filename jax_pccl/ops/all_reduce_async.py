@@ -34,7 +34,8 @@ import numpy as np
 
 from .. import _native
 from ..validation import prepare_collective
-from .all_reduce import AllReduceInfo, _translate_errors
+from .all_reduce import AllReduceInfo
+from .collective import translate_errors
 from . import jax_internals as jx
 from .effects import COLLECTIVE_EFFECT
 from .lowering import chained_ffi_call, effectful_ffi_call, int_attr
@@ -131,7 +132,7 @@ def all_reduce_start(x, comm, op: str = "sum", *, quantization=None) -> AllReduc
     avals = tuple((tuple(v.shape), np.dtype(v.dtype).name) for v in leaves)
     traced = any(isinstance(v, jax.core.Tracer) for v in leaves)
     bind = functools.partial(start_p.bind, *leaves, comm=handle, op=code, quant=quant)
-    tickets = bind() if traced else _translate_errors(bind)
+    tickets = bind() if traced else translate_errors(bind)
     return AllReduceHandle(tickets, handle, treedef, avals)
 
 
@@ -143,7 +144,7 @@ def all_reduce_wait(handle: AllReduceHandle, *, return_info: bool = False) -> An
                         f"got {type(handle).__name__}")
     bind = functools.partial(wait_p.bind, handle.tickets, comm=handle.comm, avals=handle.avals)
     traced = isinstance(handle.tickets, jax.core.Tracer)
-    outs = bind() if traced else _translate_errors(bind)
+    outs = bind() if traced else translate_errors(bind)
     result = jax.tree_util.tree_unflatten(handle.treedef, outs)
     if not return_info:
         return result
