@@ -42,7 +42,7 @@ MIN_CHECKS = {
     "test_reduce_kernels": 124, "test_wire": 156, "test_engine": 235, "test_handshake": 4315,
     "test_quantization": 391, "test_shared_state": 115, "test_shared_state_sync": 33,
     "test_ring_acceptor": 16, "test_concurrency": 175, "test_socket_tuning": 11,
-    "test_ring_lanes": 37, "test_ring_kinds": 416, "test_collective_kinds": 75,
+    "test_ring_lanes": 37, "test_ring_kinds": 415, "test_collective_kinds": 75,
     "test_master_claims": 22, "test_state_fetcher": 13,
     "test_completion_executor": 37, "fuzz_parsers": 12,
     "test_ring_solver": 77,  # 78 in a release build (its 16-peer exact case is skipped sanitized)

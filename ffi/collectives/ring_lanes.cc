@@ -1,7 +1,10 @@
 #include "collectives/ring_lanes.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <csignal>
+#include <cstdlib>
 #include <cstdint>
 #include <string>
 
@@ -27,6 +30,21 @@ constexpr size_t kRecvLowat = 256 << 10;
 // Mbit/s per connection) is read at least this often, so forwarding waits
 // for a short piece no longer than it did without the threshold.
 constexpr int kLowatPatienceMs = 10;
+
+// Test-only fault injection: JAX_PCCL_TEST_DIE_IN_COLLECTIVE=N makes this
+// process SIGKILL itself in the middle of its N-th ring collective (once it
+// has sent some of its bytes, not all: its right neighbour still waits for
+// the rest), so that tests can kill a peer mid-collective deterministically.
+// Read once; 0 when unset.
+int64_t die_in_collective() {
+  static const int64_t n = [] {
+    const char* v = std::getenv("JAX_PCCL_TEST_DIE_IN_COLLECTIVE");
+    return v == nullptr ? int64_t{0} : std::max<int64_t>(0, std::strtoll(v, nullptr, 10));
+  }();
+  return n;
+}
+
+std::atomic<int64_t> g_collectives_run{0};
 
 }  // namespace
 
@@ -58,6 +76,7 @@ LaneLoop::~LaneLoop() {
 }
 
 RingTraffic LaneLoop::run() {
+  const bool die_here = die_in_collective() > 0 && ++g_collectives_run == die_in_collective();
   Deadline stall = Deadline::after(opt_.stall_timeout_s);
   while (!finished()) {
     if (opt_.closing != nullptr && opt_.closing->cancelled()) throw Cancelled("communicator closed");
@@ -65,11 +84,19 @@ RingTraffic LaneLoop::run() {
     // Receive first: absorbed bytes are what the sends below wait for.
     for (size_t i = 0; i < recv_.size(); ++i) moved |= serve_recv(i);
     for (size_t i = 0; i < send_.size(); ++i) moved |= serve_send(i);
+    if (die_here && traffic_.bytes_sent > 0 && !sends_finished()) ::raise(SIGKILL);
     if (moved) stall = Deadline::after(opt_.stall_timeout_s);
     if (finished()) break;
     poll_lanes(moved, stall);
   }
   return traffic_;
+}
+
+bool LaneLoop::sends_finished() const {
+  for (const SendLane& l : send_) {
+    if (l.at.step < layout_.steps()) return false;
+  }
+  return true;
 }
 
 bool LaneLoop::finished() const {

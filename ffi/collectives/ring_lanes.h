@@ -67,6 +67,7 @@ class LaneLoop {
   };
 
   bool finished() const;
+  bool sends_finished() const;
   bool serve_recv(size_t i);
   bool serve_send(size_t i);
   // Bytes of send lane i's chunk that may leave now (0: none yet).

@@ -73,6 +73,32 @@ class SyncedState:
                 "layout_ok": self.layout(self.tree) == before}
 
 
+def kind_step(pccl, comm, kind: str):
+    """x -> (int32 vector, info with world_size) for the other kinds. Their
+    output shapes depend on the group size: one trace per size, as a user
+    who keeps training through membership changes writes it."""
+    import types
+
+    import jax
+
+    def step(x, world):
+        if kind == "all_gather":
+            return pccl.all_gather(x, comm, world_size=world).sum(axis=0)
+        if kind == "reduce_scatter":
+            return pccl.reduce_scatter(x, comm, op="sum", world_size=world)
+        # Rank 1 when there is one: the chain 1 -> 2 -> 0 has the last
+        # joiner (rank 2) forward, so it can die mid-collective.
+        return pccl.broadcast(x, comm, root=min(1, world - 1))
+
+    jitted = jax.jit(step, static_argnums=1)
+
+    def run(x):
+        world = comm.group_world_size
+        return jitted(x, world), types.SimpleNamespace(world_size=world)
+
+    return run
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--master", required=True)
@@ -90,6 +116,11 @@ def main() -> int:
     ap.add_argument("--wait-start-reduce", action="store_true",
                     help="the step is wait(start(x)), then start, an all_reduce and the second "
                          "wait, in one jit (work queued behind the first wait's completion)")
+    ap.add_argument("--kind", choices=["all_reduce", "all_gather", "broadcast", "reduce_scatter"],
+                    default="all_reduce",
+                    help="the step's collective: all_gather's rows and reduce_scatter's slice "
+                         "sum to the mask of peers that took part, broadcast's result is the "
+                         "root's (rank 1's) contribution")
     ap.add_argument("--retry-helper", action="store_true",
                     help="run the step through pccl.retry_on_peer_failure")
     ap.add_argument("--min-peers", type=int, default=1,
@@ -138,6 +169,8 @@ def main() -> int:
             y, info = pccl.all_reduce_wait(handle, return_info=True)
             return jnp.where((first == y) & (between == y), y, -1), info  # -1: results differ
         step_fn = jax.jit(wait_start_reduce)
+    if args.kind != "all_reduce":
+        step_fn = kind_step(pccl, comm, args.kind)
     if args.retry_helper:  # failures are absorbed: the loop below never sees them
         step_fn = pccl.retry_on_peer_failure(comm, step_fn)
     x = np.full(args.elements, 1 << args.index, np.int32)
