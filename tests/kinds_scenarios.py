@@ -57,6 +57,12 @@ def scenario_all_gather(ctx):
     loss = lambda v: jnp.sum(pccl.all_gather(v, comm) * weights)  # noqa: E731
     ones = jnp.ones(4, jnp.float32)
     rec.check("jit/grad", lambda: encode(ready(jax.jit(jax.grad(loss))(ones))))
+    # In a scan: 3 steps of carry <- sum of every peer's carry (1 + 2 + 3 = 6, 18, 54).
+    def gather_steps(c):
+        return jax.lax.scan(lambda c, _: (pccl.all_gather(c, comm).sum(axis=0), None), c,
+                            None, length=3)[0]
+    start = jnp.full(2, float(i + 1), jnp.float32)
+    rec.check("jit/scan", lambda: encode(ready(jax.jit(gather_steps)(start))))
     # Traced for a group of 2 while it has 3: every peer refuses the call.
     stale = jax.jit(lambda v: pccl.all_gather(v, comm, world_size=2))
     rec.check("jit/world_mismatch", lambda: encode(ready(stale(ones))))
@@ -93,6 +99,11 @@ def scenario_broadcast(ctx):
     # d(sum over peers of sum(2 * broadcast(x)))/dx: 2 N on the root, 0 elsewhere.
     loss = lambda v: jnp.sum(2.0 * pccl.broadcast(v, comm, root=0))  # noqa: E731
     rec.check("jit/grad", lambda: encode(ready(jax.jit(jax.grad(loss))(jnp.ones(4, jnp.float32)))))
+    # In a scan: carry <- broadcast(carry + index + 1) from rank 0, 3 times.
+    def bcast_steps(c):
+        return jax.lax.scan(lambda c, _: (pccl.broadcast(c + (i + 1), comm, root=0), None), c,
+                            None, length=3)[0]
+    rec.check("jit/scan", lambda: encode(ready(jax.jit(bcast_steps)(jnp.zeros(2, jnp.float32)))))
     # A root outside the group: every peer refuses it, and the ring goes on.
     rec.check("eager/bad_root", lambda: encode(ready(pccl.broadcast(jnp.ones(3), comm, root=7))))
     rec.check("eager/after_bad_root",
@@ -126,6 +137,11 @@ def scenario_reduce_scatter(ctx):
         loss = lambda v, o=op: jnp.sum(3.0 * pccl.reduce_scatter(v, comm, op=o))  # noqa: E731
         rec.check(f"jit/grad/{op}",
                   lambda: encode(ready(jax.jit(jax.grad(loss))(jnp.ones(6, jnp.float32)))))
+    # In a scan: carry (6,) <- its reduce_scatter (2,) tiled 3 times: 3, 9, 27.
+    def scatter_steps(c):
+        return jax.lax.scan(lambda c, _: (jnp.tile(pccl.reduce_scatter(c, comm), 3), None), c,
+                            None, length=3)[0]
+    rec.check("jit/scan", lambda: encode(ready(jax.jit(scatter_steps)(jnp.ones(6, jnp.float32)))))
     stale = jax.jit(lambda v: pccl.reduce_scatter(v, comm, world_size=2))
     rec.check("jit/world_mismatch", lambda: encode(ready(stale(jnp.ones(6)))))
     rec.check("eager/not_divisible", lambda: encode(ready(pccl.reduce_scatter(jnp.ones(4), comm))))

@@ -68,6 +68,10 @@ def test_grad_is_the_reduce_scatter_of_the_cotangent(run):
         harness.assert_exact([enc], want, f"grad on peer {i} (rank {ranks[i]})")
 
 
+def test_in_a_scan(run):
+    harness.assert_exact(run.values("jit/scan"), np.full(2, 54.0, np.float32), "scan")
+
+
 def test_a_program_traced_for_another_group_size_fails_on_every_peer(run):
     for err, _ in run.errors("jit/world_mismatch"):
         assert "CollectiveMismatchError" in err["message"], err

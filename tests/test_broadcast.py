@@ -60,6 +60,11 @@ def test_grad_sums_the_cotangents_onto_the_root(run):
         harness.assert_exact([enc], want, f"grad on peer {i} (rank {ranks[i]})")
 
 
+def test_in_a_scan(run):
+    want = np.full(2, 3.0 * (by_rank(run)[0] + 1), np.float32)
+    harness.assert_exact(run.values("jit/scan"), want, "scan")
+
+
 def test_a_root_outside_the_group_fails_on_every_peer_and_the_ring_goes_on(run):
     for err, _ in run.errors("eager/bad_root"):
         assert err["is_pccl_error"], err

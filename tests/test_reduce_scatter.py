@@ -71,6 +71,10 @@ def test_grad_is_the_all_gather_of_the_cotangent(run, op, scale):
     harness.assert_exact(run.values(f"jit/grad/{op}"), want, f"grad {op}")
 
 
+def test_in_a_scan(run):
+    harness.assert_exact(run.values("jit/scan"), np.full(6, 27.0, np.float32), "scan")
+
+
 def test_errors_fail_alike_and_the_ring_goes_on(run):
     for err, _ in run.errors("jit/world_mismatch"):
         assert "CollectiveMismatchError" in err["message"], err
