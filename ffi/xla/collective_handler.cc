@@ -59,16 +59,6 @@ ffi::Error collective_impl(ffi::Token, ffi::RemainingArgs args, ffi::Result<ffi:
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(CollectiveCpuHandler, collective_impl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Token>()
-                                  .RemainingArgs()
-                                  .Ret<ffi::Token>()
-                                  .RemainingRets()
-                                  .Attr<int64_t>("comm")
-                                  .Attr<int32_t>("kind")
-                                  .Attr<int32_t>("op")
-                                  .Attr<int32_t>("root")
-                                  .Attr<int32_t>("world")
-                                  .Attr<int32_t>("quant"));
+                              bind_collective_call(ffi::Ffi::Bind()));
 
 }  // namespace pccl

@@ -5,6 +5,7 @@
 #include <exception>
 #include <memory>
 #include <optional>
+#include <utility>
 
 #include "common/dtype.h"
 #include "common/errors.h"
@@ -32,6 +33,24 @@ struct CollectiveAttrs {
   int32_t world = 0;   // the group size the result shapes were traced for (0: any)
   int32_t quant = 0;   // Quantization (all_reduce)
 };
+
+// The operands, results and attributes of a collective call after whatever
+// context a platform's handler binds first (CPU: none; CUDA: its stream):
+// token, leaves -> token, results; the attributes of CollectiveAttrs.
+template <typename Binding>
+auto bind_collective_call(Binding binding) {
+  return std::move(binding)
+      .template Arg<xla::ffi::Token>()
+      .RemainingArgs()
+      .template Ret<xla::ffi::Token>()
+      .RemainingRets()
+      .template Attr<int64_t>("comm")
+      .template Attr<int32_t>("kind")
+      .template Attr<int32_t>("op")
+      .template Attr<int32_t>("root")
+      .template Attr<int32_t>("world")
+      .template Attr<int32_t>("quant");
+}
 
 // What every collective handler (CPU, CUDA) checks before it touches a
 // buffer: the communicator the function was traced with (set in *comm), the

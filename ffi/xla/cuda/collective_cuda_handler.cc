@@ -109,18 +109,8 @@ ffi::Error collective_cuda_impl(cudaStream_t stream, ffi::Token, ffi::RemainingA
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(CollectiveCudaHandler, collective_cuda_impl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::PlatformStream<cudaStream_t>>()
-                                  .Arg<ffi::Token>()
-                                  .RemainingArgs()
-                                  .Ret<ffi::Token>()
-                                  .RemainingRets()
-                                  .Attr<int64_t>("comm")
-                                  .Attr<int32_t>("kind")
-                                  .Attr<int32_t>("op")
-                                  .Attr<int32_t>("root")
-                                  .Attr<int32_t>("world")
-                                  .Attr<int32_t>("quant"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    CollectiveCudaHandler, collective_cuda_impl,
+    bind_collective_call(ffi::Ffi::Bind().Ctx<ffi::PlatformStream<cudaStream_t>>()));
 
 }  // namespace pccl
