@@ -28,6 +28,7 @@ def _load_native() -> None:
 
 _load_native()
 
+from . import _pccl  # noqa: E402
 from .communicator import Communicator  # noqa: E402
 from .elastic import DataParallel
 from .errors import (
@@ -53,7 +54,7 @@ from .uncaught import install as _install_excepthook
 
 _install_excepthook()  # an uncaught collective failure prints as one typed error
 
-__version__ = "0.1.0"
+__version__ = _pccl.VERSION  # pyproject.toml's, compiled in by the build
 
 __all__ = [
     "AllReduceHandle",

@@ -166,12 +166,9 @@ def _positive_seconds(text: str) -> float:
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from . import __version__
 
-    try:
-        return version("jax_pccl")
-    except PackageNotFoundError:
-        return "unknown (not installed)"
+    return __version__
 
 
 class _Parser(argparse.ArgumentParser):

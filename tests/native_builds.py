@@ -61,13 +61,19 @@ def tool(name: str) -> str:
     return found
 
 
+def project_version() -> str:
+    """pyproject.toml's version (what pip's builds compile into the module)."""
+    import tomllib
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+
+
 def build(dest: Path, sanitizer: str, targets: list[str] | None = None) -> Path:
     """Configures and builds into dest (only `targets` if given); returns dest."""
     configure = [
         tool("cmake"), "-S", str(ROOT), "-B", str(dest), "-G", "Ninja",
         f"-DCMAKE_MAKE_PROGRAM={tool('ninja')}", f"-DPython_EXECUTABLE={sys.executable}",
         "-DJAX_PCCL_BUILD_PYTHON=ON", "-DJAX_PCCL_BUILD_TESTS=ON",
-        f"-DJAX_PCCL_SANITIZE={sanitizer}",
+        f"-DJAX_PCCL_SANITIZE={sanitizer}", f"-DJAX_PCCL_VERSION={project_version()}",
     ]
     result = subprocess.run(configure, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]

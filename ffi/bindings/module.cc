@@ -225,6 +225,7 @@ NB_MODULE(_pccl, m) {
   m.attr("QUANTIZATIONS") = formats;
   m.attr("SYNC_STRATEGIES") = strategies;
   m.attr("PROTOCOL_VERSION") = kProtocolVersion;
+  m.attr("VERSION") = PCCL_VERSION;  // the package's, from pyproject.toml (CMakeLists.txt)
   m.attr("DEFAULT_CONNECTIONS") = kDefaultRingConnections;
   m.attr("MAX_CONNECTIONS") = static_cast<int>(kMaxRingConnections);
   m.attr("MAX_CONCURRENCY") = static_cast<int>(kConcurrentSlots);
