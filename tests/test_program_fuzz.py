@@ -1,6 +1,8 @@
 """Program fuzzer (tests/fuzz/run_programs.py) in CI: random jitted programs of
 all_reduce / all_reduce_start / all_reduce_wait (scan, cond, pytrees of every
-dtype, several starts in flight, handles across jit calls), concurrency 1-4,
+dtype, several starts in flight, handles across jit calls) with all_gather,
+reduce_scatter and broadcast statements among them (--with-kinds; traced once
+per group size), concurrency 1-4,
 2-3 peer processes, with random faults (SIGKILL, SIGSTOP/SIGCONT, close(),
 master kill + restart on the same port). Every value is checked bit-exactly
 against numpy; every call must return or raise within its bound; errors after
@@ -12,10 +14,12 @@ one test per launch (each well inside the session watchdog). The seed rotates
 names the exact replay command, e.g.
 
     .venv/bin/python tests/fuzz/run_programs.py --seed S --programs 150 --peers 2-3 \
-        --per-launch 25 --steps 2 --timeout 6 --faults --launch B
+        --per-launch 25 --steps 2 --timeout 6 --faults --with-kinds --launch B
 
 The regression cases below replay the seeds that found bugs on 03900bb (and
-one found later: an epoch reused across two master restarts in a row).
+one found later: an epoch reused across two master restarts in a row), with
+the programs they had then (no --with-kinds: its statements come from a
+second random stream, so the others are unchanged).
 
 Budget (2 shared cores): a clean launch of 25 programs x 2 steps with its
 faults takes about 20-25 s, so the 6 launches take 2-3 min and the regression
@@ -66,7 +70,7 @@ def test_random_programs_with_faults(launch, capsys):
         print(f"\n[program fuzz] seed {CI_SEED} launch {launch} (PCCL_FUZZ_SEED={CI_SEED} replays it)")
     summary = fuzz(["--seed", str(CI_SEED), "--programs", str(CI_PROGRAMS), "--peers", "2-3",
                     "--per-launch", str(CI_PER_LAUNCH), "--steps", "2", "--faults",
-                    "--launch", str(launch)])
+                    "--with-kinds", "--launch", str(launch)])
     assert_clean(summary)
 
 

@@ -43,6 +43,7 @@ def main() -> int:
     ap.add_argument("--programs", type=int, required=True)
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--max-stmts", type=int, default=7)
+    ap.add_argument("--with-kinds", action="store_true", help="see programs.generate")
     ap.add_argument("--state-kib", type=int, default=0, help="add a leaf this large to the shared "
                     "state, different on every peer (each sync then transfers it)")
     ap.add_argument("--timeout", type=float, default=6.0)
@@ -206,7 +207,7 @@ def main() -> int:
             reached.set()
 
         prog_index, step = positions[pos]
-        prog = P.generate(args.seed, prog_index, args.max_stmts)
+        prog = P.generate(args.seed, prog_index, args.max_stmts, args.with_kinds)
         if prog_index not in state["built"]:
             state["built"] = {prog_index: P.build(prog, comm, pccl)}  # only the current one
         run_main, run_finish = state["built"][prog_index]

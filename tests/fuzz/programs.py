@@ -14,6 +14,17 @@ regenerated identically by every process from (seed, index):
   cond   y   = lax.cond(pred, collective op1, collective op2)   (pred the same on
                                                    every peer, passed at run time)
 
+With kinds=True, 1-3 statements of the other collectives are inserted at
+random places (drawn from a second random stream, so the statements above
+are those of kinds=False, which the regression seeds replay):
+
+  gather y   = sum over rows of all_gather(x)     (rows in rank order)
+  rs     y   = reduce_scatter(x stacked world times, op)[0]
+  bcast  y   = broadcast(all_reduce(x, op), root=0)
+
+Their results do not depend on ranks, so the reference needs none; their
+shapes depend on the group size, so programs are traced once per size.
+
 Handles still open at the end are either waited for inside the same function
 (in a random order) or returned from it and waited for by a second jitted
 function (the pipelined pattern: a handle crosses jit boundaries).
@@ -55,7 +66,7 @@ def lo_of(dtype: str) -> int:
 
 # --- generation ----------------------------------------------------------------
 
-def generate(seed: int, index: int, max_stmts: int = 7) -> dict:
+def generate(seed: int, index: int, max_stmts: int = 7, kinds: bool = False) -> dict:
     """The program description for (seed, index): plain JSON data."""
     rng = random.Random(f"pccl-program:{seed}:{index}")
     values: dict[str, dict] = {}  # id -> {"dtype", "shape"}
@@ -138,6 +149,10 @@ def generate(seed: int, index: int, max_stmts: int = 7) -> dict:
                           "pred": rng.random() < 0.5, "sw": rng.random() < 0.5, "out": out})
             produced.append(out)
 
+    if kinds:
+        insert_kinds(random.Random(f"pccl-program-kinds:{seed}:{index}"), stmts, fresh_input,
+                     new_id, values)
+
     # Open handles: wait inside (random order), or hand them to a second jitted call.
     rng.shuffle(open_handles)
     pending = []
@@ -181,6 +196,10 @@ def describe(prog: dict) -> str:
         elif k == "scan":
             lines.append(f"{st['out']} = scan[{st['len']}]({'start/wait' if st['sw'] else 'all_reduce'} "
                          f"{st['op']}, {s(st['arg'])})")
+        elif k in KINDS:
+            what = {"gather": "sum(all_gather(x))", "rs": f"reduce_scatter({st['op']})[0]",
+                    "bcast": f"broadcast(all_reduce({st['op']}))"}[k]
+            lines.append(f"{st['out']} = {what} of {s(st['arg'])}")
         else:
             lines.append(f"{st['out']} = cond({st['pred']}, {st['ops'][0]} | {st['ops'][1]}, "
                          f"{'start/wait' if st['sw'] else 'all_reduce'} {s(st['arg'])})")
@@ -191,13 +210,26 @@ def describe(prog: dict) -> str:
     return "; ".join(lines) + (" [eager]" if prog["eager"] else " [jit]")
 
 
+KINDS = ("gather", "rs", "bcast")
+
+
+def insert_kinds(krng: random.Random, stmts: list, fresh_input, new_id, values) -> None:
+    """1-3 statements of the other kinds at random places, each on a fresh input."""
+    for _ in range(krng.randint(1, 3)):
+        arg = fresh_input(krng.choice(DTYPES), krng.choice(SHAPES))
+        out = new_id("v")
+        values[out] = dict(values[arg])
+        stmts.insert(krng.randint(0, len(stmts)),
+                     {"k": krng.choice(KINDS), "op": krng.choice(OPS), "arg": arg, "out": out})
+
+
 def output_ids(prog: dict) -> list[str]:
     """Ids of the values a run returns, in order (what the reference computes)."""
     out = []
     for st in prog["stmts"]:
         if st["k"] in ("ar", "wait"):
             out.extend(st["out"])
-        elif st["k"] in ("scan", "cond"):
+        elif st["k"] in ("scan", "cond") + KINDS:
             out.append(st["out"])
     for h in prog["pending"]:
         out.extend(prog["pending_outs"][h])
@@ -314,6 +346,10 @@ def reference(prog: dict, inputs_by_peer: dict[int, list[np.ndarray]]) -> list[n
             res = collective([st["arg"]], op)[0]
             for p in peers:
                 env[p][st["out"]] = res
+        elif k in KINDS:
+            res = collective([st["arg"]], "sum" if k == "gather" else st["op"])[0]
+            for p in peers:
+                env[p][st["out"]] = res
     for h in prog["pending"]:
         res = handles.pop(h)
         for p in peers:
@@ -360,7 +396,7 @@ def build(prog: dict, comm, pccl):
             return [tree[f"k{i:02d}"] for i in range(len(st["args"]))]
         return list(tree)
 
-    def main(preds, *xs):
+    def main(world, preds, *xs):
         env = dict(zip(prog["inputs"], xs))
         n_cond = 0
         handles, starts = {}, {}
@@ -428,6 +464,18 @@ def build(prog: dict, comm, pccl):
                 n_cond += 1
                 env[st["out"]] = y
                 outs.append(y)
+            elif k in KINDS:
+                dt = spec[st["arg"]]["dtype"]
+                x = clip(env[st["arg"]], dt)
+                if k == "gather":
+                    y = jnp.sum(pccl.all_gather(x, comm, world_size=world), axis=0).astype(jdt(dt))
+                elif k == "rs":
+                    stacked = jnp.broadcast_to(x[None], (world, *x.shape))
+                    y = pccl.reduce_scatter(stacked, comm, op=st["op"], world_size=world)[0]
+                else:
+                    y = pccl.broadcast(pccl.all_reduce(x, comm, op=st["op"]), comm, root=0)
+                env[st["out"]] = y
+                outs.append(y)
         pend = [handles.pop(h) for h in prog["pending"]]
         assert not handles, "generator left a handle neither waited nor returned"
         return outs, infos, pend
@@ -441,6 +489,18 @@ def build(prog: dict, comm, pccl):
             infos.append(info.world_size)
         return outs, infos
 
+    # Traced once per group size (all_gather's and reduce_scatter's shapes
+    # depend on it), read when the step runs.
+    traced = {}
+
+    def run_main(preds, *xs):
+        world = comm.group_world_size
+        if prog["eager"]:
+            return main(world, preds, *xs)
+        if world not in traced:
+            traced[world] = jax.jit(main, static_argnums=0)
+        return traced[world](world, preds, *xs)
+
     if prog["eager"]:
-        return main, finish
-    return jax.jit(main), jax.jit(finish)
+        return run_main, finish
+    return run_main, jax.jit(finish)

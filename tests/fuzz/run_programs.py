@@ -121,7 +121,7 @@ FAULT_WEIGHTS = {"kill": 3, "stop": 2, "close": 2, "master": 2}
 
 def plan_launch(seed: int, launch: int, n_programs: int, per_launch: int, steps: int,
                 peers: tuple[int, int], faults: bool, kinds: tuple = FAULT_KINDS,
-                max_stmts: int = 7) -> dict:
+                max_stmts: int = 7, with_kinds: bool = False) -> dict:
     rng = random.Random(f"pccl-launch:{seed}:{launch}")
     first = launch * per_launch
     count = min(per_launch, n_programs - first)
@@ -148,7 +148,8 @@ def plan_launch(seed: int, launch: int, n_programs: int, per_launch: int, steps:
             events.append(ev)
         events.sort(key=lambda e: e["pos"])
     plan = {"seed": seed, "launch": launch, "first": first, "programs": count, "steps": steps,
-            "peers": n, "concurrency": rng.randint(1, 4), "events": events, "max_stmts": max_stmts}
+            "peers": n, "concurrency": rng.randint(1, 4), "events": events, "max_stmts": max_stmts,
+            "with_kinds": with_kinds}
     # Sometimes a large shared-state leaf that differs on every peer: each sync
     # then moves megabytes, so faults land inside sync_shared_state too.
     plan["state_kib"] = rng.choice((0, 0, 0, 1024, 4096))
@@ -249,6 +250,8 @@ class Launch:
                "--steps", str(p["steps"]), "--timeout", str(self.timeout),
                "--max-stmts", str(p["max_stmts"]), "--state-kib", str(p["state_kib"]),
                "--concurrency", str(p["concurrency"]), "--world", str(world), "--out", out]
+        if p["with_kinds"]:
+            cmd += ["--with-kinds"]
         if close_at:
             cmd += ["--close-at", close_at]
         err = open(os.path.join(self.workdir, f"peer{index}.err"), "wb")
@@ -437,7 +440,7 @@ class Launch:
             return ""
         index = self.plan["first"] + pos // self.plan["steps"]
         return f"; program {index} step {pos % self.plan['steps']}: " + P.describe(
-            P.generate(self.plan["seed"], index, self.plan["max_stmts"]))
+            P.generate(self.plan["seed"], index, self.plan["max_stmts"], self.plan["with_kinds"]))
 
     # -- analysis ---------------------------------------------------------------------
     def explained(self, t0: float, t1: float, peer: int, master_only: bool = False) -> list[dict]:
@@ -504,7 +507,8 @@ class Launch:
         # guard outcomes that raised: any error is fine (PcclError expected)
         for (pos, epoch), group in sorted(by_key.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
             prog_index, step = group[0][1]["prog"], group[0][1]["step"]
-            prog = programs.setdefault(prog_index, P.generate(p["seed"], prog_index, p["max_stmts"]))
+            prog = programs.setdefault(
+                prog_index, P.generate(p["seed"], prog_index, p["max_stmts"], p["with_kinds"]))
             self.check_step(prog, pos, step, group, peers_all)
         for rev, entries in self.syncs.items():
             if len({s for _, s, _ in entries}) > 1:
@@ -650,7 +654,8 @@ def replay_command(args, launch: int | None) -> str:
            f"--peers {args.peers} --per-launch {args.per_launch} --steps {args.steps} "
            f"--timeout {args.timeout:g}{' --faults' if args.faults else ''}"
            + (f" --fault-kinds {args.fault_kinds}" if args.fault_kinds != ",".join(FAULT_KINDS) else "")
-           + (f" --max-stmts {args.max_stmts}" if args.max_stmts != 7 else ""))
+           + (f" --max-stmts {args.max_stmts}" if args.max_stmts != 7 else "")
+           + (" --with-kinds" if args.with_kinds else ""))
     return cmd + (f" --launch {launch}" if launch is not None else "")
 
 
@@ -671,6 +676,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--fault-kinds", default=",".join(FAULT_KINDS),
                     help="comma-separated subset of " + ",".join(FAULT_KINDS))
     ap.add_argument("--max-stmts", type=int, default=7, help="statements per program, at most")
+    ap.add_argument("--with-kinds", action="store_true",
+                    help="add all_gather / reduce_scatter / broadcast statements (programs.py)")
     ap.add_argument("--per-launch", type=int, default=25, help="programs per peer process")
     ap.add_argument("--steps", type=int, default=2, help="steps (fresh inputs) per program")
     ap.add_argument("--timeout", type=float, default=6.0, help="Communicator timeout")
@@ -692,7 +699,7 @@ def run(args, log=print) -> dict:
     results = []
     for b in launches:
         plan = plan_launch(args.seed, b, args.programs, args.per_launch, args.steps, peers, args.faults,
-                           tuple(args.fault_kinds.split(",")), args.max_stmts)
+                           tuple(args.fault_kinds.split(",")), args.max_stmts, args.with_kinds)
         log(f"  launch {b}: programs {plan['first']}..{plan['first'] + plan['programs'] - 1}, "
             f"{plan['peers']} peers, concurrency {plan['concurrency']}, shared state "
             f"+{plan['state_kib']} KiB, faults "
