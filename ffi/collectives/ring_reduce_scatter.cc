@@ -83,7 +83,7 @@ RingTraffic ring_reduce_scatter(const RingPeers& ring, const RingOptions& option
   if (dst < src + count * esize && src < dst + slice * esize && slice > 0) {
     throw PcclError("reduce_scatter: the output overlaps the input");
   }
-  if (n == 1 || count == 0) {
+  if (n == 1 || count == 0) {  // alone: our input is the whole reduction
     if (count > 0) std::memcpy(dst, src, count * esize);
     if (count > 0 && op == ReduceOp::kAvg) divide_in_place(dtype, dst, count, 1);
     return {};
@@ -94,6 +94,7 @@ RingTraffic ring_reduce_scatter(const RingPeers& ring, const RingOptions& option
   // Partial results of the segments passing through. Per call, not kept per
   // thread as the all-reduce's chunk scratch is: it is as large as the input.
   std::unique_ptr<uint8_t[]> work(new uint8_t[count * esize]);
+  ring_io::advise_huge_pages(work.get(), count * esize);  // fewer first-touch faults
   ReduceScatterCodec codec(plan, src, work.get(), dst, static_cast<size_t>(ring.rank) * slice, dtype,
                            op);
   return LaneLoop(ring, options, layout, codec).run();
