@@ -192,6 +192,12 @@ def slow_dns(tmp_path_factory) -> str:
     return str(lib)
 
 
+def _preloading(lib: str) -> str:
+    """LD_PRELOAD with `lib` after what is preloaded already: under a
+    sanitized run (tests/sanitized_suite.py) its runtime must stay first."""
+    return " ".join(filter(None, [os.environ.get("LD_PRELOAD"), lib]))
+
+
 def _last_json(proc: subprocess.Popen, timeout: float, what: str) -> dict:
     try:
         out, _ = proc.communicate(timeout=timeout)
@@ -203,7 +209,7 @@ def _last_json(proc: subprocess.Popen, timeout: float, what: str) -> dict:
 def test_connect_gives_up_on_a_slow_name_lookup_within_timeout(procs, slow_dns):
     with pccl.Master() as master:
         peer = _spawn("slow_dns_peer.py", "connect", master.port,
-                      env_extra={"LD_PRELOAD": slow_dns, "SLOW_DNS_ALWAYS": "1"})
+                      env_extra={"LD_PRELOAD": _preloading(slow_dns), "SLOW_DNS_ALWAYS": "1"})
         procs.append(peer)
         result = _last_json(peer, 60, "connect() to a slowly resolving master")
     assert result["error"] == "MasterUnreachableError", result
@@ -214,7 +220,7 @@ def test_close_does_not_wait_for_a_reconnection_stuck_in_a_name_lookup(procs, sl
     master = pccl.Master()
     try:
         peer = _spawn("slow_dns_peer.py", "close", master.port, stdin=subprocess.PIPE,
-                      env_extra={"LD_PRELOAD": slow_dns})
+                      env_extra={"LD_PRELOAD": _preloading(slow_dns)})
         procs.append(peer)
         _wait_line(peer, "connected", 60)
     finally:

@@ -129,13 +129,17 @@ def test_the_page_lists_the_peers_in_a_headless_browser(run, tmp_path):
     http, status = run
     flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
              f"--user-data-dir={tmp_path / 'profile'}"]
+    # The browser is not ours to sanitize: a sanitized run's preloaded
+    # runtime (tests/sanitized_suite.py) must not reach it.
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "ASAN_OPTIONS",
+                                                           "UBSAN_OPTIONS", "TSAN_OPTIONS")}
     dom = subprocess.run([*flags, "--dump-dom", f"http://{http}/"], capture_output=True, text=True,
-                         timeout=120).stdout
+                         timeout=120, env=env).stdout
     rows = set(re.findall(r'<tr data-peer="(\d+)">', dom))
     assert rows == {str(p["id"]) for p in status["peers"]}, dom[-3000:]
     assert re.search(r'<tr data-group="0">', dom) and "registered from 127.0.0.1" in dom
     shot = tmp_path / "dashboard.png"
     subprocess.run([*flags, "--window-size=1200,800", f"--screenshot={shot}", f"http://{http}/"],
-                   capture_output=True, timeout=120)
+                   capture_output=True, timeout=120, env=env)
     assert shot.stat().st_size > 10_000
     print(f"screenshot: {shot}")
