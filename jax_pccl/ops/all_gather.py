@@ -15,7 +15,6 @@ import functools
 
 import jax
 
-from .. import _native
 from ..validation import check_communicator, check_dtypes, leaves_of
 from . import collective
 from . import jax_internals as jx
@@ -81,7 +80,4 @@ def all_gather(x, comm, *, world_size: int | None = None):
     world = collective.group_size(comm, world_size)
     if not leaves:
         return x
-    _native.ensure_ffi_registered()
-    run = lambda: all_gather_leaves(tuple(leaves), handle, world)  # noqa: E731
-    outs = run() if collective.is_traced(leaves) else collective.translate_errors(run)
-    return jax.tree_util.tree_unflatten(treedef, list(outs))
+    return collective.apply(lambda ls: all_gather_leaves(ls, handle, world), leaves, treedef)

@@ -15,7 +15,6 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from .. import _native
 from ..validation import REDUCE_OPS, check_communicator, check_dtypes, leaves_of
 from . import collective
 from . import jax_internals as jx
@@ -82,7 +81,4 @@ def broadcast(x, comm, root: int = 0):
     check_dtypes(leaves, "broadcast")
     if not leaves:
         return x
-    _native.ensure_ffi_registered()
-    run = lambda: broadcast_leaves(tuple(leaves), handle, root)  # noqa: E731
-    outs = run() if collective.is_traced(leaves) else collective.translate_errors(run)
-    return jax.tree_util.tree_unflatten(treedef, list(outs))
+    return collective.apply(lambda ls: broadcast_leaves(ls, handle, root), leaves, treedef)

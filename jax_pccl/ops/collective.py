@@ -47,6 +47,17 @@ def register_lowering(primitive, rule, name: str) -> None:
     jx.register_lowering(primitive, cuda_rule, platform="cuda")
 
 
+def apply(fn, leaves: list, treedef):
+    """fn(tuple of leaves) -> result leaves, under a trace or eagerly (then
+    to completion, with typed errors), as the caller's pytree."""
+    from .. import _native
+
+    _native.ensure_ffi_registered()
+    run = lambda: fn(tuple(leaves))  # noqa: E731
+    outs = run() if is_traced(leaves) else translate_errors(run)
+    return jax.tree_util.tree_unflatten(treedef, list(outs))
+
+
 def is_traced(leaves) -> bool:
     return any(isinstance(x, jax.core.Tracer) for x in leaves)
 

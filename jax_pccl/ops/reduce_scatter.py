@@ -18,7 +18,6 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from .. import _native
 from ..validation import REDUCE_OPS, check_communicator, check_dtypes, leaves_of, op_code
 from . import collective
 from . import jax_internals as jx
@@ -92,13 +91,13 @@ def reduce_scatter(x, comm, op: str = "sum", *, world_size: int | None = None):
     check_dtypes(leaves, "reduce_scatter")
     world = collective.group_size(comm, world_size)
     for i, leaf in enumerate(leaves):
-        if leaf.ndim == 0 or leaf.shape[0] % world:
+        if leaf.ndim == 0:
+            raise ValueError(f"reduce_scatter splits axis 0: x (leaf {i}) is 0-d")
+        if leaf.shape[0] % world:
             raise ValueError(
                 f"reduce_scatter needs x.shape[0] divisible by world_size={world}; x (leaf {i}) "
                 f"has shape {tuple(leaf.shape)}")
     if not leaves:
         return x
-    _native.ensure_ffi_registered()
-    run = lambda: reduce_scatter_leaves(tuple(leaves), handle, op, world)  # noqa: E731
-    outs = run() if collective.is_traced(leaves) else collective.translate_errors(run)
-    return jax.tree_util.tree_unflatten(treedef, list(outs))
+    return collective.apply(lambda ls: reduce_scatter_leaves(ls, handle, op, world), leaves,
+                            treedef)
