@@ -13,11 +13,6 @@
 namespace pccl {
 namespace {
 
-// Reduce what has landed in pieces of at least this much (or the chunk's
-// end): big enough to amortise the call, small enough to stay in cache
-// right after the kernel copied it in.
-constexpr size_t kReduceGrain = 64 << 10;
-
 // Per-lane landing space for the in-place case, kept by the thread that runs
 // collectives so that a steady stream of calls allocates (and faults in) it
 // once, not per call.
@@ -64,8 +59,8 @@ class ExactCodec : public LaneCodec {
   size_t absorb(size_t lane, int step, const Segment& c, size_t done, size_t landed) override {
     if (!ring_schedule::is_reduce_step(size_, step)) return landed;  // final bytes, verbatim
     size_t wire = wire_bytes(c);
-    size_t upto = landed == wire ? wire : landed - landed % esize_;
-    if (upto < wire && upto - done < kReduceGrain) return done;
+    size_t upto = foldable_prefix(done, landed, wire, esize_);
+    if (upto == done) return done;
     size_t off = c.begin * esize_ + done;
     size_t elems = (upto - done) / esize_;
     const uint8_t* arrived = scratch_ != nullptr ? scratch_ + lane * chunk_bytes_ + done : out_ + off;

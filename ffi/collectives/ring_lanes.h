@@ -39,6 +39,18 @@ class LaneCodec {
                         size_t landed) = 0;
 };
 
+// For codecs that fold exact elements as they land (all-reduce,
+// reduce-scatter): of the `landed` bytes of a chunk of `wire` bytes, the
+// prefix worth folding now, whole elements only. It waits for pieces of at
+// least 64 KiB (or the chunk's end): big enough to amortise the call, small
+// enough to stay in cache right after the kernel copied them in. Returns
+// `done` when there is nothing worth folding yet.
+inline size_t foldable_prefix(size_t done, size_t landed, size_t wire, size_t esize) {
+  constexpr size_t kReduceGrain = 64 << 10;
+  size_t upto = landed == wire ? wire : landed - landed % esize;
+  return upto < wire && upto - done < kReduceGrain ? done : upto;
+}
+
 class LaneLoop {
  public:
   LaneLoop(const RingPeers& ring, const RingOptions& options, const StripeLayout& layout,

@@ -14,10 +14,6 @@
 namespace pccl {
 namespace {
 
-// Reduce what has landed in pieces of at least this much (or the chunk's
-// end), as the all-reduce does (ring_allreduce.cc).
-constexpr size_t kReduceGrain = 64 << 10;
-
 // Received partial results land in the working buffer where their segment
 // lives and are folded with our input there; step k+1 forwards them from
 // there. The last step's fold (our own segment) goes to `out` instead.
@@ -40,8 +36,8 @@ class ReduceScatterCodec : public LaneCodec {
 
   size_t absorb(size_t, int step, const Segment& c, size_t done, size_t landed) override {
     size_t wire = wire_bytes(c);
-    size_t upto = landed == wire ? wire : landed - landed % esize_;
-    if (upto < wire && upto - done < kReduceGrain) return done;
+    size_t upto = foldable_prefix(done, landed, wire, esize_);
+    if (upto == done) return done;
     size_t off = c.begin * esize_ + done;
     size_t elems = (upto - done) / esize_;
     uint8_t* arrived = work_ + off;
