@@ -7,6 +7,7 @@ harness.run_scenario).
 """
 from __future__ import annotations
 
+import concurrent.futures
 import faulthandler
 import os
 import sys
@@ -23,8 +24,9 @@ import native_builds  # noqa: E402  (after the path insert above)
 TEST_WATCHDOG_S = float(os.environ.get("JAX_PCCL_TEST_WATCHDOG_S", 360))
 
 
-# The first test that needs a sanitized build builds it (bounded by the
-# build's own timeouts in native_builds.build): minutes on 2 busy cores.
+# The first test that needs a sanitized build waits for it (EarlyBuilds
+# below; bounded by the build's own timeouts in native_builds.build): minutes
+# on 2 busy cores.
 BUILD_WATCHDOG_S = 1500
 BUILD_FIXTURES = {"address_build", "thread_build"}
 
@@ -44,9 +46,19 @@ def pytest_configure(config):
     _watchdog_file = os.fdopen(os.dup(saved), "w") if isinstance(saved, int) else sys.stderr
 
 
+def _builds_of(item) -> set:
+    """The sanitized builds a test needs: its fixtures, or (for a test that
+    asks for one by name, tests/test_sanitized_python.py) its `sanitizer`."""
+    names = BUILD_FIXTURES & set(getattr(item, "fixturenames", ()))
+    sanitizer = getattr(getattr(item, "callspec", None), "params", {}).get("sanitizer")
+    if f"{sanitizer}_build" in BUILD_FIXTURES:
+        names.add(f"{sanitizer}_build")
+    return names
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
-    builds = BUILD_FIXTURES & set(getattr(item, "fixturenames", ()))
+    builds = _builds_of(item)
     seconds = BUILD_WATCHDOG_S if builds else TEST_WATCHDOG_S
     faulthandler.dump_traceback_later(seconds, exit=True, file=_watchdog_file)
     try:
@@ -78,6 +90,20 @@ def master(pccl):
         m.close()
 
 
+def pytest_collection_modifyitems(config, items):
+    # JAX_PCCL_TEST_SHARD=K/N keeps every N-th test from the K-th (0-based),
+    # in collection order: tests/test_sanitized_python.py runs half of a heavy
+    # file per CI run this way.
+    shard = os.environ.get("JAX_PCCL_TEST_SHARD")
+    if not shard:
+        return
+    k, n = (int(x) for x in shard.split("/"))
+    if not 0 <= k < n:
+        raise pytest.UsageError(f"JAX_PCCL_TEST_SHARD={shard}: need 0 <= K < N")
+    config.hook.pytest_deselected(items=[it for i, it in enumerate(items) if i % n != k])
+    items[:] = items[k::n]
+
+
 def pytest_sessionstart(session):
     # A run told to use a sanitized extension (tests/test_sanitized_python.py)
     # stops at once if it loaded another one.
@@ -91,17 +117,75 @@ def pytest_sessionstart(session):
 
 # The sanitized builds (tests/native_builds.py), one per session: the C++
 # suites and the sanitized Python runs share them.
+def _build_targets(name: str) -> tuple[str, list[str]]:
+    from test_engine_cpp import SUITES, TSAN_SUITES
+    if name == "address_build":
+        # What the suites, the simulator, the fuzzer and the sanitized Python
+        # runs use: not the benchmarks (scale_bench, ring_solver_bench).
+        return "address", ["_pccl", *SUITES, "sim_master", "fuzz_parsers"]
+    return "thread", ["_pccl", *TSAN_SUITES]
+
+
+class EarlyBuilds:
+    """The sanitized builds a session will need, started in one background
+    thread as soon as the tests are collected, at nice 10: they take about
+    100 s of both cores, and the tests before the first one that needs them
+    leave much of the CPU idle (peers waiting for timeouts, processes
+    starting), which the build takes instead of adding its time to the run.
+    A niced build gives way to the tests whenever they want the CPU."""
+
+    NICE = 10
+
+    def __init__(self, factory, names: list[str]):
+        self.running: list = []
+        self.futures = {}
+        self.cancelled = False
+        self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="early-build")
+        for name in names:  # one after the other: both at once would only compete
+            sanitizer, targets = _build_targets(name)
+            dest = factory.mktemp(f"{sanitizer}-build")
+            self.futures[name] = self.pool.submit(self._build, dest, sanitizer, targets)
+
+    def _build(self, dest, sanitizer, targets):
+        if self.cancelled:
+            raise RuntimeError("the session ended before this build started")
+        return native_builds.build(dest, sanitizer, targets, nice=self.NICE, running=self.running)
+
+    def close(self) -> None:
+        """Ends a build still running (a session cut short) and joins the thread."""
+        self.cancelled = True
+        for proc in list(self.running):
+            proc.kill()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+_early_builds: EarlyBuilds | None = None
+
+
+def pytest_collection_finish(session):
+    global _early_builds
+    wanted = set().union(*(_builds_of(item) for item in session.items))
+    if wanted and not session.config.option.collectonly:
+        _early_builds = EarlyBuilds(session.config._tmp_path_factory, sorted(wanted))
+
+
+def pytest_sessionfinish(session):
+    if _early_builds is not None:
+        _early_builds.close()
+
+
+def _sanitized_build(name: str, tmp_path_factory):
+    if _early_builds is not None and name in _early_builds.futures:
+        return _early_builds.futures[name].result(timeout=BUILD_WATCHDOG_S - 60)
+    sanitizer, targets = _build_targets(name)
+    return native_builds.build(tmp_path_factory.mktemp(f"{sanitizer}-build"), sanitizer, targets)
+
+
 @pytest.fixture(scope="session")
 def address_build(tmp_path_factory):
-    from test_engine_cpp import SUITES
-    # What the suites, the simulator, the fuzzer and the sanitized Python runs
-    # use: not the benchmarks (scale_bench, ring_solver_bench), to save CI time.
-    return native_builds.build(tmp_path_factory.mktemp("asan-build"), "address",
-                               targets=["_pccl", *SUITES, "sim_master", "fuzz_parsers"])
+    return _sanitized_build("address_build", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def thread_build(tmp_path_factory):
-    from test_engine_cpp import TSAN_SUITES
-    return native_builds.build(tmp_path_factory.mktemp("tsan-build"), "thread",
-                               targets=["_pccl", *TSAN_SUITES])
+    return _sanitized_build("thread_build", tmp_path_factory)

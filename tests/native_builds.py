@@ -67,21 +67,43 @@ def project_version() -> str:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 
 
-def build(dest: Path, sanitizer: str, targets: list[str] | None = None) -> Path:
-    """Configures and builds into dest (only `targets` if given); returns dest."""
+def _run(command: list[str], timeout: float, nice: int, running: list | None):
+    """subprocess.run's (returncode, stdout, stderr), at `nice`; the process
+    is put in `running` while it runs, so that another thread can kill it."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=(lambda: os.nice(nice)) if nice else None)
+    if running is not None:
+        running.append(proc)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"{command[0]}: no end within {timeout} s\n{out[-4000:]}{err[-4000:]}")
+    finally:
+        if running is not None:
+            running.remove(proc)
+    return proc.returncode, out, err
+
+
+def build(dest: Path, sanitizer: str, targets: list[str] | None = None, nice: int = 0,
+          running: list | None = None) -> Path:
+    """Configures and builds into dest (only `targets` if given); returns dest.
+    `nice` and `running`: see _run (the suite builds in the background,
+    tests/conftest.py)."""
     configure = [
         tool("cmake"), "-S", str(ROOT), "-B", str(dest), "-G", "Ninja",
         f"-DCMAKE_MAKE_PROGRAM={tool('ninja')}", f"-DPython_EXECUTABLE={sys.executable}",
         "-DJAX_PCCL_BUILD_PYTHON=ON", "-DJAX_PCCL_BUILD_TESTS=ON",
         f"-DJAX_PCCL_SANITIZE={sanitizer}", f"-DJAX_PCCL_VERSION={project_version()}",
     ]
-    result = subprocess.run(configure, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    rc, out, err = _run(configure, 300, nice, running)
+    assert rc == 0, out[-4000:] + err[-4000:]
     command = [tool("cmake"), "--build", str(dest)]
     if targets:
         command += ["--target", *targets]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    rc, out, err = _run(command, 900, nice, running)
+    assert rc == 0, out[-4000:] + err[-4000:]
     return dest
 
 

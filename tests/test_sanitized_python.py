@@ -14,10 +14,13 @@ The split, for CI time (about 20 minutes in all on 2 cores):
   the errors (every FFI entry point and the bindings' error translation);
   under TSan, start/wait, concurrent collectives and ordered effects (the most
   threads at once);
-- one more file per run, rotating over the heavier ones (continuations,
-  peer deaths, shared state) under each sanitizer in turn: six picks. The
-  pick is printed and derived from a seed that changes every run;
-  JAX_PCCL_SANITIZED_SEED fixes it.
+- one more half file per run, rotating over the heavier ones
+  (continuations, peer deaths, shared state) under each sanitizer in turn:
+  twelve picks, each half the tests of its file (every other one in
+  collection order, JAX_PCCL_TEST_SHARD in tests/conftest.py): a whole
+  heavy file took 34-120 s under a sanitizer, too much of CI's 20 minutes
+  for one run. The pick is printed and derived from a seed that changes
+  every run; JAX_PCCL_SANITIZED_SEED fixes it.
 The rest of the suite runs against the release build only.
 """
 from __future__ import annotations
@@ -44,18 +47,21 @@ ROTATING = {
     "thread": ["test_xla_continuations.py", "test_fault_tolerance.py", "test_shared_state.py"],
 }
 SEED = int(os.environ.get("JAX_PCCL_SANITIZED_SEED", int(time.time()) // 60))
-ROTATION = [(s, name) for s in ROTATING for name in ROTATING[s]]
+HALVES = 2
+ROTATION = [(s, name, half) for s in ROTATING for name in ROTATING[s] for half in range(HALVES)]
 PICKED = ROTATION[SEED % len(ROTATION)]
-CASES = [(s, name) for s in EVERY_RUN for name in EVERY_RUN[s]] + [PICKED]
+CASES = [(s, name, None) for s in EVERY_RUN for name in EVERY_RUN[s]] + [PICKED]
 
 
-@pytest.mark.parametrize("sanitizer,name", CASES)
-def test_python_tests_under_sanitizer(request, tmp_path, sanitizer: str, name: str):
-    if (sanitizer, name) == PICKED:
-        print(f"rotating pick under {sanitizer}: {name} (JAX_PCCL_SANITIZED_SEED={SEED})")
+@pytest.mark.parametrize("sanitizer,name,half", CASES)
+def test_python_tests_under_sanitizer(request, tmp_path, sanitizer: str, name: str, half):
     build = request.getfixturevalue(f"{sanitizer}_build")
     path = native_builds.overlay(build, tmp_path / "overlay")
     env = native_builds.python_env(build, sanitizer, path)
+    if half is not None:
+        env["JAX_PCCL_TEST_SHARD"] = f"{half}/{HALVES}"
+        print(f"rotating pick under {sanitizer}: {name}, half {half} of {HALVES} "
+              f"(JAX_PCCL_SANITIZED_SEED={SEED})")
     # Run outside the repository: its jax_pccl/ (no _pccl) must not shadow the overlay.
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir",
