@@ -69,9 +69,13 @@ def project_version() -> str:
 
 def _run(command: list[str], timeout: float, nice: int, running: list | None):
     """subprocess.run's (returncode, stdout, stderr), at `nice`; the process
-    is put in `running` while it runs, so that another thread can kill it."""
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=(lambda: os.nice(nice)) if nice else None)
+    is put in `running` while it runs, so that another thread can kill it.
+    The niceness comes from coreutils' nice, not a preexec_fn: that would
+    make Python fork the (multithreaded, JAX-loaded) test process and run
+    Python code in the child, which JAX warns may deadlock."""
+    if nice and shutil.which("nice"):
+        command = ["nice", "-n", str(nice), *command]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if running is not None:
         running.append(proc)
     try:
