@@ -13,6 +13,7 @@
 
 #include "common/errors.h"
 #include "common/log.h"
+#include "peer/probe_rate.h"
 #include "peer/ring_links.h"
 #include "transport/frame.h"
 #include "transport/socket.h"
@@ -142,25 +143,19 @@ LinkFigure probe_link(const RingLinks& links, uint64_t my_id, const RingMember& 
   if (cancel != nullptr && cancel->cancelled()) throw Cancelled("communicator closed");
   LinkFigure figure;
   figure.to = to.peer_id;
-  uint64_t bytes = 0, first = std::numeric_limits<uint64_t>::max(), last = 0;
+  std::vector<ProbeResultMsg> counted;
   for (const StreamOutcome& o : outcomes) {
     if (!o.ok) {
       PCCL_LOG(kWarn, "peer " << my_id << ": probe of the link to peer " << to.peer_id << " at "
                               << to.host << ":" << to.port << " failed: " << o.error);
       return figure;  // ok = false: the link is unusable for now
     }
-    bytes += o.result.bytes;
-    if (o.result.bytes > 0) {
-      first = std::min(first, o.result.first_us);
-      last = std::max(last, o.result.last_us);
-    }
+    counted.push_back(o.result);
   }
-  figure.ok = bytes > 0;
+  // A tail shorter than half the last quarter: the sender stopped early.
+  figure.bytes_per_s = probe_rate(counted, static_cast<uint64_t>(spec.seconds * 1e6 / 8));
+  figure.ok = figure.bytes_per_s > 0;
   figure.rtt_us = outcomes[0].rtt_us == std::numeric_limits<uint64_t>::max() ? 0 : outcomes[0].rtt_us;
-  if (figure.ok) {
-    double seconds = std::max<uint64_t>(last - first, 1) * 1e-6;
-    figure.bytes_per_s = static_cast<uint64_t>(static_cast<double>(bytes) / seconds);
-  }
   return figure;
 }
 
@@ -267,9 +262,11 @@ ProbeResultMsg LinkProbeServer::count_window(Socket& s, uint32_t window_ms) {
     if (result.bytes == 0) {
       result.first_us = now;
       window_end_us = now + uint64_t{window_ms} * 1000;
+      result.tail_from_us = now + uint64_t{window_ms} * 750;  // the last quarter
     }
     result.last_us = now;
     result.bytes += k;
+    if (now >= result.tail_from_us) result.tail_bytes += k;
   }
   return result;
 }

@@ -94,7 +94,8 @@ ProbeStartMsg ProbeStartMsg::decode(const std::vector<uint8_t>& b) {
 }
 
 std::vector<uint8_t> ProbeResultMsg::encode() const {
-  return WireWriter().u64(bytes).u64(first_us).u64(last_us).take();
+  return WireWriter().u64(bytes).u64(first_us).u64(last_us).u64(tail_bytes).u64(tail_from_us)
+      .take();
 }
 ProbeResultMsg ProbeResultMsg::decode(const std::vector<uint8_t>& b) {
   WireReader r(b);
@@ -102,7 +103,13 @@ ProbeResultMsg ProbeResultMsg::decode(const std::vector<uint8_t>& b) {
   m.bytes = r.u64();
   m.first_us = r.u64();
   m.last_us = r.u64();
+  m.tail_bytes = r.u64();
+  m.tail_from_us = r.u64();
   if (m.last_us < m.first_us) throw ProtocolViolation("probe result: last byte before the first");
+  if (m.tail_bytes > m.bytes) throw ProtocolViolation("probe result: more bytes in the tail than in all");
+  if (m.tail_bytes > 0 && (m.tail_from_us < m.first_us || m.tail_from_us > m.last_us)) {
+    throw ProtocolViolation("probe result: the tail starts outside the window");
+  }
   r.expect_end();
   return m;
 }

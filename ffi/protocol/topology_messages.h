@@ -77,10 +77,15 @@ struct ProbeStartMsg {
 // Probe connection, probed -> prober, once the window has passed: what
 // arrived within it, timed on the probed peer's clock (first and last byte, in
 // microseconds of its steady clock), so streams of one probe can be summed.
+// The window's last quarter is counted apart as well (tail_bytes, the bytes
+// that arrived at or after tail_from_us): on a long fast path a short window
+// is mostly TCP slow start, and the rate late in it is nearer the path's.
 struct ProbeResultMsg {
   uint64_t bytes = 0;
   uint64_t first_us = 0;
-  uint64_t last_us = 0;  // >= first_us
+  uint64_t last_us = 0;      // >= first_us
+  uint64_t tail_bytes = 0;   // <= bytes
+  uint64_t tail_from_us = 0; // in [first_us, last_us] when tail_bytes > 0
   std::vector<uint8_t> encode() const;
   static ProbeResultMsg decode(const std::vector<uint8_t>& b);
 };

@@ -48,6 +48,8 @@ bool start_round_trip(const Bytes& payload) {
 bool result_round_trip(const Bytes& payload) {
   return decodes_exactly<pccl::ProbeResultMsg>(kName, payload, [](const pccl::ProbeResultMsg& m) {
     FUZZ_CHECK(kName, m.last_us >= m.first_us);
+    FUZZ_CHECK(kName, m.tail_bytes <= m.bytes);
+    FUZZ_CHECK(kName, m.tail_bytes == 0 || (m.first_us <= m.tail_from_us && m.tail_from_us <= m.last_us));
   });
 }
 
@@ -79,7 +81,7 @@ std::vector<Bytes> seeds() {
       tagged(2, pccl::LinkReportMsg{9, {}}.encode()),
       tagged(3, pccl::ProbeStartMsg{2, 3, 1000}.encode()),
       tagged(3, pccl::ProbeStartMsg{0, 0, 0}.encode()),
-      tagged(4, pccl::ProbeResultMsg{1 << 26, 1000, 251'000}.encode()),
+      tagged(4, pccl::ProbeResultMsg{1 << 26, 1000, 251'000, 1 << 25, 188'000}.encode()),
       tagged(4, pccl::ProbeResultMsg{0, 5, 5}.encode()),
   };
 }

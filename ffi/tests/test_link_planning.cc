@@ -14,7 +14,11 @@
 #include <utility>
 #include <vector>
 
+#include "common/errors.h"
 #include "master/link_table.h"
+#include "peer/probe_rate.h"
+#include "protocol/topology_messages.h"
+#include "protocol/wire.h"
 #include "tests/check.h"
 #include "tests/ring_instances.h"
 #include "topology/ring_planner.h"
@@ -358,6 +362,74 @@ void test_link_seconds() {
   CHECK_EQ(link_seconds(kInf, 0.002), 0.002);  // no time for the bytes, the round trip remains
 }
 
+// A probe's rate (peer/probe_rate.h): the whole window's, or the streams'
+// summed rates in their last quarters when higher (slow start on a long path).
+ProbeResultMsg counted(uint64_t bytes, uint64_t first, uint64_t last, uint64_t tail_bytes,
+                       uint64_t tail_from) {
+  ProbeResultMsg m;
+  m.bytes = bytes;
+  m.first_us = first;
+  m.last_us = last;
+  m.tail_bytes = tail_bytes;
+  m.tail_from_us = tail_from;
+  return m;
+}
+
+void test_probe_rate() {
+  const uint64_t min_tail = 125'000;
+  CHECK_EQ(probe_rate({}, min_tail), 0u);
+  CHECK_EQ(probe_rate({counted(0, 0, 0, 0, 0)}, min_tail), 0u);
+  // A path its first bytes fill: the tail says what the whole says.
+  CHECK_EQ(probe_rate({counted(1'000'000, 0, 1'000'000, 250'000, 750'000)}, min_tail), 1'000'000u);
+  // Slow start: 40 % of the bytes in the last quarter, 1.6 MB/s there.
+  CHECK_EQ(probe_rate({counted(1'000'000, 0, 1'000'000, 400'000, 750'000)}, min_tail), 1'600'000u);
+  // Streams' tails add up (each on its own window of the probed peer's clock).
+  std::vector<ProbeResultMsg> four;
+  for (uint64_t k = 0; k < 4; ++k) {
+    four.push_back(counted(500'000, 10 * k, 10 * k + 1'000'000, 250'000, 10 * k + 750'000));
+  }
+  CHECK_EQ(probe_rate(four, min_tail), 4'000'000u);  // the whole: 2 MB in ~1 s
+  // A tail slower than the whole (a queue the first bytes filled, then the
+  // path's rate): the whole's figure stands.
+  CHECK_EQ(probe_rate({counted(1'000'000, 0, 1'000'000, 100'000, 750'000)}, min_tail), 1'000'000u);
+  // A sender that stopped just after the tail began: its tail is too short to count.
+  CHECK_EQ(probe_rate({counted(800'000, 0, 760'000, 300'000, 750'000)}, min_tail),
+           static_cast<uint64_t>(800'000 / 0.76));
+  // Ended before the tail (tail_from after the last byte, no tail bytes).
+  CHECK_EQ(probe_rate({counted(500'000, 0, 500'000, 0, 750'000)}, min_tail), 1'000'000u);
+  // One byte, one instant: no division by zero.
+  CHECK(probe_rate({counted(1, 5, 5, 1, 5)}, 0) > 0);
+}
+
+// PROBE_RESULT on the wire (v7): the tail travels, and a tail that cannot be
+// (more bytes than all, or outside the window) is a protocol violation.
+void test_probe_result_wire() {
+  ProbeResultMsg m = counted(1 << 26, 1000, 251'000, 1 << 24, 188'000);
+  ProbeResultMsg back = ProbeResultMsg::decode(m.encode());
+  CHECK(back.bytes == m.bytes && back.first_us == m.first_us && back.last_us == m.last_us &&
+        back.tail_bytes == m.tail_bytes && back.tail_from_us == m.tail_from_us);
+  for (const ProbeResultMsg& bad : {counted(10, 0, 5, 11, 3), counted(10, 100, 200, 5, 50),
+                                     counted(10, 100, 200, 5, 201), counted(10, 200, 100, 0, 0)}) {
+    bool refused = false;
+    try {
+      ProbeResultMsg::decode(bad.encode());
+    } catch (const PcclError& e) {
+      refused = e.kind() == ErrorKind::kProtocol;
+    }
+    CHECK(refused);
+  }
+  // The tail of a window that ended early: no tail bytes, its start past the last byte.
+  CHECK_EQ(ProbeResultMsg::decode(counted(10, 100, 200, 0, 900).encode()).tail_from_us, 900u);
+  std::vector<uint8_t> v6 = WireWriter().u64(10).u64(100).u64(200).take();  // before v7
+  bool short_refused = false;
+  try {
+    ProbeResultMsg::decode(v6);
+  } catch (const PcclError& e) {
+    short_refused = e.kind() == ErrorKind::kProtocol;
+  }
+  CHECK(short_refused);
+}
+
 }  // namespace
 
 int main() {
@@ -371,5 +443,7 @@ int main() {
   test_infinite_links();
   test_tiny_rings();
   test_link_seconds();
+  test_probe_rate();
+  test_probe_result_wire();
   return check_summary("test_link_planning");
 }

@@ -19,7 +19,8 @@ constexpr uint32_t kFrameMagic = 0x4C434350u;  // bytes "PCCL" in little-endian 
 // pytree's structure digest after the strategy byte. v4: WELCOME carries the
 // group's epoch. v5: PROBE_START carries the probe window. v6: the collective
 // header carries root and world (all-gather, broadcast, reduce-scatter).
-constexpr uint16_t kProtocolVersion = 6;
+// v7: PROBE_RESULT carries the window's last quarter apart (tail bytes).
+constexpr uint16_t kProtocolVersion = 7;
 constexpr size_t kFrameHeaderSize = 12;
 constexpr uint32_t kMaxControlPayload = 1u << 20;
 
