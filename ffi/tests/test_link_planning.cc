@@ -383,12 +383,19 @@ void test_probe_rate() {
   CHECK_EQ(probe_rate({counted(1'000'000, 0, 1'000'000, 250'000, 750'000)}, min_tail), 1'000'000u);
   // Slow start: 40 % of the bytes in the last quarter, 1.6 MB/s there.
   CHECK_EQ(probe_rate({counted(1'000'000, 0, 1'000'000, 400'000, 750'000)}, min_tail), 1'600'000u);
-  // Streams' tails add up (each on its own window of the probed peer's clock).
+  // Streams' tails add up over the span they arrived in (the earliest tail's
+  // start to the latest last byte), on the probed peer's clock.
   std::vector<ProbeResultMsg> four;
   for (uint64_t k = 0; k < 4; ++k) {
     four.push_back(counted(500'000, 10 * k, 10 * k + 1'000'000, 250'000, 10 * k + 750'000));
   }
-  CHECK_EQ(probe_rate(four, min_tail), 4'000'000u);  // the whole: 2 MB in ~1 s
+  CHECK_EQ(probe_rate(four, min_tail), static_cast<uint64_t>(1e6 / 0.25003));  // whole: 2 MB in 1 s
+  // Staggered windows: the late stream gets what the early one left when its
+  // window ended. The sum of the two tail rates (1 + 1.6 MB/s) would claim
+  // more than arrived; the span holds every tail byte: 650 kB in 0.35 s.
+  CHECK_EQ(probe_rate({counted(500'000, 0, 1'000'000, 250'000, 750'000),
+                       counted(600'000, 100'000, 1'100'000, 400'000, 850'000)}, min_tail),
+           static_cast<uint64_t>(650'000 / 0.35));
   // A tail slower than the whole (a queue the first bytes filled, then the
   // path's rate): the whole's figure stands.
   CHECK_EQ(probe_rate({counted(1'000'000, 0, 1'000'000, 100'000, 750'000)}, min_tail), 1'000'000u);
