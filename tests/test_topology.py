@@ -4,6 +4,8 @@ bit-identical, and joins and kills right after it keep working
 (tests/topology_scenarios.py). The figures come from Master.status()."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -16,23 +18,35 @@ PROBE_SECONDS = 0.2
 
 
 def run_with_status(pccl, scenario, n, **kwargs):
-    with pccl.Master(host="127.0.0.1", port=0, probe_seconds=PROBE_SECONDS) as master, \
-            StatusPoller(master) as poller:
-        run = harness.run_peers(master.address, scenario, n, **kwargs)
-    return run, poller.snapshots
+    """The run and the master's status snapshots, the last one taken after
+    every peer exited (its events are the durable record)."""
+    with pccl.Master(host="127.0.0.1", port=0, probe_seconds=PROBE_SECONDS) as master:
+        with StatusPoller(master) as poller:
+            run = harness.run_peers(master.address, scenario, n, **kwargs)
+        return run, poller.snapshots + [master.status()]
 
 
 def group0(snapshot):
     return next((g for g in snapshot["groups"] if g["group"] == 0), None)
 
 
+RING_CHOSEN = re.compile(r"group 0 epoch (\d+): ring chosen over (\d+) measured links"
+                         r"(?:, order ([\d ]+))?$")
+MAX_EVENTS = 100  # the master keeps the last 100 (docs/logging.md)
+
+
 def optimizations(snapshots) -> list:
-    """(epoch, links probed) of every optimisation the master reported, in order."""
+    """(epoch, links probed, ring) of every optimisation of group 0, in order,
+    from the master's events after the run: a status poll can miss one (the
+    status's "optimized" holds only the last), the events cannot."""
+    events = snapshots[-1]["events"]
+    assert len(events) < MAX_EVENTS, "the master's events overflowed: the record is cut"
     seen = []
-    for s in snapshots:
-        g = group0(s)
-        if g and g["optimized"] and (not seen or seen[-1][0] != g["optimized"]["epoch"]):
-            seen.append((g["optimized"]["epoch"], g["optimized"]["probed_links"]))
+    for e in events:
+        m = RING_CHOSEN.match(e["text"])
+        if m:
+            ring = [int(x) for x in m.group(3).split()] if m.group(3) else None
+            seen.append((int(m.group(1)), int(m.group(2)), ring))
     return seen
 
 
@@ -73,7 +87,7 @@ def test_every_directed_link_is_measured_once_then_fresh(optimize_run):
     the second (figures are fresh); the status lists all 12 with a rate and
     a round trip."""
     run, snapshots = optimize_run
-    assert [probed for _, probed in optimizations(snapshots)] == [12, 0], optimizations(snapshots)
+    assert [probed for _, probed, _ in optimizations(snapshots)] == [12, 0], optimizations(snapshots)
     ids = {v["peer_id"] for v in run.values("optimize")}
     final = [group0(s) for s in snapshots if group0(s) and len(group0(s)["links"]) == 12]
     assert final, "the status never listed 12 links"
@@ -83,14 +97,13 @@ def test_every_directed_link_is_measured_once_then_fresh(optimize_run):
 
 
 def test_peers_run_the_ring_the_master_chose(optimize_run):
-    """Each peer's rank after optimize_topology() is its place in the ring
-    the master lists for the epoch it chose."""
+    """Each peer's rank and epoch after optimize_topology() are its place in
+    the ring the master chose and the epoch it chose it for."""
     run, snapshots = optimize_run
     after = run.values("optimize")
-    epoch = optimizations(snapshots)[0][0]
-    rings = [group0(s)["ring"] for s in snapshots if group0(s) and group0(s)["epoch"] == epoch]
-    assert rings, "no status snapshot at the optimised epoch"
-    assert {a["peer_id"]: a["rank"] for a in after} == {pid: r for r, pid in enumerate(rings[-1])}
+    epoch, _, ring = optimizations(snapshots)[0]
+    assert {a["epoch"] for a in after} == {epoch}, after
+    assert {a["peer_id"]: a["rank"] for a in after} == {pid: r for r, pid in enumerate(ring)}
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +124,7 @@ def test_a_join_after_optimize_is_admitted_and_probed(churn_run):
                                                                 range(ts.CHURN_PEERS)), "five")
     assert {r["size"] for r in five} == {ts.CHURN_PEERS}
     # 4 peers: 12 links; the newcomer's 8 (4 out, 4 in); after the kill, none.
-    assert [probed for _, probed in optimizations(snapshots)] == [12, 8, 0], optimizations(snapshots)
+    assert [probed for _, probed, _ in optimizations(snapshots)] == [12, 8, 0], optimizations(snapshots)
 
 
 def test_a_kill_after_optimize_is_survived(churn_run):

@@ -51,7 +51,7 @@ def optimize(comm) -> dict:
     t0 = time.monotonic()
     comm.optimize_topology()
     return {"rank": comm.rank, "size": comm.group_world_size, "peer_id": comm.peer_id,
-            "seconds": time.monotonic() - t0}
+            "epoch": comm.stats()["epoch"], "seconds": time.monotonic() - t0}
 
 
 def scenario_optimize(ctx):

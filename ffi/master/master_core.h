@@ -193,6 +193,9 @@ class MasterCore {
   void handle_link_report(PeerRecord& p, const std::vector<uint8_t>& payload);
   void try_plan_optimize(uint32_t group_id);    // plans once every member asked
   void try_finish_optimize(uint32_t group_id);  // reorders once nobody is left to report
+  static constexpr size_t kRingIdsInNote = 16;   // a longer ring's note gives no order
+  static std::string ring_chosen_note(uint32_t group_id, const RingChoice& choice,
+                                      const std::vector<uint64_t>& ring);
   void forget_optimize_peer(uint32_t group_id, uint64_t peer_id);
   SolverOptions planner_options(const Group& g) const;  // the ring planner's budget and seed
   void note(std::string text);  // an event (bounded: the oldest goes)

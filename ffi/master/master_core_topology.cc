@@ -131,10 +131,22 @@ void MasterCore::try_finish_optimize(uint32_t group_id) {
   PCCL_LOG(kInfo, "master: group " << group_id << " ring chosen over measured links (slowest "
                                    << plan.bottleneck << " s per reference chunk"
                                    << (plan.exact ? ", exact" : "") << ")");
-  note("group " + std::to_string(group_id) + ": ring chosen over " + std::to_string(o.probes) +
-       " measured links");
   advance_epoch(group_id, ring);  // resets the round
   g.choice.epoch = g.epoch;
+  note(ring_chosen_note(group_id, g.choice, ring));
+}
+
+// The durable record of a choice (the status's "optimized" holds only the last
+// one): which epoch, over how many new figures, and the order while it is short
+// enough to read.
+std::string MasterCore::ring_chosen_note(uint32_t group_id, const RingChoice& c,
+                                         const std::vector<uint64_t>& ring) {
+  std::string text = "group " + std::to_string(group_id) + " epoch " + std::to_string(c.epoch) +
+                     ": ring chosen over " + std::to_string(c.probed_links) + " measured links";
+  if (ring.size() > kRingIdsInNote) return text;
+  text += ", order";
+  for (uint64_t id : ring) text += " " + std::to_string(id);
+  return text;
 }
 
 std::vector<uint64_t> MasterCore::route_around_broken_links(uint32_t group_id,

@@ -150,6 +150,14 @@ void report(Core& c, uint64_t peer, const LinkReportMsg& r) {
   c.send(peer, MsgType::kLinkReport, r.encode());
 }
 
+// The master's event for a ring chosen at `epoch` (docs/logging.md).
+std::string chosen_note(uint64_t epoch, int probed, const std::vector<uint64_t>& ring) {
+  std::string text = "group " + std::to_string(kGroup) + " epoch " + std::to_string(epoch) +
+                     ": ring chosen over " + std::to_string(probed) + " measured links, order";
+  for (uint64_t id : ring) text += " " + std::to_string(id);
+  return text;
+}
+
 // `ring` equals `want` up to rotation.
 bool same_ring(std::vector<uint64_t> ring, const std::vector<uint64_t>& want) {
   if (ring.size() != want.size()) return false;
@@ -208,6 +216,9 @@ void test_full_round() {
   CHECK(c.group().choice.epoch == epoch + 1 && c.group().choice.probed_links == 12);
   CHECK(c.group().choice.exact && c.group().choice.bottleneck_s < 0.01);
   CHECK(!c.group().optimize.planned && c.group().optimize.requested.empty());
+  // The durable record (tests read it, a status poll can miss a choice).
+  CHECK(!t.empty() && c.core.events().back().text ==
+                          chosen_note(epoch + 1, 12, ids(t.begin()->second)));
 
   // Again, a minute later: nothing to probe, the same ring.
   c.clock += 60;
@@ -223,6 +234,8 @@ void test_full_round() {
   CHECK(!t.empty() && t.begin()->second.epoch == epoch + 1);
   CHECK(!t.empty() && same_ring(ids(t.begin()->second), best));
   CHECK(c.group().choice.probed_links == 0);
+  CHECK(!t.empty() && c.core.events().back().text ==
+                          chosen_note(epoch + 1, 0, ids(t.begin()->second)));
 }
 
 // Requests at another epoch are not counted (the member's ring is already
