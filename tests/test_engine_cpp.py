@@ -33,6 +33,7 @@ SUITES = ["test_reduce_kernels", "test_wire", "test_engine", "test_handshake", "
           "test_socket_tuning", "test_ring_lanes", "test_ring_kinds", "test_collective_kinds",
           "test_master_claims", "test_state_fetcher",
           "test_ring_solver", "test_link_planning", "test_master_optimize",
+          "test_background_planner", "test_background_live",
           "test_completion_executor"]  # ffi/xla's Python-free part (see CMakeLists.txt)
 # Checks each suite must report having passed: a suite that silently stops
 # early (or loses a test function) must not pass. The counts run here on
@@ -45,8 +46,9 @@ MIN_CHECKS = {
     "test_ring_lanes": 37, "test_ring_kinds": 415, "test_collective_kinds": 75,
     "test_master_claims": 22, "test_state_fetcher": 13,
     "test_completion_executor": 37, "fuzz_parsers": 12,
-    "test_ring_solver": 77,  # 78 in a release build (its 16-peer exact case is skipped sanitized)
-    "test_link_planning": 128, "test_master_optimize": 201,
+    "test_ring_solver": 82,  # 83 in a release build (its 16-peer exact case is skipped sanitized)
+    "test_link_planning": 128, "test_master_optimize": 1113, "test_background_planner": 12,
+    "test_background_live": 6,
 }
 # Under TSan, the suites with threads of their own (the others check parsers,
 # kernels and codecs on one thread, which ASan covers; CI time is short).
@@ -55,7 +57,7 @@ MIN_CHECKS = {
 TSAN_SUITES = ["test_engine", "test_concurrency", "test_ring_acceptor", "test_ring_lanes",
                "test_collective_kinds",
                "test_shared_state_sync", "test_master_claims", "test_state_fetcher",
-               "test_completion_executor"]
+               "test_background_planner", "test_background_live", "test_completion_executor"]
 FUZZ_SECONDS_PER_PARSER = 2
 
 

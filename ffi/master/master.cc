@@ -36,6 +36,7 @@ MasterCoreConfig core_config(const MasterConfig& config) {
   core.link_max_age_s = config.link_max_age_s;
   core.probe_ms = config.probe_ms;
   core.probe_streams = config.probe_streams;
+  core.background_solve_s = config.background_solve_s;
   return core;
 }
 
@@ -75,6 +76,7 @@ void Master::stop() {
   }
   wake_.cancel();
   if (thread_.joinable()) thread_.join();
+  planner_.stop();  // cancels a search under way
   std::lock_guard<std::mutex> lock(mu_);
   conns_.clear();
   listener_.close();
@@ -124,6 +126,7 @@ void Master::loop() {
       }
     }
     keep_alive();
+    exchange_plans();
     reap();
     for (auto it = conns_.begin(); it != conns_.end();) {
       it = it->second.closing ? conns_.erase(it) : std::next(it);
@@ -299,6 +302,11 @@ void Master::flush_outbox() {
     auto conn = conns_.find(it->second);
     if (conn != conns_.end()) drop(conn->second, why);
   }
+}
+
+void Master::exchange_plans() {
+  for (PlanJob& job : core_.take_plan_jobs()) planner_.submit(std::move(job));
+  for (PlanResult& result : planner_.take_results()) core_.on_background_plan(std::move(result));
 }
 
 void Master::keep_alive() {

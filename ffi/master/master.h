@@ -25,6 +25,7 @@
 
 #include "common/canceller.h"
 #include "common/deadline.h"
+#include "master/background_planner.h"
 #include "master/master_core.h"
 #include "protocol/messages.h"
 #include "protocol/shared_state_messages.h"
@@ -47,6 +48,9 @@ struct MasterConfig {
   uint32_t probe_ms = 1000;
   uint16_t probe_streams = 4;
   double link_max_age_s = 600.0;
+  // Seconds the background planner gives a ring too large to solve exactly
+  // in the loop (MasterCoreConfig::background_solve_s); 0: never.
+  double background_solve_s = 5.0;
   // Shared secret; empty: no authentication (every peer must then have none).
   // The Master moves it into a pccl::Secret and wipes this copy.
   std::string secret;
@@ -108,6 +112,7 @@ class Master {
   void drop(Connection& c, const std::string& reason);
   void reap();  // forgets dropped peers and closes their connections
   void keep_alive();  // heartbeats out, silent peers dropped
+  void exchange_plans();  // the core's background jobs out, the planner's results in
   void send_frame(int fd, MsgType type, const std::vector<uint8_t>& payload);
 
   MasterConfig config_;  // config_.secret is empty: the secret lives in secret_
@@ -122,6 +127,7 @@ class Master {
   std::map<int, Connection> conns_;
   std::map<uint64_t, int> peer_fds_;  // registered peers' connections
   MasterCore core_;                   // every membership and sync decision
+  BackgroundPlanner planner_;         // its thread is stopped after the loop's
   Deadline::Clock::time_point started_at_;
   uint64_t dropped_connections_ = 0;
   uint64_t auth_refusals_ = 0;

@@ -19,12 +19,14 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <optional>
 #include <random>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "master/link_table.h"
+#include "master/plan_job.h"
 #include "topology/ring_solver.h"
 #include "master/shared_state_election.h"
 #include "protocol/messages.h"
@@ -58,6 +60,9 @@ struct MasterCoreConfig {
   uint32_t probe_ms = 1000;
   uint16_t probe_streams = 4;
   double solve_budget_s = 0.2;
+  // A ring the loop's planner could not solve exactly gets this much more in
+  // the background (BackgroundPlanner); 0: never.
+  double background_solve_s = 5.0;
   // Kicks the planner's search may take beyond the exact solver's sizes
   // (SolverOptions::max_kicks; 0: only the budget stops it). The simulator
   // bounds the kicks instead of the time, so that a seed replays exactly.
@@ -120,6 +125,7 @@ class MasterCore {
     double bottleneck_s = 0;  // its slowest link's link_seconds (inf: none usable)
     bool exact = false;
     int probed_links = 0;  // by the optimisation that chose it
+    bool background = false;  // the background planner's ring, not the loop's
   };
   struct Group {
     uint64_t epoch = 0;
@@ -139,6 +145,9 @@ class MasterCore {
     // (lower id, higher id) and who named it. Both ends: the link is broken.
     std::map<std::pair<uint64_t, uint64_t>, std::set<uint64_t>> unreachable;
     RingChoice choice;
+    // The background planner's last ring (taken by the next optimisation if
+    // it is of the same members and better on the figures of that moment).
+    std::optional<PlanResult> improved;
   };
 
   explicit MasterCore(MasterCoreConfig config = {});
@@ -165,6 +174,10 @@ class MasterCore {
   // connection, then reports them lost): left out of their group's new ring
   // because no ring without them avoids the broken links.
   std::vector<std::pair<uint64_t, std::string>> take_evictions();
+  // Rings to improve in the background (the glue runs them on a
+  // BackgroundPlanner), and what it found.
+  std::vector<PlanJob> take_plan_jobs();
+  void on_background_plan(PlanResult result);
   const std::map<uint64_t, PeerRecord>& peers() const { return peers_; }
   const std::map<uint32_t, Group>& groups() const { return groups_; }
   uint32_t total_world_size() const;
@@ -197,6 +210,9 @@ class MasterCore {
   static std::string ring_chosen_note(uint32_t group_id, const RingChoice& choice,
                                       const std::vector<uint64_t>& ring);
   void forget_optimize_peer(uint32_t group_id, uint64_t peer_id);
+  // The loop's plan, or the background's if that one is still valid and better.
+  RingPlan choose_plan(uint32_t group_id, bool* background);
+  void queue_background_plan(uint32_t group_id, const std::vector<uint64_t>& ring);
   SolverOptions planner_options(const Group& g) const;  // the ring planner's budget and seed
   void note(std::string text);  // an event (bounded: the oldest goes)
   void note_counters(PeerRecord& p, const PeerHeartbeatMsg& counters);
@@ -208,6 +224,7 @@ class MasterCore {
   std::mt19937_64 id_rng_;
   std::vector<Outgoing> outbox_;
   std::vector<std::pair<uint64_t, std::string>> evictions_;
+  std::vector<PlanJob> plan_jobs_;
   std::deque<Event> events_;
 };
 

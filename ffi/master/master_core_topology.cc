@@ -2,6 +2,7 @@
 // collect the figures, choose the ring (topology/ring_planner.h).
 #include <algorithm>
 #include <chrono>
+#include <utility>
 
 #include "common/errors.h"
 #include "common/log.h"
@@ -26,6 +27,26 @@ uint64_t most_broken_member(const LinkTable& links, const std::vector<uint64_t>&
     }
   }
   return victim;
+}
+
+std::vector<uint64_t> in_order(const std::vector<uint64_t>& members, const std::vector<int>& order) {
+  std::vector<uint64_t> ring;
+  for (int i : order) ring.push_back(members[i]);
+  return ring;
+}
+
+bool is_ring_order(const std::vector<int>& order, size_t n) {
+  std::vector<int> all(n);
+  for (size_t i = 0; i < n; ++i) all[i] = static_cast<int>(i);
+  return order.size() == n && std::is_permutation(order.begin(), order.end(), all.begin());
+}
+
+// Whether `a` is a better ring than `b` over the same figures: a faster
+// slowest link, or the same one and a smaller total (beyond rounding: the two
+// sums add the same links in other orders).
+bool better_plan(const RingPlan& a, const RingPlan& b) {
+  if (a.bottleneck != b.bottleneck) return a.bottleneck < b.bottleneck;
+  return a.total < b.total * (1 - 1e-9);
 }
 
 }  // namespace
@@ -124,16 +145,71 @@ void MasterCore::try_finish_optimize(uint32_t group_id) {
   Group& g = groups_[group_id];
   OptimizeRound& o = g.optimize;
   if (!o.planned || !o.waiting.empty() || g.ring.empty()) return;
-  RingPlan plan = plan_ring(g.links.costs(g.ring), planner_options(g));
-  std::vector<uint64_t> ring;
-  for (int i : plan.order) ring.push_back(g.ring[i]);
-  g.choice = {0, plan.bottleneck, plan.exact, o.probes};
+  bool background = false;
+  RingPlan plan = choose_plan(group_id, &background);
+  std::vector<uint64_t> ring = in_order(background ? g.improved->members : g.ring, plan.order);
+  g.improved.reset();
+  g.choice = {0, plan.bottleneck, plan.exact, o.probes, background};
   PCCL_LOG(kInfo, "master: group " << group_id << " ring chosen over measured links (slowest "
                                    << plan.bottleneck << " s per reference chunk"
-                                   << (plan.exact ? ", exact" : "") << ")");
+                                   << (plan.exact ? ", exact" : "")
+                                   << (background ? ", the background planner's" : "") << ")");
+  if (!plan.exact && config_.background_solve_s > 0) queue_background_plan(group_id, ring);
   advance_epoch(group_id, ring);  // resets the round
   g.choice.epoch = g.epoch;
   note(ring_chosen_note(group_id, g.choice, ring));
+}
+
+RingPlan MasterCore::choose_plan(uint32_t group_id, bool* background) {
+  Group& g = groups_[group_id];
+  RingPlan plan = plan_ring(g.links.costs(g.ring), planner_options(g));
+  *background = false;
+  if (!g.improved) return plan;
+  const PlanResult& r = *g.improved;
+  // A ring of other members (a join or a departure since) is no ring now.
+  bool same_members = r.members.size() == g.ring.size() &&
+                      std::is_permutation(r.members.begin(), r.members.end(), g.ring.begin()) &&
+                      is_ring_order(r.plan.order, r.members.size());
+  if (!same_members) {
+    PCCL_LOG(kInfo, "master: group " << group_id << ": the background ring is of other members");
+    return plan;
+  }
+  // Judged on today's figures (some may have been measured again since),
+  // not on what the worker said of its ring.
+  RingPlan found = evaluate_ring(g.links.costs(r.members), r.plan.order);
+  found.exact = r.plan.exact;
+  if (!better_plan(found, plan)) return plan;
+  *background = true;
+  return found;
+}
+
+// The loop's planner had a fraction of a second; the same figures get
+// background_solve_s more (exact up to kMaxExactRing peers), from another seed.
+void MasterCore::queue_background_plan(uint32_t group_id, const std::vector<uint64_t>& ring) {
+  Group& g = groups_[group_id];
+  PlanJob job;
+  job.group = group_id;
+  job.members = ring;
+  job.costs = g.links.costs(ring);
+  job.options = planner_options(g);
+  job.options.time_budget_s = config_.background_solve_s;
+  job.options.exact_up_to = kMaxExactRing;
+  job.options.seed = ~job.options.seed;
+  auto same_group = [group_id](const PlanJob& j) { return j.group == group_id; };
+  plan_jobs_.erase(std::remove_if(plan_jobs_.begin(), plan_jobs_.end(), same_group),
+                   plan_jobs_.end());
+  plan_jobs_.push_back(std::move(job));
+}
+
+std::vector<PlanJob> MasterCore::take_plan_jobs() { return std::exchange(plan_jobs_, {}); }
+
+void MasterCore::on_background_plan(PlanResult result) {
+  auto it = groups_.find(result.group);
+  if (it == groups_.end()) return;  // the group is gone
+  PCCL_LOG(kInfo, "master: group " << result.group << ": background ring ready (slowest "
+                                   << result.plan.bottleneck << " s per reference chunk"
+                                   << (result.plan.exact ? ", exact" : "") << ")");
+  it->second.improved = std::move(result);
 }
 
 // The durable record of a choice (the status's "optimized" holds only the last
@@ -143,6 +219,7 @@ std::string MasterCore::ring_chosen_note(uint32_t group_id, const RingChoice& c,
                                          const std::vector<uint64_t>& ring) {
   std::string text = "group " + std::to_string(group_id) + " epoch " + std::to_string(c.epoch) +
                      ": ring chosen over " + std::to_string(c.probed_links) + " measured links";
+  if (c.background) text += " (background planner)";
   if (ring.size() > kRingIdsInNote) return text;
   text += ", order";
   for (uint64_t id : ring) text += " " + std::to_string(id);

@@ -41,7 +41,10 @@ void Master::write_topology_json(std::ostringstream& os, const MasterCore::Group
     os << "null";
   } else {
     os << "{\"epoch\":" << g.choice.epoch << ",\"probed_links\":" << g.choice.probed_links
-       << ",\"exact\":" << (g.choice.exact ? "true" : "false") << ",\"bottleneck_s\":";
+       << ",\"exact\":" << (g.choice.exact ? "true" : "false")
+       << ",\"background\":" << (g.choice.background ? "true" : "false")
+       << ",\"background_ring_waiting\":" << (g.improved ? "true" : "false")
+       << ",\"bottleneck_s\":";
     if (std::isfinite(g.choice.bottleneck_s)) os << g.choice.bottleneck_s; else os << "null";
     os << "}";
   }

@@ -11,7 +11,8 @@
 namespace pccl_bench {
 namespace {
 
-pccl::MasterConfig master_config(int n, double timeout_s) {
+pccl::MasterConfig master_config(int n, double timeout_s,
+                                 const std::function<void(pccl::MasterConfig&)>& tune) {
   pccl::MasterConfig cfg;
   cfg.host = "127.0.0.1";
   cfg.port = 0;
@@ -21,6 +22,7 @@ pccl::MasterConfig master_config(int n, double timeout_s) {
   // here is an EOF, which the master sees at once whatever this is.
   cfg.handshake_timeout_s = timeout_s;
   cfg.heartbeat_timeout_s = timeout_s;
+  if (tune) tune(cfg);
   return cfg;
 }
 
@@ -84,8 +86,8 @@ class EpochWatcher {
 
 }  // namespace
 
-Swarm::Swarm(int n, double timeout_s)
-    : n_(n), timeout_s_(timeout_s), master_(master_config(n, timeout_s)), dropped_(n, false) {
+Swarm::Swarm(int n, double timeout_s, const std::function<void(pccl::MasterConfig&)>& tune)
+    : n_(n), timeout_s_(timeout_s), master_(master_config(n, timeout_s, tune)), dropped_(n, false) {
   master_.start();
   for (int i = 0; i < n; ++i) {
     peers_.push_back(std::make_unique<pccl::Communicator>(peer_config(master_.port(), timeout_s)));
@@ -181,6 +183,28 @@ std::vector<double> Swarm::check_rounds(int rounds) {
     }
   }
   return out;
+}
+
+double Swarm::optimize() {
+  const std::vector<int> members = live();
+  std::vector<Clock::time_point> done(n_);
+  Clock::time_point opened = run_together(static_cast<int>(members.size()), [&](int k) {
+    const int i = members[k];
+    try {
+      peer(i).optimize_topology();
+      done[i] = Clock::now();
+    } catch (const std::exception& e) {
+      fail(i, e);
+    }
+  });
+  check_failed();
+  const uint64_t epoch = peer(members[0]).stats().epoch;
+  for (int i : members) {
+    if (peer(i).stats().epoch != epoch) {
+      throw std::runtime_error("after optimize_topology() peers are at different epochs");
+    }
+  }
+  return seconds_between(opened, latest(done, members));
 }
 
 double Swarm::exact_all_reduce(size_t count) {

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -38,8 +39,10 @@ struct DropFigures {
 
 class Swarm {
  public:
-  // Starts the master; the peers are created but not connected.
-  Swarm(int n, double timeout_s);
+  // Starts the master; the peers are created but not connected. `tune` may
+  // change the master's configuration first.
+  Swarm(int n, double timeout_s,
+        const std::function<void(pccl::MasterConfig&)>& tune = nullptr);
   ~Swarm();  // closes every peer (in parallel), then stops the master
   Swarm(const Swarm&) = delete;
   Swarm& operator=(const Swarm&) = delete;
@@ -55,6 +58,10 @@ class Swarm {
   // close: to the master and its neighbours this is the EOF of a crashed
   // process) while the others call update_topology() until they are N-1.
   DropFigures drop_one();
+  // optimize_topology() on every live peer at once; seconds until the last
+  // returned. Throws if any failed or the members do not agree on the ring.
+  double optimize();
+  std::string master_status() const { return master_.status_json(); }
 
  private:
   pccl::Communicator& peer(int i) { return *peers_[i]; }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "master/master_core.h"
+#include "topology/ring_planner.h"
 #include "protocol/topology_messages.h"
 #include "tests/check.h"
 
@@ -25,11 +26,16 @@ uint16_t u16(MsgType t) { return static_cast<uint16_t>(t); }
 
 // A MasterCore with a clock the test moves.
 struct Core {
+  Core() = default;
+  // loop_budget_s: the planner's budget in the master's loop (0: first descents only).
+  explicit Core(double loop_budget_s) : loop_budget_s(loop_budget_s) {}
   double clock = 1000.0;
+  double loop_budget_s = 0.2;
   MasterCore core{config(this)};
 
   static MasterCoreConfig config(Core* self) {
     MasterCoreConfig c;
+    c.solve_budget_s = self->loop_budget_s;
     c.id_seed = 42;
     c.probe_ms = 250;
     c.probe_streams = 2;
@@ -216,6 +222,7 @@ void test_full_round() {
   CHECK(c.group().choice.epoch == epoch + 1 && c.group().choice.probed_links == 12);
   CHECK(c.group().choice.exact && c.group().choice.bottleneck_s < 0.01);
   CHECK(!c.group().optimize.planned && c.group().optimize.requested.empty());
+  CHECK(c.core.take_plan_jobs().empty());  // exact: nothing for the background planner
   // The durable record (tests read it, a status poll can miss a choice).
   CHECK(!t.empty() && c.core.events().back().text ==
                           chosen_note(epoch + 1, 12, ids(t.begin()->second)));
@@ -462,6 +469,143 @@ void test_tiny_rings() {
   }
 }
 
+// One optimize_topology() of every member, each reporting its planned links
+// at rate(from, to); returns the ring sent out (empty: none).
+template <typename Rate>
+std::vector<uint64_t> optimize_round(Core& c, Rate rate) {
+  uint64_t epoch = c.epoch();
+  std::vector<uint64_t> ring = c.group().ring;
+  for (uint64_t m : ring) c.optimize(m, epoch);
+  std::map<uint64_t, LinkPlanMsg> p = plans(c.out());
+  for (uint64_t m : ring) report(c, m, report_for(m, p[m], rate));
+  std::map<uint64_t, TopologyMsg> t = topologies(c.out());
+  return t.empty() ? std::vector<uint64_t>{} : ids(t.begin()->second);
+}
+
+// Every directed link its own rate, 10-1000 MB/s, from the seed alone.
+auto scattered_rates(uint64_t seed) {
+  return [seed](uint64_t from, uint64_t to) -> uint64_t {
+    uint64_t x = seed * 0x9E3779B97F4A7C15ull ^ (from * 0xBF58476D1CE4E5B9ull) ^ (to * 0x94D049BB133111EBull);
+    x ^= x >> 31;
+    x *= 0xD6E9E3A5ull;
+    x ^= x >> 29;
+    return 10'000'000 + (x % 991) * 1'000'000;
+  };
+}
+
+std::vector<uint64_t> in_order(const std::vector<uint64_t>& members, const std::vector<int>& order) {
+  std::vector<uint64_t> ring;
+  for (int i : order) ring.push_back(members[i]);
+  return ring;
+}
+
+// Positions of `ring` in `members` (the order over members' matrix).
+std::vector<int> positions(const std::vector<uint64_t>& members, const std::vector<uint64_t>& ring) {
+  std::vector<int> order;
+  for (uint64_t id : ring) {
+    order.push_back(static_cast<int>(std::find(members.begin(), members.end(), id) - members.begin()));
+  }
+  return order;
+}
+
+// 14 peers, beyond the loop's exact solver: the optimisation hands the
+// figures to the background planner (one job: these members, these costs,
+// exact up to 16, its own budget). Fed back, its exact ring is what the next
+// optimisation (figures fresh) chooses unless the loop's own is as good; so
+// the chosen ring is optimal every time, which the loop alone (first
+// descents: a budget of 0) misses on some of these instances.
+void test_background_ring_is_taken_when_better() {
+  int taken = 0, loop_alone_short = 0;
+  for (uint64_t seed = 1; seed <= 6; ++seed) {
+    auto rate = scattered_rates(seed);
+    for (bool feed : {true, false}) {
+      Core c(0.0);
+      ring_of(c, 14);
+      optimize_round(c, rate);
+      CHECK(!c.group().choice.exact && !c.group().choice.background);
+      std::vector<PlanJob> jobs = c.core.take_plan_jobs();
+      if (!CHECK_EQ(jobs.size(), 1u)) return;
+      const PlanJob& job = jobs[0];
+      CHECK(job.group == kGroup && job.members == c.group().ring);
+      CHECK(job.costs == c.group().links.costs(job.members));
+      CHECK(job.options.exact_up_to == kMaxExactRing && job.options.time_budget_s == 5.0);
+      RingPlan exact = plan_ring(job.costs, job.options);
+      CHECK(exact.exact);
+      if (feed) c.core.on_background_plan({job.group, job.members, exact});
+      c.clock += 60;
+      std::vector<uint64_t> next = optimize_round(c, rate);
+      CHECK(c.group().choice.probed_links == 0);
+      RingPlan chosen = evaluate_ring(job.costs, positions(job.members, next));
+      bool optimal = chosen.bottleneck == exact.bottleneck &&
+                     chosen.total <= exact.total * (1 + 1e-9);
+      if (feed) {
+        CHECK(optimal);
+        bool background = c.group().choice.background;
+        if (background) {
+          ++taken;
+          CHECK(same_ring(next, in_order(job.members, exact.order)));
+          CHECK(c.group().choice.exact);
+          CHECK(c.core.take_plan_jobs().empty());  // exact: nothing left to improve
+          std::string note = c.core.events().back().text;
+          CHECK(note.find("measured links (background planner), order") != std::string::npos);
+        }
+      } else {
+        CHECK(!c.group().choice.background);
+        loop_alone_short += optimal ? 0 : 1;
+      }
+    }
+  }
+  // Both must happen for this test to show anything.
+  if (!CHECK(taken > 0 && loop_alone_short > 0)) {
+    std::fprintf(stderr, "  taken %d, loop alone short %d: pick instances the loop misses\n",
+                 taken, loop_alone_short);
+  }
+}
+
+// A background ring is judged on the figures of the moment: measured again
+// since (at other rates), the chosen ring is at least as good as it on them.
+// A ring of other members (one left) is not taken, nor is a result for a
+// group that is gone.
+void test_background_ring_is_judged_now() {
+  auto rate = scattered_rates(3);
+  {
+    Core c(0.0);
+    ring_of(c, 14);
+    optimize_round(c, rate);
+    std::vector<PlanJob> jobs = c.core.take_plan_jobs();
+    if (!CHECK_EQ(jobs.size(), 1u)) return;
+    RingPlan exact = plan_ring(jobs[0].costs, jobs[0].options);
+    c.core.on_background_plan({jobs[0].group, jobs[0].members, exact});
+    c.clock += 700;  // every figure old: probed again, at other rates
+    std::vector<uint64_t> next = optimize_round(c, scattered_rates(4));
+    CHECK(c.group().choice.probed_links == 14 * 13);
+    CostMatrix now = c.group().links.costs(jobs[0].members);
+    RingPlan chosen = evaluate_ring(now, positions(jobs[0].members, next));
+    RingPlan old_ring = evaluate_ring(now, exact.order);
+    CHECK(chosen.bottleneck < old_ring.bottleneck ||
+          (chosen.bottleneck == old_ring.bottleneck && chosen.total <= old_ring.total * (1 + 1e-9)));
+  }
+  {
+    Core c(0.0);
+    std::vector<uint64_t> ring = ring_of(c, 15);
+    optimize_round(c, rate);
+    std::vector<PlanJob> jobs = c.core.take_plan_jobs();
+    if (!CHECK_EQ(jobs.size(), 1u)) return;
+    c.core.on_background_plan({jobs[0].group, jobs[0].members,
+                               plan_ring(jobs[0].costs, jobs[0].options)});
+    c.core.on_peer_lost(ring[4], "test: gone");
+    c.out();
+    CHECK_EQ(c.group().ring.size(), 14u);
+    optimize_round(c, rate);  // the other 14's figures are all fresh
+    CHECK(c.group().choice.probed_links == 0);
+    CHECK(!c.group().choice.background);
+  }
+  Core c(0.0);
+  ring_of(c, 4);
+  c.core.on_background_plan({kGroup + 1, {1, 2, 3, 4}, RingPlan{}});
+  CHECK(c.core.groups().count(kGroup + 1) == 0);
+}
+
 // Groups optimise on their own: requests in one do not count in another.
 void test_groups_are_separate() {
   Core c;
@@ -488,5 +632,7 @@ int main() {
   test_pending_peers_stay_pending();
   test_tiny_rings();
   test_groups_are_separate();
+  test_background_ring_is_taken_when_better();
+  test_background_ring_is_judged_now();
   return check_summary("test_master_optimize");
 }

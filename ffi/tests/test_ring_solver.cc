@@ -10,6 +10,7 @@
 // checks in a release build: the time-budgeted search (2 s at 64 peers, 10 s
 // at 256) against best rings found again by long runs (about 4 minutes).
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -19,6 +20,7 @@
 #include <numeric>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/check.h"
@@ -381,6 +383,36 @@ void test_determinism() {
   CHECK(s.kicks > 0 && s.kicks < (1L << 40));
 }
 
+// The stop flag ends a search long before its budget, with a ring (the
+// master's background planner cancels this way when it closes): set before
+// the search, it returns after the first descent; set meanwhile, soon after.
+void test_stop_flag() {
+  const CostMatrix c = ring_instances::uniform(256, 11);
+  std::atomic<bool> stop{true};
+  SolverOptions opts = search_only(0);
+  opts.time_budget_s = 60;
+  opts.stop = &stop;
+  auto t0 = std::chrono::steady_clock::now();
+  RingSolution s = solve_ring(c, opts);
+  CHECK(seconds_since(t0) < 30);  // half the budget: a bound no load here reaches
+  CHECK_EQ(s.kicks, 0L);
+  std::vector<int> sorted = s.order;
+  std::sort(sorted.begin(), sorted.end());
+  std::vector<int> all(256);
+  std::iota(all.begin(), all.end(), 0);
+  CHECK(sorted == all);
+  stop = false;
+  t0 = std::chrono::steady_clock::now();
+  std::thread stopper([&stop] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    stop = true;
+  });
+  s = solve_ring(c, opts);
+  stopper.join();
+  CHECK(seconds_since(t0) < 30);  // not the 60 s budget
+  CHECK(s.kicks > 0);
+}
+
 // Whether fn throws std::invalid_argument whose message contains `what`.
 bool rejects(const std::function<void()>& fn, const char* what) {
   try {
@@ -449,6 +481,7 @@ int main(int argc, char** argv) {
   run("search vs exact", test_search_reaches_the_optimum_of_small_rings);
   run("broken links", test_broken_links_are_avoided);
   run("determinism", test_determinism);
+  run("stop flag", test_stop_flag);
   run("search quality", test_search_quality);
   if (g_full) run("search quality (full)", test_search_quality_long);
   std::printf("test_ring_solver took %.1f s%s\n", seconds_since(t0), kSanitized ? " (sanitized)" : "");

@@ -65,7 +65,8 @@ RingPlan plan_ring(const CostMatrix& cost, const SolverOptions& options) {
     // (best has no broken link), so the answer lies in [lo, hi].
     size_t lo = 0, hi = levels.size() - 1;
     RingSolution at_hi = best;
-    while (lo < hi) {
+    // A stop leaves the answer at hi: a ring, only not the tightest one.
+    while (lo < hi && !(options.stop && options.stop->load(std::memory_order_relaxed))) {
       size_t mid = lo + (hi - lo) / 2;
       RingSolution s = solve(without_links_above(cost, levels[mid]));
       if (s.broken_links == 0) {
@@ -77,9 +78,18 @@ RingPlan plan_ring(const CostMatrix& cost, const SolverOptions& options) {
     }
     best = at_hi;
   }
+  RingPlan figures = evaluate_ring(cost, best.order);
   plan.order = best.order;
-  plan.bottleneck = dearest_link(cost, best.order);
-  plan.total = ring_cost(cost, best.order);
+  plan.bottleneck = figures.bottleneck;
+  plan.total = figures.total;
+  return plan;
+}
+
+RingPlan evaluate_ring(const CostMatrix& cost, const std::vector<int>& order) {
+  RingPlan plan;
+  plan.order = order;
+  plan.bottleneck = dearest_link(cost, order);
+  plan.total = ring_cost(cost, order);
   return plan;
 }
 

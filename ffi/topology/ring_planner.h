@@ -25,6 +25,10 @@ struct RingPlan {
 // budget (split between the solves). Throws as solve_ring().
 RingPlan plan_ring(const CostMatrix& cost, const SolverOptions& options = {});
 
+// A given ring's plan figures (bottleneck and total; exact false, no solves):
+// how the master compares a ring found elsewhere with its own.
+RingPlan evaluate_ring(const CostMatrix& cost, const std::vector<int>& order);
+
 // The cost of the directed link for the planner: seconds to move one
 // reference chunk over it (its round trip plus the chunk at its rate).
 // A link without a usable rate costs infinity.

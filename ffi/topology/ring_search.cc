@@ -101,7 +101,8 @@ std::vector<int> search_ring(const ScaledCosts& cost, const SolverOptions& opts,
   search.record_into(&undo);
   *kicks = 0;
   long stale = 0;  // kicks since one last gained
-  while ((opts.max_kicks == 0 || *kicks < opts.max_kicks) && Clock::now() < until) {
+  auto stopped = [&opts] { return opts.stop && opts.stop->load(std::memory_order_relaxed); };
+  while ((opts.max_kicks == 0 || *kicks < opts.max_kicks) && Clock::now() < until && !stopped()) {
     ++*kicks;
     undo.clear();
     if (stale >= stale_limit(cost.size())) {

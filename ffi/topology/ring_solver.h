@@ -8,6 +8,7 @@
 // iterated local search (ring_search.h) that runs until its time budget or
 // its kick bound is spent. Pure computation: no I/O, no threads.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -36,6 +37,9 @@ struct SolverOptions {
   // Candidate links per node that the moves consider: the k cheapest
   // successors and the k cheapest predecessors.
   int neighbours = 10;
+  // The cancellation path of a long search (the master's background planner
+  // on close): once it reads true, the search returns the best ring so far.
+  const std::atomic<bool>* stop = nullptr;
 };
 
 struct RingSolution {
