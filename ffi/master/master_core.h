@@ -40,6 +40,7 @@ enum class InjectedDefect {
   kNone,
   kTrustResumeEpoch,     // A4: a claimed epoch becomes the current one at once
   kForgetRunRevision,    // A7: a restarted master ignores the revision peers report
+  kStaleBackgroundRing,  // B1: a background ring is taken without checking its members
 };
 
 struct MasterCoreConfig {
@@ -67,6 +68,10 @@ struct MasterCoreConfig {
   // (SolverOptions::max_kicks; 0: only the budget stops it). The simulator
   // bounds the kicks instead of the time, so that a seed replays exactly.
   long solve_max_kicks = 0;
+  // Rings of up to this many peers the loop's planner solves exactly
+  // (SolverOptions::exact_up_to); the simulator lowers it so that the
+  // background planner's path is taken by small groups too.
+  int solve_exact_up_to = 12;
   // Seconds on a monotonic clock (link ages); empty: the steady clock. The
   // simulator passes its own.
   std::function<double()> clock;

@@ -1,6 +1,6 @@
 // Deterministic simulation of the master (sim_master_world.h).
 //
-//   sim_master [--seed S] [--events N] [--inject none|a4|a7] [--learned-check on|off]
+//   sim_master [--seed S] [--events N] [--inject none|a4|a7|b1] [--learned-check on|off]
 //
 // Without --seed the seed comes from the clock; it is printed either way. A
 // violation prints the seed, the event number and the simulated time, and
@@ -21,6 +21,7 @@ const char* defect_name(InjectedDefect d) {
   switch (d) {
     case InjectedDefect::kTrustResumeEpoch: return "a4";
     case InjectedDefect::kForgetRunRevision: return "a7";
+    case InjectedDefect::kStaleBackgroundRing: return "b1";
     default: return "none";
   }
 }
@@ -33,9 +34,10 @@ bool parse(int argc, char** argv, sim::Options* o) {
       o->seed = std::strtoull(v.c_str(), nullptr, 10);
     } else if (k == "--events") {
       o->events = std::strtoull(v.c_str(), nullptr, 10);
-    } else if (k == "--inject" && (v == "none" || v == "a4" || v == "a7")) {
+    } else if (k == "--inject" && (v == "none" || v == "a4" || v == "a7" || v == "b1")) {
       o->defect = v == "a4"   ? InjectedDefect::kTrustResumeEpoch
                   : v == "a7" ? InjectedDefect::kForgetRunRevision
+                  : v == "b1" ? InjectedDefect::kStaleBackgroundRing
                               : InjectedDefect::kNone;
     } else if (k == "--learned-check" && (v == "on" || v == "off")) {
       o->learned_check = v == "on";
@@ -51,7 +53,7 @@ bool parse(int argc, char** argv, sim::Options* o) {
 int main(int argc, char** argv) {
   sim::Options o;
   if (!parse(argc, argv, &o)) {
-    std::fprintf(stderr, "usage: sim_master [--seed S] [--events N] [--inject none|a4|a7] "
+    std::fprintf(stderr, "usage: sim_master [--seed S] [--events N] [--inject none|a4|a7|b1] "
                          "[--learned-check on|off]\n");
     return 2;
   }
@@ -87,6 +89,11 @@ int main(int argc, char** argv) {
               static_cast<unsigned long long>(s.link_reports),
               static_cast<unsigned long long>(s.reorders),
               static_cast<unsigned long long>(s.evictions));
+  std::printf("background planner: %llu jobs, %llu results delivered to the master that asked, "
+              "%llu rings chosen from them\n",
+              static_cast<unsigned long long>(s.background_jobs),
+              static_cast<unsigned long long>(s.background_results),
+              static_cast<unsigned long long>(s.background_rings));
   if (violation.empty()) {
     std::printf("sim_master: no violation\n");
     return 0;

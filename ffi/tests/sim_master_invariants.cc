@@ -47,10 +47,19 @@ std::string World::check_group(uint32_t id, const MasterCore::Group& g) {
   // it (less any lost meanwhile) and nobody else: it reorders, never admits.
   if (w.seen && g.epoch != w.epoch && g.choice.epoch == g.epoch) {
     ++stats_.reorders;
+    if (g.choice.background) ++stats_.background_rings;
     for (uint64_t m : g.ring) {
       if (std::find(w.ring.begin(), w.ring.end(), m) == w.ring.end()) {
         return where + "the ring chosen over measured links at epoch " + n(g.epoch) +
                " holds peer " + n(m) + ", not a member before";
+      }
+    }
+    // ... and every member before that is still here (a reorder drops nobody).
+    for (uint64_t m : w.ring) {
+      if (core_->peers().count(m) == 0) continue;  // lost in this event
+      if (std::find(g.ring.begin(), g.ring.end(), m) == g.ring.end()) {
+        return where + "the ring chosen over measured links at epoch " + n(g.epoch) +
+               " leaves out peer " + n(m) + ", a member before and still registered";
       }
     }
   }

@@ -44,6 +44,9 @@ constexpr uint32_t kMaxGroupsSim = 8;  // small, so hostile group ids reach the 
 // Link figures age out within a run (the master's default is 600 s), so that
 // optimisations also re-probe some links, not only the first or none.
 constexpr double kLinkMaxAge = 20.0;
+// The background planner's results arrive within this (seconds of its search).
+constexpr double kMaxBackgroundDelay = 6.0;
+constexpr long kBackgroundKicks = 30;   // the loop's search: 2 (make_core)
 
 struct Frame {
   uint16_t type = 0;  // 0: the connection closed (EOF)
@@ -82,7 +85,7 @@ struct Peer {
 };
 
 struct Event {
-  enum Kind { kToMaster, kToPeer, kChaos, kHeartbeatCheck };
+  enum Kind { kToMaster, kToPeer, kChaos, kHeartbeatCheck, kBackgroundPlan };
   double t = 0;
   uint64_t seq = 0;
   Kind kind = kChaos;
@@ -108,6 +111,9 @@ struct Stats {
   uint64_t optimize_requests = 0, link_plans = 0, link_reports = 0, reorders = 0;
   // Members left out because no ring avoided their broken (failed) links.
   uint64_t evictions = 0;
+  // Rings handed to the background planner, its results delivered to the
+  // master that asked (not restarted since), and rings chosen from them.
+  uint64_t background_jobs = 0, background_results = 0, background_rings = 0;
 };
 
 class World {
@@ -131,6 +137,8 @@ class World {
   // The master's glue: what Master does around MasterCore.
   void master_receive(size_t p);
   void route_outbox();
+  void run_background_jobs();  // BackgroundPlanner's work, delivered later
+  void deliver_background(const Event& e);
   void heartbeat_check();
   void lose(size_t p, const std::string& reason);  // the glue drops p's connection
   void restart_master();
@@ -178,6 +186,8 @@ class World {
   std::vector<Peer> peers_;
   std::map<uint64_t, size_t> by_id_;  // current master's ids -> peers_
   std::string violation_;              // set by a check made mid-event
+  std::map<size_t, PlanResult> background_;  // by delivery event (Event::peer)
+  size_t next_background_ = 0;
   Stats stats_;
   // What the invariants remember between events, per group of the current
   // master (forgotten with the group: a reclaimed group starts afresh).
