@@ -11,6 +11,7 @@ import concurrent.futures
 import faulthandler
 import os
 import sys
+import time
 
 import pytest
 
@@ -132,14 +133,19 @@ class EarlyBuilds:
     100 s of both cores, and the tests before the first one that needs them
     leave much of the CPU idle (peers waiting for timeouts, processes
     starting), which the build takes instead of adding its time to the run.
-    A niced build gives way to the tests whenever they want the CPU."""
+    A niced build gives way to the tests whenever they want the CPU; once a
+    test waits for it, nothing else runs meanwhile that it should give way
+    to, and it is hurried back to nice 0 (on a machine kept busy by other
+    processes, a niced build starved past its 900 s timeout)."""
 
     NICE = 10
+    HURRY_EVERY_S = 5  # renices again what the build started since
 
     def __init__(self, factory, names: list[str]):
         self.running: list = []
         self.futures = {}
         self.cancelled = False
+        self.nice = self.NICE
         self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="early-build")
         for name in names:  # one after the other: both at once would only compete
             sanitizer, targets = _build_targets(name)
@@ -149,7 +155,24 @@ class EarlyBuilds:
     def _build(self, dest, sanitizer, targets):
         if self.cancelled:
             raise RuntimeError("the session ended before this build started")
-        return native_builds.build(dest, sanitizer, targets, nice=self.NICE, running=self.running)
+        return native_builds.build(dest, sanitizer, targets, nice=lambda: self.nice,
+                                   running=self.running)
+
+    def hurry(self) -> None:
+        """From now on every build command runs at nice 0, and those running
+        are reniced to it, with everything they started."""
+        self.nice = 0
+        for proc in list(self.running):
+            native_builds.renice_tree(proc.pid, 0)
+
+    def wait(self, name: str, timeout: float):
+        """The build's result, hurried while a test waits for it."""
+        future = self.futures[name]
+        deadline = time.monotonic() + timeout
+        while not future.done() and time.monotonic() < deadline:
+            self.hurry()
+            concurrent.futures.wait([future], timeout=self.HURRY_EVERY_S)
+        return future.result(timeout=max(0.0, deadline - time.monotonic()))
 
     def close(self) -> None:
         """Ends a build still running (a session cut short) and joins the thread."""
@@ -176,7 +199,7 @@ def pytest_sessionfinish(session):
 
 def _sanitized_build(name: str, tmp_path_factory):
     if _early_builds is not None and name in _early_builds.futures:
-        return _early_builds.futures[name].result(timeout=BUILD_WATCHDOG_S - 60)
+        return _early_builds.wait(name, timeout=BUILD_WATCHDOG_S - 60)
     sanitizer, targets = _build_targets(name)
     return native_builds.build(tmp_path_factory.mktemp(f"{sanitizer}-build"), sanitizer, targets)
 
