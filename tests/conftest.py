@@ -27,8 +27,9 @@ TEST_WATCHDOG_S = float(os.environ.get("JAX_PCCL_TEST_WATCHDOG_S", 360))
 
 # The first test that needs a sanitized build waits for it (EarlyBuilds
 # below; bounded by the build's own timeouts in native_builds.build): minutes
-# on 2 busy cores.
-BUILD_WATCHDOG_S = 1500
+# on 2 busy cores. The watchdog outlasts those timeouts (configure + build),
+# so that a slow build ends in its own clear error, not a stack dump.
+BUILD_WATCHDOG_S = native_builds.BUILD_TIMEOUT_S * 4 // 3 + 120
 BUILD_FIXTURES = {"address_build", "thread_build"}
 
 
@@ -136,7 +137,7 @@ class EarlyBuilds:
     A niced build gives way to the tests whenever they want the CPU; once a
     test waits for it, nothing else runs meanwhile that it should give way
     to, and it is hurried back to nice 0 (on a machine kept busy by other
-    processes, a niced build starved past its 900 s timeout)."""
+    processes, a niced build starved past its timeout)."""
 
     NICE = 10
     HURRY_EVERY_S = 5  # renices again what the build started since

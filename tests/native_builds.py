@@ -119,6 +119,12 @@ def _run(command: list[str], timeout: float, nice, running: list | None):
     return proc.returncode, out, err
 
 
+# A build's bound: the ASan build takes about 80 s of both cores idle and
+# 145 s beside two busy loops; a loaded run (#22) with more work beside it
+# took past 900 s. Generous: it only stops a build that hangs.
+BUILD_TIMEOUT_S = 1800
+
+
 def build(dest: Path, sanitizer: str, targets: list[str] | None = None, nice=0,
           running: list | None = None) -> Path:
     """Configures and builds into dest (only `targets` if given); returns dest.
@@ -130,12 +136,12 @@ def build(dest: Path, sanitizer: str, targets: list[str] | None = None, nice=0,
         "-DJAX_PCCL_BUILD_PYTHON=ON", "-DJAX_PCCL_BUILD_TESTS=ON",
         f"-DJAX_PCCL_SANITIZE={sanitizer}", f"-DJAX_PCCL_VERSION={project_version()}",
     ]
-    rc, out, err = _run(configure, 300, nice, running)
+    rc, out, err = _run(configure, BUILD_TIMEOUT_S // 3, nice, running)
     assert rc == 0, out[-4000:] + err[-4000:]
     command = [tool("cmake"), "--build", str(dest)]
     if targets:
         command += ["--target", *targets]
-    rc, out, err = _run(command, 900, nice, running)
+    rc, out, err = _run(command, BUILD_TIMEOUT_S, nice, running)
     assert rc == 0, out[-4000:] + err[-4000:]
     return dest
 

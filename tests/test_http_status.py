@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import harness
+import provision
 from test_launch import PEER, jax_pccl_cli
 
 
@@ -109,21 +109,8 @@ def test_the_page_and_a_missing_one(run):
     assert code == 404 and "no such page: /nope" in body
 
 
-def chromium() -> str | None:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found or not os.environ.get("CI") or os.geteuid() != 0 or not shutil.which("apt-get"):
-        return found
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"]
-    if subprocess.run(install, capture_output=True, env=env, timeout=600).returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env, timeout=600)
-        r = subprocess.run(install, capture_output=True, text=True, env=env, timeout=600)
-        assert r.returncode == 0, f"CI could not install Chromium: {r.stderr[-2000:]}"
-    return shutil.which("chromium")
-
-
 def test_the_page_lists_the_peers_in_a_headless_browser(run, tmp_path):
-    browser = chromium()
+    browser = provision.program("chromium", "chromium", "chromium-browser")
     if browser is None:
         pytest.skip("no Chromium on this machine (Debian: apt-get install chromium; CI installs it)")
     http, status = run
@@ -131,8 +118,7 @@ def test_the_page_lists_the_peers_in_a_headless_browser(run, tmp_path):
              f"--user-data-dir={tmp_path / 'profile'}"]
     # The browser is not ours to sanitize: a sanitized run's preloaded
     # runtime (tests/sanitized_suite.py) must not reach it.
-    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "ASAN_OPTIONS",
-                                                           "UBSAN_OPTIONS", "TSAN_OPTIONS")}
+    env = provision.clean_env()
     dom = subprocess.run([*flags, "--dump-dom", f"http://{http}/"], capture_output=True, text=True,
                          timeout=120, env=env).stdout
     rows = set(re.findall(r'<tr data-peer="(\d+)">', dom))

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from test_link_cut import HERE, Lab, group0
-from test_wan_lab import _can_build_a_lab, lab
+from test_wan_lab import _can_build_a_lab, delay_line_ready, lab
 
 PEERS = 3
 PORT = 48149
@@ -39,7 +39,7 @@ def probe_lab():
     why = _can_build_a_lab()
     if why:
         pytest.skip(why)  # not root or no iproute2: no network namespaces at all
-    if lab("check").returncode != 0:
+    if not delay_line_ready():
         pytest.skip("no delay line on this machine (neither netem nor iptables + NFQUEUE)")
     the_lab = Lab(tempfile.mkdtemp(prefix="pccl-probe-"), subnet="10.82", prefix="pl", peers=PEERS)
     the_lab.up("--rtt", str(RTT_MS), "--rate", str(ACCESS_MBIT), "--delay-line", "userspace")

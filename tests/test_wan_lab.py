@@ -19,6 +19,8 @@ import tempfile
 
 import pytest
 
+import provision
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAB = os.path.join(REPO_ROOT, "bench", "wan_lab.sh")
 
@@ -131,6 +133,13 @@ def test_wan_py_runs_the_lab_script_of_this_repository():
     assert r.returncode == 0 and "--rtt" in r.stdout, r.stderr
 
 
+def delay_line_ready() -> bool:
+    """Whether the lab has a delay line here (netem, else iptables + NFQUEUE:
+    CI installs iptables, see provision.py)."""
+    provision.program("iptables-restore", "iptables")
+    return lab("check").returncode == 0
+
+
 def _can_build_a_lab() -> str | None:
     """Why a real lab cannot run here, or None."""
     if os.geteuid() != 0:
@@ -164,7 +173,7 @@ def test_a_real_lab_has_its_rtt_cuts_silently_and_leaves_nothing_behind():
     why = _can_build_a_lab()
     if why:
         pytest.skip(why)  # not root or no iproute2: no network namespaces at all
-    rtt = 40 if lab("check").returncode == 0 else 0
+    rtt = 40 if delay_line_ready() else 0
     prefix, subnet = f"t{os.getpid() % 100000}", "10.79"
     env = {"WAN_LAB_PREFIX": prefix, "WAN_LAB_SUBNET": subnet}
     up = lab("up", "-n", "2", "--rtt", str(rtt), "--rate", "100", **env)
@@ -247,7 +256,7 @@ def test_a_real_lab_overrides_the_rtt_of_one_pair():
     why = _can_build_a_lab()
     if why:
         pytest.skip(why)  # not root or no iproute2: no network namespaces at all
-    if lab("check").returncode != 0:
+    if not delay_line_ready():
         pytest.skip("no delay line on this machine (neither netem nor iptables + NFQUEUE)")
     prefix, subnet = f"p{os.getpid() % 100000}", "10.86"
     env = {"WAN_LAB_PREFIX": prefix, "WAN_LAB_SUBNET": subnet}

@@ -45,7 +45,9 @@ bool check_eq(const A& a, const B& b, const char* file, int line, const char* ex
 
 // Bulk loops count their own failures (printing the first few) and then make
 // one CHECK, so a broken kernel or codec does not print thousands of lines.
-inline long g_bulk_cases = 0;  // element-level cases behind the Tally checks, for the log
+// Element-level cases behind the Tally checks, for the log; atomic: peer
+// threads finish their tallies at once.
+inline std::atomic<long> g_bulk_cases{0};
 
 struct Tally {
   std::string what;

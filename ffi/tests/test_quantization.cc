@@ -734,6 +734,6 @@ int main(int argc, char** argv) {
   test_fp_environment();
   error_table();
   if (argc > 1 && std::strcmp(argv[1], "--bench") == 0) bench();
-  std::printf("(%ld element/chunk cases behind the bulk checks)\n", g_bulk_cases);
+  std::printf("(%ld element/chunk cases behind the bulk checks)\n", g_bulk_cases.load());
   return check_summary("test_quantization");
 }

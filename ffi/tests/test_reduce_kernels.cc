@@ -528,6 +528,6 @@ int main(int argc, char** argv) {
   test_reduce_all();
   test_divide();
   if (argc > 1 && std::strcmp(argv[1], "--bench") == 0) bench_float32_sum();
-  std::printf("bulk checks covered %ld element cases\n", g_bulk_cases);
+  std::printf("bulk checks covered %ld element cases\n", g_bulk_cases.load());
   return check_summary("test_reduce_kernels");
 }
