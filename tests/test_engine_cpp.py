@@ -30,7 +30,7 @@ import native_builds
 
 SUITES = ["test_reduce_kernels", "test_wire", "test_engine", "test_handshake", "test_quantization",
           "test_shared_state", "test_shared_state_sync", "test_ring_acceptor", "test_concurrency",
-          "test_socket_tuning", "test_ring_lanes", "test_ring_kinds", "test_collective_kinds",
+          "test_socket_tuning", "test_link_reset", "test_ring_lanes", "test_ring_kinds", "test_collective_kinds",
           "test_master_claims", "test_state_fetcher",
           "test_ring_solver", "test_link_planning", "test_master_optimize",
           "test_background_planner", "test_background_live",
@@ -42,7 +42,7 @@ SUITES = ["test_reduce_kernels", "test_wire", "test_engine", "test_handshake", "
 MIN_CHECKS = {
     "test_reduce_kernels": 124, "test_wire": 156, "test_engine": 235, "test_handshake": 4315,
     "test_quantization": 391, "test_shared_state": 115, "test_shared_state_sync": 33,
-    "test_ring_acceptor": 16, "test_concurrency": 175, "test_socket_tuning": 11,
+    "test_ring_acceptor": 16, "test_concurrency": 175, "test_socket_tuning": 11, "test_link_reset": 12,
     "test_ring_lanes": 37, "test_ring_kinds": 415, "test_collective_kinds": 75,
     "test_master_claims": 22, "test_state_fetcher": 13,
     "test_completion_executor": 37, "fuzz_parsers": 12,
@@ -55,6 +55,7 @@ MIN_CHECKS = {
 # test_ring_kinds is left to ASan: each of its peers is one thread running
 # the lane loop that test_ring_lanes and test_collective_kinds run under TSan.
 TSAN_SUITES = ["test_engine", "test_concurrency", "test_ring_acceptor", "test_ring_lanes",
+               "test_link_reset",
                "test_collective_kinds",
                "test_shared_state_sync", "test_master_claims", "test_state_fetcher",
                "test_background_planner", "test_background_live", "test_completion_executor"]

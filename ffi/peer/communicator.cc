@@ -273,7 +273,7 @@ void Communicator::update_topology() {
         pending = consistent_pending_;
       } catch (const PcclError& e) {
         if (e.kind() == ErrorKind::kMismatch) throw;
-        mark_broken(e.kind());
+        mark_broken(e.kind(), true);
         // A peer that died during the check is exactly what this call is
         // for: go on to the vote, which drops it. Only a lost master or a
         // closed communicator end the call.
@@ -358,12 +358,16 @@ void Communicator::require_accepted() const {
   if (!connected_) throw PcclError("communicator is not connected: call connect() first");
 }
 
-void Communicator::mark_broken(ErrorKind kind) {
+void Communicator::mark_broken(ErrorKind kind, bool ring_failed) {
   broken_by_ = kind;
   ring_broken_ = true;
-  // Neighbours, and our own collectives in the other slots, see EOF now
+  // Neighbours, and our own collectives in the other slots, see it now
   // instead of waiting for a timeout.
-  links_.break_links();
+  if (ring_failed) {
+    links_.reset_links();
+  } else {
+    links_.break_links();
+  }
 }
 
 RingPeers Communicator::slot_peers(int slot) const {
@@ -716,7 +720,7 @@ int Communicator::run_placed(const Placement& at, const CollectiveCall& call, co
     }
     // A mismatch is detected identically by everyone before data moves: the
     // ring stays consistent. Anything else leaves the links in an unknown state.
-    if (e.kind() != ErrorKind::kMismatch && !consistent) mark_broken(e.kind());
+    if (e.kind() != ErrorKind::kMismatch && !consistent) mark_broken(e.kind(), true);
     rethrow_typed(e);
   }
   std::lock_guard<std::mutex> s(stats_mu_);

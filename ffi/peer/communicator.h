@@ -207,7 +207,10 @@ class Communicator {
   void check_agreement(const std::vector<CollectiveHeader>& all, const CollectiveHeader& mine);
   // The links are in an unknown state after an error of `kind`: the next
   // collective fails (with that kind) until update_topology() rebuilds them.
-  void mark_broken(ErrorKind kind);
+  // Neighbours see it at once: a shutdown (what we sent still arrives), or,
+  // where a collective failed on the ring (`ring_failed`), a reset, which
+  // also reaches a neighbour stuck sending into a window we no longer read.
+  void mark_broken(ErrorKind kind, bool ring_failed = false);
   // Something failed in this epoch (a collective, a member, the master):
   // what update_topology() is the recovery from. Lock-free (atomics only).
   bool epoch_failed() const;

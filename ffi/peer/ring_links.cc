@@ -370,9 +370,21 @@ std::vector<int> RingLinks::left_fds(size_t first, size_t count) const {
 }
 
 void RingLinks::break_links() {
-  // Every connection of the hop: a neighbour blocked on any of them must see EOF.
+  // Every connection of the hop: a neighbour blocked on any of them must see
+  // EOF. Gracefully: the last bytes of a collective that ended for us may
+  // still be on their way to a neighbour that is finishing it.
   for (Socket& s : right_) s.shutdown_both();
   for (Socket& s : left_) s.shutdown_both();
+}
+
+void RingLinks::reset_links() {
+  // A collective failed on the ring: every connection of the hop, so that a
+  // neighbour blocked on any of them fails at once, also one whose bytes to
+  // us fill a window we no longer read (after a shutdown the kernel resets
+  // only on new data: it waited out its stall timeout). What we still had
+  // to send is discarded: that epoch failed.
+  for (Socket& s : right_) s.reset_in_place();
+  for (Socket& s : left_) s.reset_in_place();
 }
 
 void RingLinks::drop_links() {

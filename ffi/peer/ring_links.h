@@ -77,9 +77,14 @@ class RingLinks {
   std::vector<int> left_fds(size_t first, size_t count) const;
   bool connected() const { return !right_.empty() && !left_.empty(); }
   // Shuts every link down, so that both neighbours, and every thread of ours
-  // blocked on one, see EOF at once (fail fast). The sockets stay in place
-  // until the next establish(): other threads may be reading them.
+  // blocked on one, see EOF at once (fail fast); what we sent still arrives.
+  // The sockets stay in place until the next establish(): other threads may
+  // be reading them.
   void break_links();
+  // The same after a collective failed on the ring, with resets (see
+  // reset_connection in transport/socket.h): a neighbour blocked sending to
+  // us fails at once even when we stopped reading its window.
+  void reset_links();
   void drop_links();  // break_links(), then forget them (no concurrent users)
   void close();
   // How long a neighbour's links may wait for this peer's establish(); the

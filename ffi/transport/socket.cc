@@ -137,6 +137,13 @@ void Socket::close() {
   }
 }
 
+void reset_connection(int fd) {
+  if (fd < 0) return;
+  sockaddr unspec{};
+  unspec.sa_family = AF_UNSPEC;
+  if (::connect(fd, &unspec, sizeof(unspec)) != 0) ::shutdown(fd, SHUT_RDWR);
+}
+
 void Socket::shutdown_both() {
   if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
 }

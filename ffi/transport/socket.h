@@ -18,6 +18,14 @@ inline constexpr const char* kCongestionControlEnv = "JAX_PCCL_TCP_CONGESTION";
 // deadline; throws Cancelled if the canceller fires.
 bool wait_ready(int fd, short events, const Deadline& deadline, const Canceller* cancel);
 
+// Aborts the TCP connection on `fd` with a reset, leaving the descriptor
+// open (connect() to AF_UNSPEC: Linux's disconnect). Unlike a shutdown, the
+// remote learns at once even when what it sent us sits unread in a full
+// window: after a shutdown the kernel resets only on new data, so a remote
+// blocked on that window waits out its stall timeout. Falls back to a
+// shutdown where the kernel refuses.
+void reset_connection(int fd);
+
 class Socket {
  public:
   Socket() = default;
@@ -42,6 +50,9 @@ class Socket {
   void close();
   // Half-close both directions so a peer blocked on us sees EOF at once.
   void shutdown_both();
+  // Resets the connection but keeps the descriptor (threads of ours may
+  // still be polling it: they wake with an error): see reset_connection().
+  void reset_in_place() { reset_connection(fd_); }
   // Closes at once and discards what is still unsent (SO_LINGER 0): the
   // remote sees a reset, not the rest of our queue.
   void abort();
