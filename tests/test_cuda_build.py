@@ -71,12 +71,20 @@ def test_the_cuda_handler_compiles(tmp_path):
     built = subprocess.run([cmake, "--build", str(build), "--target", "pccl_cuda_handler"],
                            capture_output=True, text=True, timeout=900)
     assert built.returncode == 0, built.stdout[-4000:] + built.stderr[-2000:]
-    objects = list(build.rglob("collective_cuda_handler.cc.o"))
-    assert len(objects) == 1, objects
-    symbols = subprocess.run(["nm", "-C", "--defined-only", str(objects[0])], capture_output=True,
-                             text=True).stdout
-    # The handler symbol (extern "C", what jax.ffi.register_ffi_target takes), defined.
-    assert re.search(r"^[0-9a-f]+ T CollectiveCudaHandler$", symbols, re.M), symbols[-2000:]
+    # The handler symbols (extern "C", what jax.ffi.register_ffi_target takes), defined.
+    expected = {"collective_cuda_handler.cc.o": ["CollectiveCudaHandler"],
+                "all_reduce_async_cuda_handler.cc.o": ["AllReduceStartCudaHandler",
+                                                       "AllReduceWaitBindCudaHandler",
+                                                       "AllReduceWaitCudaHandler"]}
+    for object_name, handlers in expected.items():
+        objects = list(build.rglob(object_name))
+        assert len(objects) == 1, objects
+        symbols = subprocess.run(["nm", "-C", "--defined-only", str(objects[0])],
+                                 capture_output=True, text=True).stdout
+        for handler in handlers:
+            assert re.search(rf"^[0-9a-f]+ T {handler}$", symbols, re.M), symbols[-2000:]
+    # The staging pipeline they share is the one test_staged_leaves runs.
+    assert len(list(build.rglob("staged_leaves.cc.o"))) == 1
 
 
 def test_a_cpu_only_build_says_how_to_get_the_cuda_handler():
@@ -95,9 +103,43 @@ def test_a_cpu_only_build_says_how_to_get_the_cuda_handler():
             with pytest.raises(NotImplementedError, match="JAX_PCCL_CUDA=ON"):
                 traced.lower(lowering_platforms=("cuda",))
             started = jax.jit(lambda x: pccl.all_reduce_wait(pccl.all_reduce_start(x, comm)))
-            with pytest.raises(NotImplementedError, match="all_reduce only"):
+            with pytest.raises(NotImplementedError, match="all_reduce_start on a CUDA device.*"
+                                                          "JAX_PCCL_CUDA=ON"):
                 started.trace(jnp.ones(3)).lower(lowering_platforms=("cuda",))
             # The CPU path is untouched.
             assert float(jax.jit(lambda x: pccl.all_reduce(x, comm))(jnp.ones(3))[0]) == 1.0
+        finally:
+            comm.close()
+
+
+def test_with_the_cuda_handler_start_and_wait_lower_to_its_calls(monkeypatch):
+    """What a CUDA build lowers (the CUDA_BUILT switch is all that differs
+    in Python): start, wait_bind and wait as the CPU has them, in program
+    order, with the attributes their CUDA handlers bind
+    (ffi/xla/cuda/all_reduce_async_cuda_handler.cc); all_reduce as one call."""
+    import jax
+    import jax.numpy as jnp
+
+    import jax_pccl as pccl
+    from jax_pccl import _pccl
+
+    monkeypatch.setattr(_pccl, "CUDA_BUILT", True)
+    with pccl.Master() as master:
+        comm = pccl.Communicator(master.address).connect()
+        try:
+            def step(x, y):
+                h = pccl.all_reduce_start({"x": x, "y": y}, comm, op="avg")
+                z = jnp.sin(x) * 2  # compute between start and wait
+                return pccl.all_reduce_wait(h), pccl.all_reduce(z, comm)
+
+            text = jax.jit(step).trace(jnp.ones(3), jnp.ones((2, 2), jnp.bfloat16)).lower(
+                lowering_platforms=("cuda",)).as_text()
+            calls = re.findall(r'custom_call @(jax_pccl_\w+)\((.*?)\).*?\{(.*?)\}', text)
+            targets = [name for name, _, _ in calls]
+            assert targets == ["jax_pccl_all_reduce_start", "jax_pccl_all_reduce_wait_bind",
+                               "jax_pccl_all_reduce_wait", "jax_pccl_collective"], text
+            sites = [re.search(r"site = (\d+)", attrs).group(1) for name, _, attrs in calls
+                     if name.startswith("jax_pccl_all_reduce_wait")]
+            assert len(sites) == 2 and sites[0] == sites[1], sites
         finally:
             comm.close()

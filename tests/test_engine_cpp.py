@@ -34,7 +34,7 @@ SUITES = ["test_reduce_kernels", "test_wire", "test_engine", "test_handshake", "
           "test_master_claims", "test_state_fetcher",
           "test_ring_solver", "test_link_planning", "test_master_optimize",
           "test_background_planner", "test_background_live",
-          "test_completion_executor"]  # ffi/xla's Python-free part (see CMakeLists.txt)
+          "test_completion_executor", "test_staged_leaves"]  # ffi/xla's Python-free part (see CMakeLists.txt)
 # Checks each suite must report having passed: a suite that silently stops
 # early (or loses a test function) must not pass. The counts run here on
 # 2026-12-06, rounded down where a suite's count depends on timing
@@ -48,7 +48,7 @@ MIN_CHECKS = {
     "test_completion_executor": 37, "fuzz_parsers": 12,
     "test_ring_solver": 82,  # 83 in a release build (its 16-peer exact case is skipped sanitized)
     "test_link_planning": 128, "test_master_optimize": 1113, "test_background_planner": 12,
-    "test_background_live": 6,
+    "test_background_live": 6, "test_staged_leaves": 92,
 }
 # Under TSan, the suites with threads of their own (the others check parsers,
 # kernels and codecs on one thread, which ASan covers; CI time is short).
@@ -58,7 +58,8 @@ TSAN_SUITES = ["test_engine", "test_concurrency", "test_ring_acceptor", "test_ri
                "test_link_reset",
                "test_collective_kinds",
                "test_shared_state_sync", "test_master_claims", "test_state_fetcher",
-               "test_background_planner", "test_background_live", "test_completion_executor"]
+               "test_background_planner", "test_background_live", "test_completion_executor",
+               "test_staged_leaves"]
 FUZZ_SECONDS_PER_PARSER = 2
 
 

@@ -26,6 +26,7 @@
 #include "xla/comm_registry.h"
 #include "xla/handler_faults.h"
 #if defined(PCCL_WITH_CUDA)
+#include "xla/cuda/all_reduce_async_cuda_handler.h"
 #include "xla/cuda/collective_cuda_handler.h"
 #endif
 
@@ -313,6 +314,12 @@ NB_MODULE(_pccl, m) {
 #if defined(PCCL_WITH_CUDA)
     targets["jax_pccl_collective"] =
         nb::capsule(reinterpret_cast<void*>(&CollectiveCudaHandler), "xla._CUSTOM_CALL_TARGET");
+    targets["jax_pccl_all_reduce_start"] = nb::capsule(
+        reinterpret_cast<void*>(&AllReduceStartCudaHandler), "xla._CUSTOM_CALL_TARGET");
+    targets["jax_pccl_all_reduce_wait_bind"] = nb::capsule(
+        reinterpret_cast<void*>(&AllReduceWaitBindCudaHandler), "xla._CUSTOM_CALL_TARGET");
+    targets["jax_pccl_all_reduce_wait"] = nb::capsule(
+        reinterpret_cast<void*>(&AllReduceWaitCudaHandler), "xla._CUSTOM_CALL_TARGET");
 #endif
     return targets;
   });

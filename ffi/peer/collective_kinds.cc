@@ -130,6 +130,8 @@ std::vector<CollectiveKindInfo> collective_kinds() {
   return std::vector<CollectiveKindInfo>(std::begin(kKinds), std::end(kKinds));
 }
 
+size_t input_bytes(const CollectiveCall& call) { return call.count * dtype_size(call.dtype); }
+
 size_t output_bytes(const CollectiveCall& call) {
   const CollectiveKindInfo& k = collective_kind(call.kind);
   return k.output_count(call.count, call.world) * dtype_size(call.dtype);

@@ -69,6 +69,8 @@ struct CollectiveKindInfo {
 const CollectiveKindInfo& collective_kind(CollectiveKind kind);
 // Every kind that moves data (the bindings export their codes by name).
 std::vector<CollectiveKindInfo> collective_kinds();
+// Input bytes of `call`: count elements of its dtype.
+size_t input_bytes(const CollectiveCall& call);
 // Output bytes of `call` as sized by its caller (call.world, or its input size).
 size_t output_bytes(const CollectiveCall& call);
 

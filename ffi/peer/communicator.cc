@@ -511,7 +511,7 @@ void Communicator::finish_inline(const CollectiveCall& call, const void* in, voi
 
 namespace {
 
-size_t bytes_of(const CollectiveCall& call) { return call.count * dtype_size(call.dtype); }
+size_t bytes_of(const CollectiveCall& call) { return input_bytes(call); }
 
 // How much an error says about what went wrong: a mismatch or a failure
 // names its cause; "a previous collective failed" is only a consequence.
@@ -531,6 +531,11 @@ int telling(const std::exception_ptr& error) {
 }
 
 }  // namespace
+
+std::exception_ptr more_telling(std::exception_ptr kept, std::exception_ptr next) {
+  if (!kept || (next && telling(next) > telling(kept))) return next;
+  return kept;
+}
 
 void Communicator::check_call(const CollectiveCall& call) {
   const CollectiveKindInfo& kind = collective_kind(call.kind);
@@ -567,7 +572,7 @@ int Communicator::run_all(const std::vector<CollectiveCall>& calls) {
   for (const CollectiveCall& call : calls) check_call(call);
   std::exception_ptr error;
   auto keep = [&](std::exception_ptr e) {
-    if (!error || telling(e) > telling(error)) error = e;
+    error = more_telling(error, e);
   };
   Batch batch;
   try {

@@ -5,6 +5,7 @@
 #pragma once
 #include <atomic>
 #include <cstdint>
+#include <exception>
 #include <mutex>
 #include <shared_mutex>
 #include <string>
@@ -55,6 +56,11 @@ struct CommunicatorConfig {
   // of a group must use the same value (checked when ring links open).
   int concurrency = 1;
 };
+
+// Of two errors of a pytree's leaves, the one to report: a mismatch or a
+// peer failure names its cause; "a previous collective of this epoch
+// failed" or a cancellation is only a consequence. Either may be null.
+std::exception_ptr more_telling(std::exception_ptr kept, std::exception_ptr next);
 
 // The error for a topology operation refused because started all-reduces
 // are not waited for yet.

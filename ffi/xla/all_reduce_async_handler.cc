@@ -12,6 +12,7 @@
 #include "xla/completion_executor.h"
 #include "xla/ffi_support.h"
 #include "xla/handler_faults.h"
+#include "xla/start_wait_bindings.h"
 #include "xla/ticket_words.h"
 #include "xla/xla_order.h"
 
@@ -22,16 +23,11 @@ namespace {
 
 ffi::Error start_body(ffi::RemainingArgs& args, ffi::Result<ffi::Buffer<ffi::S32>>& tickets,
                       int64_t comm_handle, int32_t op, int32_t quantization) {
-  std::shared_ptr<Communicator> comm = find_communicator(comm_handle);
-  if (!comm) return precondition("the communicator this compiled function was traced with is closed: re-jit the function with the new Communicator (jitted functions keep the communicator they captured)");
-  if (op < 0 || !reduce_op_valid(static_cast<uint8_t>(op)) || quantization < 0 ||
-      !quantization_valid(static_cast<uint8_t>(quantization))) {
-    return ffi::Error::InvalidArgument("PcclError: invalid op or quantization");
-  }
   size_t leaves = args.size();
-  if (leaves == 0 || ticket_leaves(tickets->element_count()) != leaves) {
-    return ffi::Error::InvalidArgument("PcclError: ticket count does not match operands");
-  }
+  std::shared_ptr<Communicator> comm;
+  ffi::Error checked = check_start_call(comm_handle, op, quantization, leaves,
+                                        tickets->element_count(), &comm);
+  if (checked.failure()) return checked;
   int32_t* words = tickets->typed_data();
   // The world size rides after the tickets: the collectives run on the ring
   // they were placed on now (a later update_topology fails them instead).
@@ -39,18 +35,10 @@ ffi::Error start_body(ffi::RemainingArgs& args, ffi::Result<ffi::Buffer<ffi::S32
   for (size_t i = 0; i < leaves; ++i) {
     auto in = args.get<ffi::AnyBuffer>(i);
     if (!in.has_value()) return ffi::Error::InvalidArgument("PcclError: bad buffer");
-    auto dtype = to_engine_dtype(in->element_type());
-    if (!dtype) return ffi::Error::InvalidArgument("PcclError: unsupported dtype");
-    auto q = static_cast<Quantization>(quantization);
-    if (!quantization_applies(q, *dtype)) q = Quantization::kNone;
-    maybe_fail_for_testing(HandlerFault::kStart);  // as if staging memory ran out
     CollectiveCall call;
-    call.in = in->untyped_data();
-    call.count = in->element_count();
-    call.dtype = *dtype;
-    call.op = static_cast<ReduceOp>(op);
-    call.leaf = describe_leaf(*in, i, leaves);
-    call.quantization = q;
+    ffi::Error leaf = start_leaf(*in, in->untyped_data(), i, leaves, op, quantization, &call);
+    if (leaf.failure()) return leaf;
+    maybe_fail_for_testing(HandlerFault::kStart);  // as if staging memory ran out
     uint64_t ticket = comm->start(call);
     store_ticket(words + kTicketWords * i, ticket);
   }
@@ -134,15 +122,7 @@ ffi::Future wait_body(ffi::RemainingRets& rets, int64_t comm_handle, int64_t sit
   std::optional<std::vector<uint64_t>> tickets = take_bound_wait(comm_handle, site);
   std::shared_ptr<Communicator> comm = find_communicator(comm_handle);
   std::shared_ptr<CompletionExecutor> completions = find_completions(comm_handle);
-  if (!comm || !completions) {
-    // Its start ran on this communicator (a start on a closed one fails
-    // first), so close() came in between and cancelled the collective. The
-    // start's "re-jit the function" message misled here: an eager start and
-    // wait have no jitted function to re-jit.
-    return failed(ffi::Error(ffi::ErrorCode::kCancelled,
-                             "CancelledError: communicator closed: close() cancelled this "
-                             "all_reduce_start before its all_reduce_wait"));
-  }
+  if (!comm || !completions) return failed(closed_before_wait());
   if (!tickets) return failed(ffi::Error::Internal("PcclError: all_reduce_wait found no bound tickets"));
   size_t leaves = tickets->size();
   if (rets.size() != leaves) {
@@ -192,29 +172,10 @@ ffi::Future wait_impl(ffi::Token, ffi::Result<ffi::Token>, ffi::RemainingRets re
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(AllReduceStartCpuHandler, start_impl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Token>()
-                                  .RemainingArgs()
-                                  .Ret<ffi::Token>()
-                                  .Ret<ffi::Buffer<ffi::S32>>()
-                                  .Attr<int64_t>("comm")
-                                  .Attr<int32_t>("op")
-                                  .Attr<int32_t>("quant"));
-
+                              bind_start_call(ffi::Ffi::Bind()));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(AllReduceWaitBindCpuHandler, bind_impl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Token>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::Token>()
-                                  .Attr<int64_t>("comm")
-                                  .Attr<int64_t>("site"));
-
+                              bind_wait_bind_call(ffi::Ffi::Bind()));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(AllReduceWaitCpuHandler, wait_impl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Token>()
-                                  .Ret<ffi::Token>()
-                                  .RemainingRets()
-                                  .Attr<int64_t>("comm")
-                                  .Attr<int64_t>("site"));
+                              bind_wait_call(ffi::Ffi::Bind()));
 
 }  // namespace pccl

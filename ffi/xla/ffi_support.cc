@@ -5,6 +5,7 @@
 
 #include "collectives/quantization.h"
 #include "xla/comm_registry.h"
+#include "xla/ticket_words.h"
 
 namespace ffi = xla::ffi;
 
@@ -129,6 +130,47 @@ xla::ffi::Error collective_leaf(const CollectiveAttrs& attrs, const xla::ffi::An
   call->leaf = describe_leaf(in, index, count);
   call->quantization = q;
   return xla::ffi::Error::Success();
+}
+
+xla::ffi::Error check_start_call(int64_t comm_handle, int32_t op, int32_t quantization,
+                                 size_t leaves, size_t ticket_elements,
+                                 std::shared_ptr<Communicator>* comm) {
+  *comm = find_communicator(comm_handle);
+  if (!*comm) return precondition("the communicator this compiled function was traced with is closed: re-jit the function with the new Communicator (jitted functions keep the communicator they captured)");
+  if (op < 0 || !reduce_op_valid(static_cast<uint8_t>(op)) || quantization < 0 ||
+      !quantization_valid(static_cast<uint8_t>(quantization))) {
+    return xla::ffi::Error::InvalidArgument("PcclError: invalid op or quantization");
+  }
+  if (leaves == 0 || ticket_leaves(ticket_elements) != leaves) {
+    return xla::ffi::Error::InvalidArgument("PcclError: ticket count does not match operands");
+  }
+  return xla::ffi::Error::Success();
+}
+
+xla::ffi::Error start_leaf(const xla::ffi::AnyBuffer& in, const void* in_data, size_t index,
+                           size_t count, int32_t op, int32_t quantization, CollectiveCall* call) {
+  auto dtype = to_engine_dtype(in.element_type());
+  if (!dtype) return xla::ffi::Error::InvalidArgument("PcclError: unsupported dtype");
+  auto q = static_cast<Quantization>(quantization);
+  if (!quantization_applies(q, *dtype)) q = Quantization::kNone;
+  *call = CollectiveCall{};
+  call->in = in_data;
+  call->count = in.element_count();
+  call->dtype = *dtype;
+  call->op = static_cast<ReduceOp>(op);
+  call->leaf = describe_leaf(in, index, count);
+  call->quantization = q;
+  return xla::ffi::Error::Success();
+}
+
+xla::ffi::Error closed_before_wait() {
+  // Its start ran on this communicator (a start on a closed one fails
+  // first), so close() came in between and cancelled the collective. The
+  // start's "re-jit the function" message misled here: an eager start and
+  // wait have no jitted function to re-jit.
+  return xla::ffi::Error(xla::ffi::ErrorCode::kCancelled,
+                         "CancelledError: communicator closed: close() cancelled this "
+                         "all_reduce_start before its all_reduce_wait");
 }
 
 }  // namespace pccl

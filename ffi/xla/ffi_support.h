@@ -66,4 +66,16 @@ xla::ffi::Error collective_leaf(const CollectiveAttrs& attrs, const xla::ffi::An
                                 const void* in_data, void* out_data, size_t index, size_t count,
                                 CollectiveCall* call);
 
+// What every all_reduce_start handler (CPU, CUDA) checks before it touches
+// a buffer: the communicator (set in *comm), op, quantization, and a tickets
+// buffer of `ticket_elements` int32 for `leaves` operands (ticket_words.h).
+xla::ffi::Error check_start_call(int64_t comm_handle, int32_t op, int32_t quantization,
+                                 size_t leaves, size_t ticket_elements,
+                                 std::shared_ptr<Communicator>* comm);
+// Leaf i of an all_reduce_start as the engine's call, reading `in_data`.
+xla::ffi::Error start_leaf(const xla::ffi::AnyBuffer& in, const void* in_data, size_t index,
+                           size_t count, int32_t op, int32_t quantization, CollectiveCall* call);
+// An all_reduce_wait whose communicator was closed after its start.
+xla::ffi::Error closed_before_wait();
+
 }  // namespace pccl

@@ -19,6 +19,12 @@ unfinished asynchronous call's operands or results from starting; a wait that
 read its tickets itself made compute placed after it in the schedule (and
 sharing those bytes) wait for the whole collective (ffi/xla/bound_waits.h).
 Every started collective must be waited for before update_topology().
+
+On a CUDA GPU (a build with -DJAX_PCCL_CUDA=ON) the same calls run on the
+device's stream: start copies the leaves to page-locked host memory and
+starts each leaf's collective as soon as its own copy is over; the wait is
+synchronous there and copies each result back as soon as it is in. Kernels
+queued between start and wait run on the GPU while the ring runs.
 Not differentiable and not batchable (use all_reduce for that).
 """
 
@@ -35,7 +41,7 @@ import numpy as np
 from .. import _native
 from ..validation import prepare_collective
 from .all_reduce import AllReduceInfo
-from .collective import translate_errors
+from .collective import register_lowering, translate_errors
 from . import jax_internals as jx
 from .effects import COLLECTIVE_EFFECT
 from .lowering import chained_ffi_call, effectful_ffi_call, int_attr
@@ -108,18 +114,10 @@ def _wait_lowering(ctx, tickets, *, comm, avals):
     return results
 
 
-jx.register_lowering(start_p, _start_lowering, platform="cpu")
-jx.register_lowering(wait_p, _wait_lowering, platform="cpu")
-
-
-def _no_cuda_lowering(ctx, *args, **params):
-    raise NotImplementedError(
-        "jax_pccl.all_reduce_start/all_reduce_wait on a CUDA device: not available yet (the "
-        "CUDA handler covers all_reduce only). Use all_reduce, or start/wait on CPU operands.")
-
-
-jx.register_lowering(start_p, _no_cuda_lowering, platform="cuda")
-jx.register_lowering(wait_p, _no_cuda_lowering, platform="cuda")
+# The same calls on CUDA where this build has the CUDA handlers
+# (ffi/xla/cuda/all_reduce_async_cuda_handler.h: there the wait is synchronous).
+register_lowering(start_p, _start_lowering, "all_reduce_start")
+register_lowering(wait_p, _wait_lowering, "all_reduce_wait")
 
 
 def all_reduce_start(x, comm, op: str = "sum", *, quantization=None) -> AllReduceHandle:
