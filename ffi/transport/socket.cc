@@ -15,6 +15,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "common/errors.h"
@@ -141,7 +142,12 @@ void reset_connection(int fd) {
   if (fd < 0) return;
   sockaddr unspec{};
   unspec.sa_family = AF_UNSPEC;
-  if (::connect(fd, &unspec, sizeof(unspec)) != 0) ::shutdown(fd, SHUT_RDWR);
+  // The system call itself, not libc's connect(): ThreadSanitizer's
+  // interceptor takes connect() for the making of a new descriptor and
+  // reports our other threads' recv() on it as racing with that. Here it
+  // only changes the connection's state, which the kernel serialises with
+  // their recv() and poll() (they wake with the reset).
+  if (::syscall(SYS_connect, fd, &unspec, sizeof(unspec)) != 0) ::shutdown(fd, SHUT_RDWR);
 }
 
 void Socket::shutdown_both() {
