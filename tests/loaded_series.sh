@@ -54,7 +54,9 @@ done
 busy=()
 for _ in 1 2; do sh -c 'while :; do :; done' & busy+=($!); done
 trap 'kill "${busy[@]}" 2>/dev/null' EXIT
-say "busy loops ${busy[*]} started; loaded runs $((loaded_done + 1))..$runs, sanitized runs $((san_done + 1))..$san_runs beside them"
+if [ "$san_done" -lt "$san_runs" ]; then beside=", sanitized runs $((san_done + 1))..$san_runs beside them"
+else beside=" (the sanitized runs are done)"; fi
+say "busy loops ${busy[*]} started; loaded runs $((loaded_done + 1))..$runs$beside"
 
 summary() { grep -E '^(=+ )?[0-9]+ (passed|failed)|(passed|failed|error).* in [0-9.]+s' "$1" | tail -1; }
 
